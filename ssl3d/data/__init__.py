@@ -1,0 +1,1 @@
+"""Preprocessing (with its inverse), datasets and cache, phantoms, real sample volumes."""

@@ -1,0 +1,1 @@
+"""Network builders: SwinUNETR (MONAI), PCT-Net, a small CPU-friendly UNet; heads."""

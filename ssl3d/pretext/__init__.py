@@ -1,0 +1,1 @@
+"""Pretext tasks: VoCo (volume contrast) and Volume Fusion; sample generation on the device, labels, losses."""
