@@ -1,0 +1,53 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ssl3d.errors import InputError
+from ssl3d.events import EventFollower, EventWriter, read_events, write_run_json
+
+
+def test_round_trip(tmp_path):
+    path = tmp_path / "events.jsonl"
+    with EventWriter(path) as events:
+        events.emit("start", step=0, total=3)
+        events.emit("progress", step=1, total=3, loss={"total": torch.tensor(0.5), "reg": np.float32(0.25)}, lr=1e-4)
+        events.emit("metric", step=2, name="dice", value=0.8, per_class={"liver": 0.9})
+        events.emit("error", message="bad\nthing  happened")
+        events.emit("done", step=3, total=3, outputs={"bundle": tmp_path / "b"})
+    records = read_events(path)
+    assert [r["event"] for r in records] == ["start", "progress", "metric", "error", "done"]
+    assert records[1]["loss"] == {"total": 0.5, "reg": 0.25}
+    assert records[3]["message"] == "bad thing happened"
+    assert records[4]["outputs"]["bundle"] == str(tmp_path / "b")
+    assert all(isinstance(r["time"], float) for r in records)
+
+
+def test_non_finite_values_become_null(tmp_path):
+    with EventWriter(tmp_path / "e.jsonl") as events:
+        events.emit("progress", loss={"total": math.nan})
+    assert read_events(tmp_path / "e.jsonl")[0]["loss"]["total"] is None
+
+
+def test_unknown_event_is_refused():
+    with pytest.raises(InputError, match="event must be one of"):
+        EventWriter(None).emit("finish")
+
+
+def test_follower_keeps_partial_lines(tmp_path):
+    path = tmp_path / "e.jsonl"
+    follower = EventFollower(path)
+    assert follower.poll() == []
+    path.write_text('{"event": "start", "time": 1}\n{"event": "prog')
+    assert [r["event"] for r in follower.poll()] == ["start"]
+    with open(path, "a") as handle:
+        handle.write('ress", "time": 2}\nnot json\n')
+    assert [r["event"] for r in follower.poll()] == ["progress"]
+
+
+def test_run_json(tmp_path):
+    write_run_json(tmp_path, {"a": (1, 2)}, ["ssl3d", "demo"], cache={"dir": "x"})
+    data = json.loads((tmp_path / "run.json").read_text())
+    assert data["command"] == "ssl3d demo" and data["config"] == {"a": [1, 2]} and data["cache"] == {"dir": "x"}

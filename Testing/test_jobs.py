@@ -1,0 +1,163 @@
+"""ssl3d.jobs against a real subprocess: helpers/fake_job.py stands in for a training job."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from ssl3d.errors import Cancelled, JobError
+from ssl3d.jobs import CANCELLED_EXIT_CODE, Job, follow_run
+
+FAKE_JOB = Path(__file__).parent / "helpers" / "fake_job.py"
+TIMEOUT = 20.0
+
+
+def fake_job(*args: str, **kwargs) -> Job:
+    return Job.start([sys.executable, str(FAKE_JOB), *args], **kwargs)
+
+
+def wait_for_event(job: Job, kind: str, timeout: float = TIMEOUT) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [e for e in job.events if e["event"] == kind]
+        if found:
+            return found[0]
+        time.sleep(0.01)
+    raise AssertionError(f"no {kind} event within {timeout} s; events: {job.events}, stderr: {job.stderr}")
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # killed, not yet reaped by init
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_events_stream_in_order_to_callback():
+    received, threads = [], set()
+
+    def on_event(event: dict) -> None:
+        received.append(event)
+        threads.add(threading.current_thread())
+
+    job = fake_job("--steps", "5", on_event=on_event)
+    assert job.wait(TIMEOUT) == 0
+    assert [e["event"] for e in received] == ["start"] + ["progress"] * 5 + ["done"]
+    assert [e["step"] for e in received if e["event"] == "progress"] == [1, 2, 3, 4, 5]
+    assert received == job.events
+    assert threading.main_thread() not in threads  # the reader thread calls back
+    assert job.error_message is None and not job.cancelled and not job.running
+    assert job.raise_for_status() is job
+    assert job.name == "fake_job.py"
+
+
+def test_plain_stdout_lines_become_log_events():
+    job = fake_job("--steps", "2", "--noise")
+    job.wait(TIMEOUT)
+    kinds = [(e["event"], e.get("message", e.get("step"))) for e in job.events]
+    assert kinds[1:5] == [("log", "plain line before step 1"), ("progress", 1), ("log", "plain line before step 2"), ("progress", 2)]
+
+
+def test_user_error_reports_the_error_event_message():
+    job = fake_job("--fail", "user")
+    assert job.wait(TIMEOUT) == 2
+    message = "data/case_001.nii.gz: not a 3D volume (shape (4, 4))."
+    assert job.error_message == message
+    with pytest.raises(JobError, match=r"case_001\.nii\.gz: not a 3D volume"):
+        job.raise_for_status()
+
+
+def test_error_line_on_stderr_without_event():
+    code = "import sys; print('usage: ssl3d', file=sys.stderr); print('ssl3d: error: unknown preset vox', file=sys.stderr); sys.exit(2)"
+    job = Job.start([sys.executable, "-c", code])
+    assert job.wait(TIMEOUT) == 2
+    assert job.error_message == "unknown preset vox"
+
+
+def test_crash_reports_one_line_with_exit_code():
+    job = fake_job("--fail", "crash")
+    assert job.wait(TIMEOUT) == 1
+    assert job.error_message == "fake_job.py failed with exit code 1: ZeroDivisionError: integer division or modulo by zero"
+    assert "Traceback" in job.stderr
+    with pytest.raises(JobError, match="exit code 1"):
+        job.raise_for_status()
+
+
+def test_cancel_by_file_saves_checkpoint(tmp_path):
+    # the job ignores the stop signal here, so only the cancel file can stop it
+    job = fake_job("--steps", "10000", "--run-dir", str(tmp_path), "--ignore-term", run_dir=tmp_path)
+    wait_for_event(job, "progress")
+    job.cancel(grace_s=TIMEOUT)
+    assert job.wait(TIMEOUT) == CANCELLED_EXIT_CODE
+    assert job.cancelled and (tmp_path / "cancel").is_file()
+    assert (tmp_path / "checkpoint.json").is_file()
+    assert job.events[-1]["event"] == "checkpoint"
+    assert [e["event"] for e in follow_run(tmp_path).poll()] == [e["event"] for e in job.events]
+    with pytest.raises(Cancelled, match="cancelled"):
+        job.raise_for_status()
+
+
+def test_cancel_by_signal_saves_checkpoint(tmp_path):
+    # no run_dir for the Job: no cancel file, the signal alone stops the job
+    job = fake_job("--steps", "10000", "--run-dir", str(tmp_path))
+    wait_for_event(job, "progress")
+    started = time.monotonic()
+    job.cancel(grace_s=TIMEOUT)
+    assert time.monotonic() - started < 1.0  # returns at once
+    assert job.wait(TIMEOUT) == CANCELLED_EXIT_CODE
+    assert job.cancelled and not (tmp_path / "cancel").exists()
+    assert (tmp_path / "checkpoint.json").is_file()
+
+
+def test_cancel_kills_the_tree_of_a_job_that_ignores_the_signal():
+    job = fake_job("--steps", "10000", "--ignore-term", "--child")
+    child_pid = wait_for_event(job, "log")["child_pid"]
+    assert not gone(child_pid)
+    started = time.monotonic()
+    job.cancel(grace_s=0.5, wait=True)
+    assert time.monotonic() - started >= 0.5
+    assert gone(child_pid) and gone(job.pid)
+    assert job.returncode == (1 if os.name == "nt" else -signal.SIGKILL)
+    assert job.cancelled and "cancelled" in job.error_message
+
+
+def test_leaving_the_with_block_cancels(tmp_path):
+    with fake_job("--steps", "10000", "--run-dir", str(tmp_path), run_dir=tmp_path) as job:
+        wait_for_event(job, "progress")
+    assert job.returncode == CANCELLED_EXIT_CODE and job.cancelled
+
+
+def test_cancel_after_exit_changes_nothing():
+    job = fake_job("--steps", "1")
+    job.wait(TIMEOUT)
+    job.cancel()
+    assert not job.cancelled and job.returncode == 0
+
+
+def test_failing_callback_does_not_stop_the_reader():
+    def on_event(event: dict) -> None:
+        raise RuntimeError("broken widget")
+
+    job = fake_job("--steps", "3", on_event=on_event)
+    assert job.wait(TIMEOUT) == 0
+    assert job.events[-1]["event"] == "done"
+
+
+def test_missing_program_raises_job_error(tmp_path):
+    with pytest.raises(JobError, match="cannot start"):
+        Job.start([str(tmp_path / "no-such-program")])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ssl3d.__main__") is None, reason="the ssl3d CLI is not there yet")
+def test_engine_info():
+    job = Job.engine(["info"])
+    assert job.wait(60) == 0, job.error_message
+    assert job.name == "ssl3d info"

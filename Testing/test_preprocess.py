@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+import torch
+
+from ssl3d.data.preprocess import GridMapping, PreprocessConfig, apply_intensity, parse_intensity, preprocess
+from ssl3d.errors import ConfigError, InputError
+
+ORIENT_ONLY = PreprocessConfig(orientation="RAS", intensity="window:-175,250")
+RESAMPLE = PreprocessConfig(orientation="RAS", spacing=(2.0, 1.7, 3.1), intensity="none", pad_to=(40, 40, 24), resize=(30, 36, 20))
+
+
+@pytest.mark.parametrize("which", ["phantom", "oblique_phantom"])
+def test_labels_round_trip_exactly(request, which):
+    image, labels = request.getfixturevalue(which)
+    x, y, mapping = preprocess(image, ORIENT_ONLY, labels)
+    assert x.shape[:2] == (1, 1) and x.dtype == torch.float32 and y.dtype == torch.uint8
+    back = mapping.to_input_grid(y[0, 0])
+    assert back.same_grid(labels)
+    np.testing.assert_array_equal(back.array, labels.array)
+
+
+def test_model_space_runs_along_s_a_r(phantom):
+    image, _ = phantom
+    _, mapping = preprocess(image, ORIENT_ONLY)
+    axes = mapping.model_affine[:3, :3]  # columns: model x, y, z in RAS
+    assert np.argmax(np.abs(axes[:, 0])) == 0 and axes[0, 0] > 0  # x towards R
+    assert np.argmax(np.abs(axes[:, 1])) == 1 and axes[1, 1] > 0  # y towards A
+    assert np.argmax(np.abs(axes[:, 2])) == 2 and axes[2, 2] > 0  # z towards S
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_mapping_is_exact_through_resample_pad_and_resize(oblique_phantom, axis):
+    """Trilinear interpolation reproduces linear fields, so the model value must equal the mapped index."""
+    image, _ = oblique_phantom
+    field = np.indices(image.shape)[2 - axis].astype(np.float32)  # input index i, j or k
+    x, mapping = preprocess(image.like(field), RESAMPLE)
+    zz, yy, xx = np.indices(x.shape[2:])
+    ijk = np.stack([xx, yy, zz, np.ones_like(xx)], -1) @ mapping.model_to_input.T
+    inside = np.all((ijk[..., :3] > 1) & (ijk[..., :3] < np.array(image.shape[::-1]) - 2), -1)
+    np.testing.assert_allclose(x[0, 0].numpy()[inside], ijk[..., axis][inside], atol=1e-3)
+    back = mapping.to_input_grid(x[0, 0], label=False)
+    assert back.same_grid(image)
+    core = (slice(3, -3),) * 3
+    np.testing.assert_allclose(back.array[core], field[core], atol=1e-3)
+
+
+def test_real_ct_round_trip(lung1):
+    image, labels = lung1
+    config = PreprocessConfig(orientation="RAS", spacing=(1.5, 1.5, 5.0), intensity="window:-1000,500")
+    x, y, mapping = preprocess(image, config, labels)
+    back = mapping.to_input_grid(y[0, 0])
+    assert back.same_grid(image) and back.array.dtype == np.uint8
+    dice = 2 * np.sum((back.array > 0) & (labels.array > 0)) / (np.sum(back.array > 0) + np.sum(labels.array > 0))
+    assert dice > 0.9  # nearest resampling at 1.5 mm and back
+
+
+def test_foreground_crop_and_channel_maps(phantom):
+    image, labels = phantom
+    config = PreprocessConfig(orientation="RAS", intensity="window:-175,250", foreground_threshold=0.3)
+    x, y, mapping = preprocess(image, config, labels)
+    assert x.shape[2:] != image.shape  # cropped
+    maps = mapping.to_input_grid(torch.stack([y[0, 0] == 1, y[0, 0] == 5]).float(), label=False, fill=0.0)
+    assert len(maps) == 2 and all(m.same_grid(image) for m in maps)
+    np.testing.assert_array_equal(maps[0].array > 0.5, labels.array == 1)
+
+
+def test_intensity_specs():
+    a = np.array([-2000.0, -175.0, 37.5, 250.0, 3000.0])
+    np.testing.assert_allclose(apply_intensity(a, "window:-175,250"), [0, 0, 0.5, 1, 1])
+    np.testing.assert_allclose(apply_intensity(a, "window:-1000,1000,-1,1")[[0, 4]], [-1, 1])
+    z = apply_intensity(a, "zscore")
+    assert abs(z.mean()) < 1e-6 and abs(z.std() - 1) < 1e-5
+    assert apply_intensity(a, "percentile:0,100").max() == 1.0
+    for bad in ("window:5,1", "window:a,b", "gamma", "percentile:90,10"):
+        with pytest.raises(ConfigError, match="intensity"):
+            parse_intensity(bad)
+
+
+def test_errors(phantom):
+    image, labels = phantom
+    with pytest.raises(InputError, match="no foreground"):
+        preprocess(image.like(np.full(image.shape, -1000, np.int16)), PreprocessConfig(foreground_threshold=0.3))
+    other = labels.like(labels.array[:, :, :].copy())
+    shifted = type(other)(other.array, other.ijk_to_ras + np.diag([0, 0, 0, 0]) + np.eye(4) * 0)
+    shifted.ijk_to_ras[0, 3] += 5
+    with pytest.raises(InputError, match="does not match the image grid"):
+        preprocess(image, ORIENT_ONLY, shifted)
+    _, mapping = preprocess(image, ORIENT_ONLY)
+    with pytest.raises(InputError, match="model shape"):
+        mapping.to_input_grid(np.zeros((2, 2, 2)))
+
+
+def test_mapping_serialises(phantom):
+    _, mapping = preprocess(phantom[0], RESAMPLE)
+    again = GridMapping.from_dict(mapping.to_dict())
+    np.testing.assert_allclose(again.model_affine, mapping.model_affine)
+    assert again.model_shape == mapping.model_shape

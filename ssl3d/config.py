@@ -1,0 +1,358 @@
+"""Typed job configs and the named presets.
+
+A :class:`Preset` owns every setting that changes numbers: preprocessing, network (name + kwargs),
+optimizer, schedule, training (steps, batch, AMP, clipping, EMA), and the pretext task's settings.
+Faithful presets reproduce the official recipes; ``*-cpu`` presets keep the algorithm and shrink sizes so
+they run on 2 cores. Departures from an official recipe are fields in :class:`Options`, all off in the
+faithful presets.
+
+Example::
+
+    preset = get_preset("voco-v1-cpu")
+    preset = apply_overrides(preset, {"train.steps": 20, "train.batch_size": 2})
+    save_config(preset, "run.yaml"); load_config("run.yaml") == preset    # True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from .data.preprocess import PreprocessConfig
+from .errors import ConfigError
+
+__all__ = [
+    "NetworkConfig",
+    "OptimConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "VoCoConfig",
+    "FusionConfig",
+    "Options",
+    "Preset",
+    "PRESETS",
+    "register_preset",
+    "get_preset",
+    "preset_names",
+    "look_up",
+    "apply_overrides",
+    "to_dict",
+    "from_dict",
+    "load_config",
+    "save_config",
+]
+
+
+@dataclass
+class NetworkConfig:
+    """A network by builder name + keyword arguments (the JSON alone rebuilds it)."""
+
+    name: str = "unet-small"
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"  # adamw | adam | sgd
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    amsgrad: bool = False
+    momentum: float = 0.9  # sgd only
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule, counted in iterations."""
+
+    name: str = "constant"  # constant | warmup_cosine | step | poly
+    warmup_steps: int = 0
+    step_size: int = 0  # step: multiply by gamma every step_size iterations
+    gamma: float = 0.5
+    power: float = 0.9  # poly
+    interval: int = 1  # poly/step staircase resolution (PyMIC steps its scheduler once per validation round)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100
+    batch_size: int = 2
+    amp: bool = False  # mixed precision on CUDA (never on CPU)
+    grad_clip: float | None = None
+    ema: float | None = None  # teacher momentum, where the method has a teacher
+    val_every: int = 0  # 0: no validation
+    checkpoint_every: int = 50
+    log_every: int = 1
+    seed: int = 0
+
+
+@dataclass
+class VoCoConfig:
+    """VoCo geometry and losses. Sizes are model voxels; the grid lies in the x-y (W-H) plane."""
+
+    version: int = 1  # 1: the VoCo repo's 10k recipe; 2: the large-scale extension
+    grid: int = 4
+    base_crop: int = 96
+    random_crop: int = 96
+    crop_out: int = 64  # crops are resized to crop_out^3 (v2: equal to the crop, no resize)
+    num_random: int = 2  # random crops per volume ("sw_batch_size")
+    window: tuple[int, int, int] | None = None  # v2: random (x, y, z) window cut per step; v1: whole volume
+    head_hidden: int = 2048
+    head_out: int = 2048
+    head_layers: int = 3
+    student_dropout: float = 0.0  # v2: Dropout1d(0.2) on the student's embeddings (whole rows)
+    teacher: str = "full"  # full: EMA copy of backbone + head (v1); head: EMA head only (v2)
+    flip_p: float = 0.2
+    rot90_p: float = 0.2
+    shift_p: float = 0.1
+    shift_offset: float = 0.1
+
+
+@dataclass
+class FusionConfig:
+    """Volume Fusion sample generation. Sizes are (D, H, W) model voxels."""
+
+    version: int = 1  # 1: the MIS-FM paper's boxes; 2: VolF grid blocks
+    patch: tuple[int, int, int] = (64, 128, 128)
+    classes: int = 5
+    block_range: tuple[int, int] = (10, 40)  # v1: number of boxes (inclusive)
+    size_min: tuple[int, int, int] = (8, 8, 8)  # v1 box sizes
+    size_max: tuple[int, int, int] = (40, 80, 80)
+    foreground_ratio: float = 0.7  # v2
+    block_min: tuple[int, int, int] = (5, 8, 8)  # v2 block sizes
+    block_max: tuple[int, int, int] = (20, 32, 32)
+    scale: tuple[float, float] = (0.7, 1.5)  # v2 random resized crop, per axis
+    gamma: tuple[float, float] = (0.7, 1.5)  # v2
+    inversion_p: float = 0.25  # v2
+    deep_supervision: str = "equal"  # equal (v1) | halving (v2: weights 1/2^i)
+
+
+@dataclass
+class Options:
+    """Named departures from the official recipes; all off in faithful presets."""
+
+    histogram_percentile: bool = False  # VF v2: histogram percentiles instead of exact ones
+    grad_clip_departure: bool = False  # documents that a clip was set where the official code has none
+
+
+@dataclass
+class Preset:
+    name: str
+    method: str  # voco | vf | supervised | segmentation | interactive
+    description: str = ""
+    source: str = ""
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    voco: VoCoConfig | None = None
+    fusion: FusionConfig | None = None
+    options: Options = field(default_factory=Options)
+
+
+# ---------------------------------------------------------------------------------------------- registry
+
+PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(preset: Preset) -> Preset:
+    if preset.name in PRESETS:
+        raise ConfigError(f"preset {preset.name!r} is already registered.")
+    PRESETS[preset.name] = preset
+    return preset
+
+
+def preset_names(method: str | None = None) -> list[str]:
+    return sorted(name for name, p in PRESETS.items() if method is None or p.method == method)
+
+
+def look_up(value: str, choices, what: str) -> str:
+    """``value`` if it is one of ``choices``; else ConfigError with "did you mean ...?" and the valid set."""
+    choices = list(choices)
+    if value in choices:
+        return value
+    close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"unknown {what} {value!r}.{hint} Valid: {', '.join(choices)}.")
+
+
+def get_preset(name: str) -> Preset:
+    """A fresh copy of a registered preset (callers may change it freely)."""
+    return from_dict(to_dict(PRESETS[look_up(name, sorted(PRESETS), "preset")]))
+
+
+# ---------------------------------------------------------------------------------------------- (de)serialisation
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclasses -> plain dicts/lists (tuples become lists), ready for JSON/YAML."""
+    if is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    origin = get_origin(hint)
+    if is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin is Union or str(origin) == "<class 'types.UnionType'>":
+        args = [a for a in get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}.")
+        args = get_args(hint)
+        inner = args[0] if args else Any
+        return tuple(_convert(v, inner, where) for v in value)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}.")
+    return value
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}.")
+    hints = get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        look_up(key, names, f"setting in {where or 'config'}")
+        kwargs[key] = _convert(value, hints[key], f"{where}.{key}" if where else key)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where or 'config'}: {exc}.") from None
+
+
+def from_dict(data: dict) -> Preset:
+    """Build a Preset from a dict, rejecting unknown keys (with suggestions) and wrong types."""
+    return _build(Preset, data, "")
+
+
+def load_config(path: str | Path) -> Preset:
+    """Read a preset from JSON or YAML (``--config FILE``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # json and yaml raise different types
+        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'JSON'} ({exc}).") from None
+    try:
+        return from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def save_config(preset: Preset, path: str | Path) -> Path:
+    path = Path(path)
+    data = to_dict(preset)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    else:
+        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def apply_overrides(preset: Preset, overrides: dict[str, Any]) -> Preset:
+    """Set dotted keys (``{"train.steps": 10}``); ``None`` values are skipped (option not given)."""
+    data = to_dict(preset)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"cannot set {key!r}: {part!r} is not a section of preset {preset.name!r}.")
+            node = node[part]
+        look_up(parts[-1], list(node), f"setting in {'.'.join(parts[:-1]) or 'preset'}")
+        node[parts[-1]] = to_dict(value)
+    return from_dict(data)
+
+
+# ---------------------------------------------------------------------------------------------- presets
+
+_VOCO_SRC = "Luffy03/VoCo @ ba7b7bd (10k recipe)"
+_VOCO2_SRC = "Luffy03/Large-Scale-Medical @ 1ad538b (Self-supervised/)"
+_VF1_SRC = "HiLab-git/PyMIC @ a906dfc + PyMIC_examples @ a581dc8"
+_VF2_SRC = "HiLab-git/PyMIC @ 8bcebd6 (crop4vf.py)"
+_SWIN_B = NetworkConfig("swinunetr", {"feature_size": 48, "use_v2": True})
+_VOCO_OPTIM = OptimConfig("adamw", lr=1e-4, weight_decay=0.01, amsgrad=True)
+_VOCO_SCHEDULE = ScheduleConfig("warmup_cosine", warmup_steps=5000)
+_CNN_SMALL = NetworkConfig("cnn-small", {"channels": [8, 16, 32, 64]})
+_UNET_SMALL = NetworkConfig("unet-small", {"channels": [8, 16, 32, 64]})
+_VF_OPTIM = OptimConfig("adam", lr=1e-3, weight_decay=1e-5)
+_PCTNET = NetworkConfig("pctnet", {"resolution_mode": 1})
+
+
+def _register_defaults() -> None:
+    v1_pre = PreprocessConfig("RAS", None, "window:-175,250", 0.3, None, (384, 384, 96), "trilinear", True)
+    v2_pre = PreprocessConfig("RAS", (1.5, 1.5, 1.5), "window:-175,250", 0.0, (192, 192, 64))
+    register_preset(Preset(
+        "voco-v1", "voco", "VoCo 10k recipe: 4x4 grid, full EMA teacher, SwinUNETR-v2 B", _VOCO_SRC, v1_pre, _SWIN_B,
+        _VOCO_OPTIM, _VOCO_SCHEDULE, TrainConfig(250_000, 2, amp=True, ema=0.9, checkpoint_every=1000, log_every=10),
+        voco=VoCoConfig(1, 4, 96, 96, 64, 2)))
+    register_preset(Preset(
+        "voco-v2", "voco", "VoCo large-scale extension: 3x3 grid, shared backbone, EMA heads", _VOCO2_SRC, v2_pre, _SWIN_B,
+        _VOCO_OPTIM, _VOCO_SCHEDULE, TrainConfig(2_000_000, 2, amp=True, ema=0.9, checkpoint_every=20_000, log_every=10),
+        voco=VoCoConfig(2, 3, 64, 64, 64, 2, (192, 192, 64), 1024, 1024, 2, 0.2, "head", 0.2, 0.2, 0.5, 0.1)))
+    cpu_pre = PreprocessConfig("RAS", None, "window:-175,250", 0.3, None, (64, 64, 32), "trilinear", True)
+    register_preset(Preset(
+        "voco-v1-cpu", "voco", "VoCo v1 algorithm on a small CNN encoder and 16^3 crops (2 cores)", _VOCO_SRC, cpu_pre,
+        _CNN_SMALL, OptimConfig("adamw", lr=1e-3, weight_decay=0.01, amsgrad=True), ScheduleConfig("warmup_cosine", 10),
+        TrainConfig(200, 4, ema=0.9, checkpoint_every=50), voco=VoCoConfig(1, 4, 16, 16, 16, 4, None, 256, 256, 3)))
+    cpu2_pre = PreprocessConfig("RAS", (4.0, 4.0, 4.0), "window:-175,250", 0.0, (48, 48, 16))
+    register_preset(Preset(
+        "voco-v2-cpu", "voco", "VoCo v2 algorithm on a small CNN encoder and 16^3 crops (2 cores)", _VOCO2_SRC, cpu2_pre,
+        _CNN_SMALL, OptimConfig("adamw", lr=1e-3, weight_decay=0.01, amsgrad=True), ScheduleConfig("warmup_cosine", 10),
+        TrainConfig(200, 4, ema=0.9, checkpoint_every=50),
+        voco=VoCoConfig(2, 3, 16, 16, 16, 4, (48, 48, 16), 256, 256, 2, 0.2, "head", 0.2, 0.2, 0.5, 0.1)))
+    vf_pre = PreprocessConfig(None, None, "window:-1000,1000,-1,1")
+    register_preset(Preset(
+        "vf-v1", "vf", "Volume Fusion as in the MIS-FM paper (random boxes), PCT-Net", _VF1_SRC, vf_pre, _PCTNET, _VF_OPTIM,
+        ScheduleConfig("step", step_size=40_000, gamma=0.5), TrainConfig(120_000, 2, val_every=500, checkpoint_every=500),
+        fusion=FusionConfig(1)))
+    register_preset(Preset(
+        "vf-v2", "vf", "VolF: two resized crops of one volume, grid blocks, PCT-Net", _VF2_SRC,
+        PreprocessConfig(None, None, "none"), _PCTNET, _VF_OPTIM,
+        ScheduleConfig("step", step_size=20_000, gamma=0.5), TrainConfig(80_000, 2, val_every=1000, checkpoint_every=1000),
+        fusion=FusionConfig(2, deep_supervision="halving")))
+    register_preset(Preset(
+        "vf-v1-cpu", "vf", "Volume Fusion v1 on the small UNet with 16x32x32 patches (2 cores)", _VF1_SRC, vf_pre, _UNET_SMALL,
+        _VF_OPTIM, ScheduleConfig("step", step_size=100, gamma=0.5), TrainConfig(60, 4, val_every=30, checkpoint_every=30),
+        fusion=FusionConfig(1, (16, 32, 32), block_range=(3, 8), size_min=(2, 4, 4), size_max=(10, 20, 20))))
+    register_preset(Preset(
+        "vf-v2-cpu", "vf", "VolF on the small UNet with 16x32x32 patches (2 cores)", _VF2_SRC, PreprocessConfig(None, None, "none"),
+        _UNET_SMALL, _VF_OPTIM, ScheduleConfig("step", step_size=100, gamma=0.5),
+        TrainConfig(60, 4, val_every=30, checkpoint_every=30),
+        fusion=FusionConfig(2, (16, 32, 32), block_min=(2, 4, 4), block_max=(5, 8, 8), deep_supervision="halving")))
+    register_preset(Preset(
+        "supervised-cpu", "supervised", "Supervised small UNet on phantoms (demo of the training loop)", "ssl3d",
+        PreprocessConfig("RAS", (4.0, 4.0, 4.0), "window:-175,250", None, (32, 32, 32)), _UNET_SMALL,
+        OptimConfig("adamw", lr=3e-3, weight_decay=1e-5), ScheduleConfig("warmup_cosine", 5),
+        TrainConfig(40, 2, val_every=20, checkpoint_every=20)))
+
+
+_register_defaults()

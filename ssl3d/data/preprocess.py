@@ -1,0 +1,316 @@
+"""Volume -> network tensor (N, C, D, H, W), with the exact mapping back to the input grid.
+
+The steps, in order, each optional (a :class:`PreprocessConfig` says which):
+
+1. orientation (MONAI ``Orientation``, e.g. "RAS"), 2. spacing resample (MONAI ``Spacing``),
+3. intensity (``window:LO,HI[,A,B]``, ``zscore``, ``percentile:P0,P1``), 4. foreground crop,
+5. pad to a minimum size, 6. resize to a fixed size (MONAI ``Resize``).
+
+Every step is an affine map between voxel grids; :class:`GridMapping` composes them into one 4x4
+matrix from model voxel indices to input voxel indices, so any model-space map is pasted back onto the
+input grid exactly (:meth:`GridMapping.to_input_grid`).
+
+Axes: a :class:`~ssl3d.io.Volume` array is (k, j, i); MONAI gets channel-first (C, x, y, z) arrays with
+the RAS affine; the network gets (N, C, D, H, W) = (z, y, x). The two transpositions live in
+:func:`_to_monai` and :func:`_to_network` only.
+
+Example::
+
+    spec = PreprocessConfig(orientation="RAS", spacing=(1.5, 1.5, 1.5), intensity="window:-175,250")
+    x, mapping = preprocess(volume, spec)   # x: (1, 1, D, H, W) float32
+    labels = mapping.to_input_grid(x[0].argmax(0), label=True)   # a Volume on volume's grid
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, InputError
+from ..io import Volume
+
+__all__ = ["PreprocessConfig", "GridMapping", "preprocess", "apply_intensity", "parse_intensity"]
+
+
+@dataclass
+class PreprocessConfig:
+    """What preprocessing does; every field that changes numbers. Sizes are (x, y, z) in RAS model space."""
+
+    orientation: str | None = "RAS"
+    spacing: tuple[float, float, float] | None = None
+    intensity: str = "window:-175,250"
+    foreground_threshold: float | None = None  # crop to voxels > threshold (after intensity)
+    pad_to: tuple[int, int, int] | None = None
+    resize: tuple[int, int, int] | None = None
+    resize_mode: str = "trilinear"
+    align_corners: bool = True
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_intensity(spec: str) -> tuple[str, tuple[float, ...]]:
+    """``"window:-175,250"`` -> ("window", (-175.0, 250.0, 0.0, 1.0)); raises ConfigError naming the value."""
+    name, _, args = spec.partition(":")
+    try:
+        values = tuple(float(v) for v in args.split(",")) if args else ()
+    except ValueError:
+        raise ConfigError(f"intensity {spec!r}: arguments must be numbers.") from None
+    if name == "window" and len(values) in (2, 4) and values[1] > values[0]:
+        return name, values if len(values) == 4 else values + (0.0, 1.0)
+    if name == "percentile" and len(values) == 2 and 0 <= values[0] < values[1] <= 100:
+        return name, values
+    if name in ("zscore", "none") and not values:
+        return name, values
+    raise ConfigError(f"intensity {spec!r} is not valid; use 'window:LO,HI[,A,B]', 'zscore', 'percentile:P0,P1' or 'none'.")
+
+
+def apply_intensity(array: np.ndarray, spec: str) -> np.ndarray:
+    """Map intensities as ``spec`` says (float32 out); window and percentile clip to the output range."""
+    name, values = parse_intensity(spec)
+    array = array.astype(np.float32, copy=False)
+    if name == "window":
+        lo, hi, a, b = values
+        return (np.clip(array, lo, hi) - lo) / (hi - lo) * (b - a) + a
+    if name == "percentile":
+        lo, hi = np.percentile(array, values)
+        return np.clip((array - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
+    if name == "zscore":
+        return ((array - array.mean()) / max(float(array.std()), 1e-6)).astype(np.float32)
+    return array.copy()
+
+
+@dataclass
+class GridMapping:
+    """Model grid <-> input grid. ``model_to_input`` maps (x, y, z, 1) model indices to (i, j, k, 1)."""
+
+    input_shape: tuple[int, int, int]  # (k, j, i)
+    input_ijk_to_ras: np.ndarray
+    model_shape: tuple[int, int, int]  # (D, H, W) = (z, y, x)
+    model_to_input: np.ndarray = field(default_factory=lambda: np.eye(4))
+
+    @property
+    def model_affine(self) -> np.ndarray:
+        """Model index (x, y, z) -> RAS; ``Volume(model_array_zyx, mapping.model_affine)`` is a valid Volume."""
+        return self.input_ijk_to_ras @ self.model_to_input
+
+    def model_volume(self, array: np.ndarray) -> Volume:
+        """Wrap a (D, H, W) model-space array as a Volume with its true geometry."""
+        return Volume(np.asarray(array), self.model_affine)
+
+    def to_dict(self) -> dict:
+        return {
+            "input_shape": list(self.input_shape),
+            "input_ijk_to_ras": np.asarray(self.input_ijk_to_ras).tolist(),
+            "model_shape": list(self.model_shape),
+            "model_to_input": np.asarray(self.model_to_input).tolist(),
+        }
+
+    @staticmethod
+    def from_dict(data: dict) -> "GridMapping":
+        return GridMapping(
+            tuple(data["input_shape"]), np.asarray(data["input_ijk_to_ras"]), tuple(data["model_shape"]), np.asarray(data["model_to_input"])
+        )
+
+    def to_input_grid(self, prediction: Any, label: bool | None = None, fill: float = 0.0) -> Volume | list[Volume]:
+        """Paste a model-space map back onto the input grid exactly (input shape and geometry).
+
+        Args:
+            prediction: (D, H, W) array/tensor -> one Volume; (C, D, H, W) -> a list of C Volumes.
+            label: nearest-neighbour sampling; default: True for integer/bool arrays.
+            fill: value outside the model grid (e.g. voxels removed by the foreground crop).
+        """
+        import torch
+
+        pred = torch.as_tensor(prediction).detach().cpu()
+        if pred.shape[-3:] != tuple(self.model_shape):
+            raise InputError(f"prediction shape {tuple(pred.shape)} does not end with the model shape {tuple(self.model_shape)}.")
+        if label is None:
+            label = not torch.is_floating_point(pred)
+        squeeze = pred.ndim == 3
+        pred = pred[None] if squeeze else pred
+        out = _resample_to_input(pred, self, label, fill)
+        if squeeze:
+            return Volume(out[0], self.input_ijk_to_ras.copy())
+        return [Volume(channel, self.input_ijk_to_ras.copy()) for channel in out]
+
+
+def _resample_to_input(pred, mapping: GridMapping, label: bool, fill: float) -> np.ndarray:
+    """Sample (C, D, H, W) model maps at every input voxel, slab by slab along k to bound memory."""
+    import torch
+    import torch.nn.functional as F
+
+    m = np.asarray(mapping.model_to_input, dtype=np.float64)
+    exact = _integer_paste(pred, m, mapping, fill)
+    if exact is not None:
+        return exact
+    inv = np.linalg.inv(m)
+    kk, jj, ii = mapping.input_shape
+    d, h, w = mapping.model_shape
+    dtype = pred.dtype
+    src = pred.to(torch.float32)[None]  # (1, C, D, H, W)
+    out = np.empty((pred.shape[0], kk, jj, ii), dtype=pred.numpy().dtype)
+    slab = max(1, int(8_000_000 // max(1, jj * ii)))
+    j_idx, i_idx = np.meshgrid(np.arange(jj), np.arange(ii), indexing="ij")
+    for k0 in range(0, kk, slab):
+        ks = np.arange(k0, min(kk, k0 + slab))
+        ijk = np.stack(np.broadcast_arrays(i_idx[None], j_idx[None], ks[:, None, None]), axis=-1).astype(np.float64)
+        xyz = ijk @ inv[:3, :3].T + inv[:3, 3]
+        # grid_sample wants (x, y, z) normalised to [-1, 1] over (W, H, D) with align_corners=True
+        norm = xyz / np.array([max(w - 1, 1), max(h - 1, 1), max(d - 1, 1)]) * 2 - 1
+        inside = np.all((xyz > -0.5) & (xyz < np.array([w, h, d]) - 0.5), axis=-1)
+        if label:
+            # nearest with round-half-up, matching the exact paste
+            norm = np.floor(xyz + 0.5) / np.array([max(w - 1, 1), max(h - 1, 1), max(d - 1, 1)]) * 2 - 1
+        grid = torch.from_numpy(norm.astype(np.float32))[None]
+        sampled = F.grid_sample(src, grid, mode="nearest" if label else "bilinear", padding_mode="border", align_corners=True)[0]
+        values = sampled.to(dtype).numpy()
+        values[:, ~inside] = fill
+        out[:, ks[0] : ks[-1] + 1] = values
+    return out
+
+
+def _integer_paste(pred, m: np.ndarray, mapping: GridMapping, fill: float) -> np.ndarray | None:
+    """Exact path when the model grid is a permuted/flipped, integer-shifted part of the input grid."""
+    lin = m[:3, :3]
+    if not (np.allclose(lin, np.round(lin)) and np.allclose(m[:3, 3], np.round(m[:3, 3]))):
+        return None
+    lin = np.round(lin).astype(int)
+    if sorted(np.abs(lin).sum(axis=0).tolist()) != [1, 1, 1] or sorted(np.abs(lin).sum(axis=1).tolist()) != [1, 1, 1]:
+        return None
+    arr = pred.numpy()  # (C, z, y, x)
+    arr = np.transpose(arr, (0, 3, 2, 1))  # (C, x, y, z): model index order
+    # for each input axis a (i, j, k): which model axis b feeds it and with which sign
+    for_input = []
+    for a in range(3):
+        b = int(np.nonzero(lin[a])[0][0])
+        for_input.append((b, int(lin[a, b]), int(round(m[a, 3]))))
+    arr = np.transpose(arr, (0, *[1 + b for b, _, _ in for_input]))  # (C, i-ish, j-ish, k-ish)
+    sl_out, sl_in = [], []
+    in_size = mapping.input_shape[::-1]  # (i, j, k)
+    for a, (b, sign, shift) in enumerate(for_input):
+        n = arr.shape[1 + a]
+        if sign < 0:
+            arr = np.flip(arr, axis=1 + a)
+            shift = shift - (n - 1)  # input index of the first element after the flip
+        lo, hi = max(0, shift), min(in_size[a], shift + n)
+        if hi <= lo:
+            return np.full((pred.shape[0], *mapping.input_shape), fill, dtype=arr.dtype)
+        sl_out.append(slice(lo, hi))
+        sl_in.append(slice(lo - shift, hi - shift))
+    out = np.full((pred.shape[0], *in_size), fill, dtype=arr.dtype)
+    out[(slice(None), *sl_out)] = arr[(slice(None), *sl_in)]
+    return np.ascontiguousarray(np.transpose(out, (0, 3, 2, 1)))
+
+
+# ---------------------------------------------------------------------------------------------- forward
+
+
+def _to_monai(volume: Volume):
+    """(k, j, i) Volume -> MONAI MetaTensor (1, x, y, z) with its RAS affine (the one transposition in)."""
+    import torch
+    from monai.data import MetaTensor
+
+    array = np.ascontiguousarray(np.transpose(volume.array, (2, 1, 0)))[None]
+    return MetaTensor(torch.from_numpy(array.astype(np.float32, copy=False)), affine=torch.as_tensor(volume.ijk_to_ras))
+
+
+def _to_network(array_xyz: np.ndarray):
+    """(C, x, y, z) -> (1, C, D, H, W) = (z, y, x) network tensor (the one transposition out)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(np.transpose(array_xyz, (0, 3, 2, 1))))[None]
+
+
+def _affine(tensor) -> np.ndarray:
+    return np.asarray(tensor.affine, dtype=np.float64)
+
+
+def preprocess(volume: Volume, config: PreprocessConfig, label: Volume | None = None):
+    """Preprocess ``volume`` (and optionally its label map, on the same grid) into model space.
+
+    Returns:
+        (tensor, mapping) or (tensor, label_tensor, mapping) when ``label`` is given; tensors are
+        (1, 1, D, H, W); the image float32, the label uint8 (nearest-neighbour throughout).
+    """
+    if label is not None and not volume.same_grid(label):
+        raise InputError(f"label grid {label.shape} does not match the image grid {volume.shape}.")
+    image = _to_monai(volume)
+    lab = _to_monai(label) if label is not None else None
+    step = np.eye(4)
+    image, lab, step = _orient_and_resample(image, lab, config, step)
+    array = apply_intensity(np.asarray(image[0]), config.intensity)[None]
+    lab_array = np.asarray(lab[0])[None] if lab is not None else None
+    array, lab_array, step = _crop_and_pad(array, lab_array, config, step)
+    array, lab_array, step = _resize(array, lab_array, config, step)
+    mapping = GridMapping(volume.shape, volume.ijk_to_ras.copy(), tuple(array.shape[1:][::-1]), step)
+    tensor = _to_network(array.astype(config.dtype, copy=False))
+    if lab_array is None:
+        return tensor, mapping
+    return tensor, _to_network(np.rint(lab_array).astype(np.uint8)), mapping
+
+
+def _orient_and_resample(image, lab, config: PreprocessConfig, step: np.ndarray):
+    from monai.transforms import Orientation, Spacing
+
+    start = _affine(image)
+    if config.orientation:
+        orient = Orientation(axcodes=config.orientation, labels=(("L", "R"), ("P", "A"), ("I", "S")))
+        image = orient(image)
+        lab = orient(lab) if lab is not None else None
+    if config.spacing is not None:
+        image = Spacing(pixdim=config.spacing, mode="bilinear")(image)
+        lab = Spacing(pixdim=config.spacing, mode="nearest")(lab) if lab is not None else None
+    return image, lab, step @ np.linalg.inv(start) @ _affine(image)
+
+
+def _crop_and_pad(array, lab, config: PreprocessConfig, step: np.ndarray):
+    if config.foreground_threshold is not None:
+        mask = array[0] > config.foreground_threshold
+        if not mask.any():
+            raise InputError(f"no foreground: no voxel above the threshold {config.foreground_threshold} after '{config.intensity}'.")
+        lo = [int(np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != d)))[0][[0, -1]][0]) for d in range(3)]
+        hi = [int(np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != d)))[0][-1]) + 1 for d in range(3)]
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        array = array[(slice(None), *box)]
+        lab = lab[(slice(None), *box)] if lab is not None else None
+        step = step @ _translation(lo)
+    if config.pad_to is not None:
+        need = [max(0, t - s) for t, s in zip(config.pad_to, array.shape[1:])]
+        before = [n // 2 for n in need]
+        widths = [(0, 0)] + [(b, n - b) for b, n in zip(before, need)]
+        background = float(array.min()) if array.size else 0.0
+        array = np.pad(array, widths, constant_values=background)
+        lab = np.pad(lab, widths) if lab is not None else None
+        step = step @ _translation([-b for b in before])
+    return array, lab, step
+
+
+def _resize(array, lab, config: PreprocessConfig, step: np.ndarray):
+    if config.resize is None or tuple(array.shape[1:]) == tuple(config.resize):
+        return array, lab, step
+    from monai.transforms import Resize
+
+    size_in = np.array(array.shape[1:], dtype=np.float64)
+    size_out = np.array(config.resize, dtype=np.float64)
+    align = config.align_corners if config.resize_mode in ("trilinear", "bilinear", "linear") else None
+    array = np.asarray(Resize(config.resize, mode=config.resize_mode, align_corners=align, anti_aliasing=False)(array))
+    if lab is not None:
+        lab = np.asarray(Resize(config.resize, mode="nearest")(lab))
+    scale = np.eye(4)
+    if align:
+        scale[:3, :3] = np.diag((size_in - 1) / np.maximum(size_out - 1, 1))
+    else:  # voxel centres: x_in = (x_out + 0.5) * in/out - 0.5
+        ratio = size_in / size_out
+        scale[:3, :3] = np.diag(ratio)
+        scale[:3, 3] = 0.5 * ratio - 0.5
+    return array, lab, step @ scale
+
+
+def _translation(offset) -> np.ndarray:
+    matrix = np.eye(4)
+    matrix[:3, 3] = offset
+    return matrix
