@@ -88,6 +88,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     log_every: int = 1
     seed: int = 0
+    patch: tuple[int, int, int] | None = None  # (D, H, W) training patch of supervised jobs; None: whole volume
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Inference: sliding-window segmentation, interactive (click) sessions, post-processing."""

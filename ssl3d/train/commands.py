@@ -1,0 +1,84 @@
+"""Shared plumbing of the training commands (preset resolution, run folder, device) and ``ssl3d finetune``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable
+
+from ..cli import add_common_options, register_command
+from ..config import Preset, apply_overrides, get_preset, load_config
+
+__all__ = ["add_training_options", "resolve_preset", "run_training_command"]
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """Options every training job has (on top of the common ones)."""
+    parser.add_argument("--data", required=True, help="a folder of volumes, an imagesTr/labelsTr folder, or a dataset.json")
+    parser.add_argument("--out", required=True, help="run folder: checkpoints, events.jsonl, TensorBoard logs, run.json, the bundle")
+    parser.add_argument("--steps", type=int, help="training iterations [the preset's]")
+    parser.add_argument("--batch-size", type=int, help="volumes per step and per process [the preset's]")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, exactly")
+    parser.add_argument("--cache-dir", help="where preprocessed volumes are cached [RUN/cache]")
+    parser.add_argument("--strict", action="store_true", help="fail on an unreadable volume instead of skipping it")
+    add_common_options(parser)
+
+
+def resolve_preset(args: argparse.Namespace, default: str, extra: dict | None = None) -> Preset:
+    """--config FILE, else --preset NAME (else ``default``), then command-line overrides."""
+    from ..errors import ConfigError
+
+    if getattr(args, "resume", False) and not args.config and (Path(args.out) / "config.yaml").is_file():
+        preset = load_config(Path(args.out) / "config.yaml")  # a resumed run keeps its resolved settings
+    elif args.config:
+        preset = load_config(args.config)
+    else:
+        preset = get_preset(args.preset or default)
+    overrides = {"train.steps": args.steps, "train.batch_size": args.batch_size, "train.seed": args.seed, **(extra or {})}
+    preset = apply_overrides(preset, overrides)
+    for name in ("steps", "batch_size"):
+        if getattr(preset.train, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(preset.train, name)}.")
+    return preset
+
+
+def run_training_command(args: argparse.Namespace, preset: Preset, make_task: Callable[[Path], object]) -> int:
+    """Build the task and run the loop; prints where the outputs are."""
+    from ..device import resolve_device
+    from .loop import train
+
+    device = resolve_device(args.device)
+    run_dir = Path(args.out)
+    cache_dir = Path(args.cache_dir) if args.cache_dir else run_dir / "cache"
+    task = make_task(cache_dir)
+    outputs = train(task, preset, run_dir, device, events=args.events, resume=args.resume, run_info={"device": str(device)})
+    if args.events != "-":
+        for name, path in outputs.items():
+            print(f"{name}: {path}")
+    return 0
+
+
+def _add_finetune(parser: argparse.ArgumentParser) -> None:
+    add_training_options(parser)
+    parser.add_argument("--labels", help='label names, e.g. "1:liver,2:spleen" [from dataset.json or "label N"]')
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="share of cases held out for validation [0.2]")
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from .segmentation import SegmentationTask
+
+    if not 0 <= args.val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be in [0, 1), got {args.val_fraction}.")
+    preset = resolve_preset(args, "supervised-cpu")
+    return run_training_command(args, preset, lambda cache: SegmentationTask(args.data, cache, args.strict, args.val_fraction, args.labels))
+
+
+register_command(
+    "finetune",
+    "train a segmentation model on labelled volumes",
+    _add_finetune,
+    _run_finetune,
+    "Train a segmentation model (imagesTr/labelsTr folder or dataset.json) with the one training loop.\n"
+    "Several GPUs/nodes: torchrun --nproc-per-node N -m ssl3d finetune ...",
+)

@@ -1,0 +1,78 @@
+"""Fan one ``log`` call out to the sinks: events (run folder and ``--events``), a progress bar on a
+terminal, and TensorBoard scalars. Only rank 0 gets real sinks."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..events import EventWriter
+
+__all__ = ["RunLogger"]
+
+
+class RunLogger:
+    def __init__(self, run_dir: Path, events_target: str | None, enabled: bool, total: int, tensorboard: bool = True) -> None:
+        self.enabled = enabled
+        self.total = total
+        self.writers = [EventWriter(run_dir / "events.jsonl", enabled)]
+        if enabled and events_target:
+            same = events_target != "-" and Path(events_target).resolve() == (run_dir / "events.jsonl").resolve()
+            if not same:
+                self.writers.append(EventWriter(events_target, enabled))
+        self._bar = None
+        if enabled and sys.stderr.isatty() and events_target != "-":
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+        self._tb = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(run_dir / "tensorboard"))
+            except Exception:  # tensorboard missing or broken: events still carry everything
+                self._tb = None
+        self._t0 = time.perf_counter()
+        self._last = (self._t0, 0)
+
+    def emit(self, event: str, **fields: Any) -> None:
+        for writer in self.writers:
+            writer.emit(event, **fields)
+
+    def progress(self, step: int, losses: dict[str, float], lr: float, samples: int, start_step: int) -> None:
+        now = time.perf_counter()
+        last_time, last_step = self._last
+        rate = samples * (step - last_step) / max(now - last_time, 1e-9)
+        steps_per_s = (step - start_step) / max(now - self._t0, 1e-9)
+        eta = (self.total - step) / max(steps_per_s, 1e-9)
+        self._last = (now, step)
+        self.emit("progress", step=step, total=self.total, loss=losses, lr=lr, samples_per_s=round(rate, 3), eta_s=round(eta, 1))
+        if self._bar is not None:
+            self._bar.n = step
+            self._bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
+            self._bar.refresh()
+        if self._tb is not None:
+            for name, value in losses.items():
+                self._tb.add_scalar(f"loss/{name}", value, step)
+            self._tb.add_scalar("lr", lr, step)
+
+    def metric(self, step: int, name: str, value: float, per_class: dict | None = None) -> None:
+        self.emit("metric", step=step, total=self.total, name=name, value=value, per_class=per_class or {})
+        if self._tb is not None:
+            self._tb.add_scalar(f"val/{name}", value, step)
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.emit("log", message=message, level=level)
+        if self.enabled and self._bar is None and level == "warning":
+            print(f"warning: {message}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._tb is not None:
+            self._tb.close()
+        for writer in self.writers:
+            writer.close()

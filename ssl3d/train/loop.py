@@ -1,0 +1,299 @@
+"""The one training loop, built from named phases, and the :class:`Task` hooks methods plug into.
+
+Per step::
+
+    batch  = task.batch(ctx, step, indices)        # generated on the device from cached volumes
+    losses = task.losses(ctx, batch, step)          # dict of terms, "total" is optimised
+    task.after_forward(ctx, step)                   # e.g. EMA teacher update (before the optimizer step)
+    backward (AMP scaler) -> clip -> optimizer.step -> scheduler.step
+    every log_every: progress event; every val_every: task.validate -> metric events, best checkpoint;
+    every checkpoint_every: last.pt; cancel (signal or ``cancel`` file) -> last.pt and Cancelled
+
+Randomness: each sample of each step draws from its own generator seeded by (seed, step, global index)
+(:meth:`TrainContext.generator`), so a resumed run, or the same global batch split over several
+processes, sees exactly the same samples; the global torch RNG (dropout) is saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import Preset, to_dict
+from ..errors import Cancelled, InputError
+from ..events import write_run_json
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .distributed import DistInfo, all_reduce_flag, cleanup_distributed, init_distributed
+from .logger import RunLogger
+from .optim import build_optimizer, build_scheduler
+
+__all__ = ["Task", "TrainContext", "train", "CANCEL_FILE"]
+
+CANCEL_FILE = "cancel"
+
+
+@dataclass
+class TrainContext:
+    """What a task sees of the run."""
+
+    preset: Preset
+    run_dir: Path
+    device: torch.device
+    dist: DistInfo
+    logger: RunLogger
+    seed: int
+    state: dict = field(default_factory=dict)  # the task's own state, saved in checkpoints
+    find_unused: bool = False  # DDP: some parameters get no gradient (e.g. PCT-Net's unused heads)
+
+    def generator(self, step: int, index: int, salt: int = 0) -> torch.Generator:
+        """A CPU generator for sample ``index`` (global) of ``step``: same draws whatever the world size."""
+        seed = int(np.random.SeedSequence([self.seed, step, index, salt]).generate_state(1, np.uint64)[0] >> 1)
+        return torch.Generator().manual_seed(seed)
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        """DDP-wrap a trained module when distributed (call once per module, in ``setup``)."""
+        if not self.dist.enabled:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=self.find_unused)
+
+    def rank0_first(self, fn):
+        """Run ``fn`` on rank 0, then on the other ranks (e.g. building a shared cache once)."""
+        if not self.dist.enabled:
+            return fn()
+        import torch.distributed as dist
+
+        if self.dist.is_main:
+            result = fn()
+            dist.barrier()
+            return result
+        dist.barrier()
+        return fn()
+
+    @property
+    def amp(self) -> bool:
+        return bool(self.preset.train.amp and self.device.type == "cuda")
+
+
+class Task:
+    """The hooks a method implements. ``modules`` are checkpointed; ``parameters`` are optimised."""
+
+    name = "task"
+
+    def setup(self, ctx: TrainContext) -> None:
+        raise NotImplementedError
+
+    def modules(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        return self.modules()["model"].parameters()
+
+    def batch(self, ctx: TrainContext, step: int, indices: range) -> Any:
+        raise NotImplementedError
+
+    def losses(self, ctx: TrainContext, batch: Any, step: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def after_forward(self, ctx: TrainContext, step: int) -> None:
+        """Between the forward pass and the optimizer step (EMA teachers)."""
+
+    def validate(self, ctx: TrainContext, step: int) -> dict[str, Any] | None:
+        """Metrics dict; its ``score`` (higher is better) selects the best checkpoint."""
+        return None
+
+    def export(self, ctx: TrainContext, checkpoint: dict) -> dict[str, Path]:
+        """Write the run's outputs (a bundle) from a checkpoint's modules; returns {name: path}."""
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------- phases
+
+
+class _CancelWatch:
+    """SIGTERM / CTRL-BREAK or a ``cancel`` file in the run folder ask the loop to stop after a checkpoint."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.file = run_dir / CANCEL_FILE
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_CancelWatch":
+        names = ["SIGTERM", "SIGBREAK"] if os.name == "nt" else ["SIGTERM"]
+        for name in names:
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                with contextlib.suppress(ValueError):  # not the main thread
+                    self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def poll(self) -> bool:
+        return self.requested or self.file.exists()
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _prepare_run(preset: Preset, run_dir: Path, events: str | None, dist: DistInfo, resume: bool, extra: dict) -> RunLogger:
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CANCEL_FILE).unlink(missing_ok=True)
+        if not resume and (run_dir / "checkpoints" / "last.pt").exists():
+            raise InputError(f"{run_dir}: holds a previous run; pass --resume to continue it or choose another --out.")
+        from ..config import save_config
+
+        save_config(preset, run_dir / "config.yaml")
+        write_run_json(run_dir, to_dict(preset), **extra)
+    return RunLogger(run_dir, events, dist.is_main, preset.train.steps)
+
+
+def _checkpoint_state(task: Task, ctx: TrainContext, step: int, optimizer, scheduler, scaler, best: dict) -> dict:
+    return {
+        "step": step,
+        "modules": {name: module.state_dict() for name, module in task.modules().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": rng_state(),
+        "task": ctx.state,
+        "best": best,
+    }
+
+
+def _restore(task: Task, ctx: TrainContext, path: Path, optimizer, scheduler, scaler) -> tuple[int, dict]:
+    state = load_checkpoint(path, map_location=ctx.device)
+    for name, module in task.modules().items():
+        module.load_state_dict(state["modules"][name])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    rng = state["rng"]
+    set_rng_state({k: (v.cpu() if torch.is_tensor(v) else [t.cpu() for t in v]) for k, v in rng.items()})
+    ctx.state.update(state.get("task", {}))
+    return int(state["step"]), state.get("best", {})
+
+
+def _rank_indices(step_batch: int, dist: DistInfo) -> range:
+    """This rank's slice of the global batch (global sample indices)."""
+    return range(dist.rank * step_batch, (dist.rank + 1) * step_batch)
+
+
+def _optimizer_step(loss: torch.Tensor, optimizer, scaler, params: list, clip: float | None) -> None:
+    scaler.scale(loss).backward()
+    if clip is not None:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, clip)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def train(
+    task: Task,
+    preset: Preset,
+    run_dir: str | Path,
+    device: torch.device,
+    events: str | None = None,
+    resume: bool = False,
+    run_info: dict | None = None,
+) -> dict[str, Path]:
+    """Run a training job to the end (or to a cancel, which raises :class:`Cancelled` after a checkpoint)."""
+    run_dir = Path(run_dir)
+    dist, device = init_distributed(device)
+    torch.manual_seed(preset.train.seed + dist.rank)
+    logger = _prepare_run(preset, run_dir, events, dist, resume, run_info or {})
+    ctx = TrainContext(preset, run_dir, device, dist, logger, preset.train.seed)
+    try:
+        return _run(task, ctx, resume)
+    finally:
+        logger.close()
+        cleanup_distributed()
+
+
+def _run(task: Task, ctx: TrainContext, resume: bool) -> dict[str, Path]:
+    preset, logger, dist = ctx.preset, ctx.logger, ctx.dist
+    task.setup(ctx)
+    params = [p for p in task.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, preset.optim)
+    scheduler = build_scheduler(optimizer, preset.schedule, preset.train.steps)
+    scaler = torch.amp.GradScaler("cuda", enabled=ctx.amp)
+    ckpt_dir = ctx.run_dir / "checkpoints"
+    step, best = 0, {}
+    if resume:
+        step, best = _restore(task, ctx, ckpt_dir / "last.pt", optimizer, scheduler, scaler)
+        logger.log(f"resumed from step {step}")
+    logger.emit("start", step=step, total=preset.train.steps, schema=1, config={"preset": preset.name, "world_size": dist.world_size})
+    start_step, local_batch = step, preset.train.batch_size
+    for module in task.modules().values():
+        module.train()
+
+    def save(name: str) -> None:
+        if dist.is_main:
+            path = save_checkpoint(_checkpoint_state(task, ctx, step, optimizer, scheduler, scaler, best), ckpt_dir / name)
+            logger.emit("checkpoint", step=step, total=preset.train.steps, path=str(path))
+
+    with _CancelWatch(ctx.run_dir) as cancel:
+        while step < preset.train.steps:
+            if all_reduce_flag(cancel.poll(), dist, ctx.device):
+                save("last.pt")
+                raise Cancelled(f"cancelled at step {step}; resume with --resume")
+            batch = task.batch(ctx, step, _rank_indices(local_batch, dist))
+            with torch.autocast(ctx.device.type, enabled=ctx.amp):
+                losses = task.losses(ctx, batch, step)
+            task.after_forward(ctx, step)
+            optimizer.zero_grad(set_to_none=True)
+            _optimizer_step(losses["total"], optimizer, scaler, params, preset.train.grad_clip)
+            scheduler.step()
+            step += 1
+            if step % preset.train.log_every == 0 or step == preset.train.steps:
+                values = {k: float(v.detach()) for k, v in losses.items()}
+                logger.progress(step, values, optimizer.param_groups[0]["lr"], local_batch * dist.world_size, start_step)
+            if preset.train.val_every and (step % preset.train.val_every == 0 or step == preset.train.steps):
+                best = _validate(task, ctx, step, best, save)
+            if step % preset.train.checkpoint_every == 0 or step == preset.train.steps:
+                save("last.pt")
+    return _finish(task, ctx, best, ckpt_dir)
+
+
+def _validate(task: Task, ctx: TrainContext, step: int, best: dict, save) -> dict:
+    modules = task.modules().values()
+    for module in modules:
+        module.eval()
+    with torch.no_grad():
+        metrics = task.validate(ctx, step)
+    for module in modules:
+        module.train()
+    if not metrics:
+        return best
+    for name, value in metrics.items():
+        if name != "per_class" and isinstance(value, (int, float)):
+            ctx.logger.metric(step, name, float(value), metrics.get("per_class") if name == "score" else None)
+    score = float(metrics.get("score", float("-inf")))
+    if not best or score > best.get("score", float("-inf")):
+        best = {"score": score, "step": step}
+        save("best.pt")
+    return best
+
+
+def _finish(task: Task, ctx: TrainContext, best: dict, ckpt_dir: Path) -> dict[str, Path]:
+    outputs: dict[str, Path] = {}
+    if ctx.dist.is_main:
+        chosen = ckpt_dir / ("best.pt" if best and (ckpt_dir / "best.pt").exists() else "last.pt")
+        outputs = task.export(ctx, load_checkpoint(chosen))
+        outputs["checkpoint"] = chosen
+    ctx.logger.emit("done", step=ctx.preset.train.steps, total=ctx.preset.train.steps, outputs={k: str(v) for k, v in outputs.items()}, best=best)
+    return outputs

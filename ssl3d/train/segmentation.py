@@ -1,0 +1,143 @@
+"""Supervised segmentation on the one loop: random patches (or whole volumes) from the cache, flips,
+DiceCE, validation Dice per class on held-out cases, and a segmentation bundle at the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..bundle import write_bundle
+from ..errors import DatasetError
+from ..pictures import DEFAULT_COLORS
+from .loop import Task, TrainContext
+
+__all__ = ["SegmentationTask", "parse_labels", "pad_to_multiple"]
+
+
+def parse_labels(text: str | None, values: list[int]) -> list[dict]:
+    """``"1:liver,2:spleen"`` (or None) -> bundle label entries for ``values``, colours from a palette."""
+    names: dict[int, str] = {}
+    for item in filter(None, (text or "").split(",")):
+        value, _, name = item.partition(":")
+        if not value.strip().isdigit() or not name.strip():
+            raise DatasetError(f"--labels item {item!r} must look like VALUE:NAME, e.g. 1:liver.")
+        names[int(value)] = name.strip()
+    return [{"value": v, "name": names.get(v, f"label {v}"), "color": list(DEFAULT_COLORS[(v - 1) % len(DEFAULT_COLORS)])} for v in values]
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """Pad (N, C, D, H, W) at the far end of each axis to a multiple; returns the crop back."""
+    sizes = x.shape[2:]
+    pad = [(-s) % multiple for s in sizes]
+    padded = F.pad(x, [p for size in reversed(pad) for p in (0, size)])
+    return padded, tuple(slice(0, s) for s in sizes)
+
+
+class SegmentationTask(Task):
+    name = "segmentation"
+
+    def __init__(self, data: str | Path, cache_dir: Path, strict: bool = False, val_fraction: float = 0.2, labels: str | None = None, label_names: dict | None = None) -> None:
+        self.data, self.cache_dir, self.strict = data, cache_dir, strict
+        self.val_fraction, self.labels_text, self.label_names = val_fraction, labels, label_names or {}
+
+    def setup(self, ctx: TrainContext) -> None:
+        from monai.losses import DiceCELoss
+
+        from ..data.datasets import VolumeCache, find_cases
+        from ..nets.builders import build_network
+
+        cache = VolumeCache(find_cases(self.data, labels=True), ctx.preset.preprocess, self.cache_dir, self.strict, ctx.logger)
+        ctx.rank0_first(cache.build)
+        self.cache_info = cache.info()
+        images, labels = cache.load_all(ctx.device), cache.load_labels(ctx.device)
+        order = np.random.default_rng(ctx.seed).permutation(len(images))
+        n_val = int(round(len(images) * self.val_fraction)) if len(images) > 1 else 0
+        self.val = [(images[i], labels[i]) for i in order[:n_val]]
+        self.train_set = [(images[i], labels[i]) for i in order[n_val:]]
+        self.values = sorted({int(v) for _, lab in self.train_set for v in torch.unique(lab).tolist()} - {0})
+        if not self.values:
+            raise DatasetError(f"{self.data}: the training labels hold no foreground value.")
+        network = ctx.preset.network
+        self.model = build_network(network.name, 1, max(self.values) + 1, **network.kwargs).to(ctx.device)
+        self.forward = ctx.wrap(self.model)
+        self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.multiple = 2 ** (len(network.kwargs.get("channels", (8, 16, 32, 64))) - 1)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model}
+
+    def _sample(self, ctx: TrainContext, step: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = ctx.generator(step, index)
+        image, label = self.train_set[int(torch.randint(len(self.train_set), (1,), generator=g))]
+        patch = ctx.preset.train.patch
+        if patch is not None:
+            sizes = image.shape[1:]
+            start = [int(torch.randint(max(1, s - p + 1), (1,), generator=g)) for s, p in zip(sizes, patch)]
+            box = (slice(None), *(slice(a, a + p) for a, p in zip(start, patch)))
+            image, label = image[box], label[box]
+        flips = [d + 1 for d in range(3) if torch.rand(1, generator=g).item() < 0.5]
+        if flips:
+            image, label = image.flip(flips), label.flip(flips)
+        return image, label
+
+    def batch(self, ctx: TrainContext, step: int, indices: range) -> Any:
+        samples = [self._sample(ctx, step, i) for i in indices]
+        x = torch.stack([s[0] for s in samples])
+        y = torch.stack([s[1] for s in samples]).long()
+        x, _ = pad_to_multiple(x, self.multiple)
+        y, _ = pad_to_multiple(y, self.multiple)
+        return x, y
+
+    def losses(self, ctx: TrainContext, batch: Any, step: int) -> dict[str, torch.Tensor]:
+        x, y = batch
+        out = self.forward(x)
+        out = out[0] if isinstance(out, list) else out
+        return {"total": self.loss(out, y)}
+
+    def predict(self, image: torch.Tensor) -> torch.Tensor:
+        """(1, D, H, W) image -> (D, H, W) label map with the current model."""
+        x, crop = pad_to_multiple(image[None], self.multiple)
+        out = self.model(x)
+        out = out[0] if isinstance(out, list) else out
+        return out[(0, slice(None), *crop)].argmax(0)
+
+    def validate(self, ctx: TrainContext, step: int) -> dict[str, Any] | None:
+        if not self.val:
+            return None
+        scores = {v: [] for v in self.values}
+        for image, label in self.val:
+            pred = self.predict(image)
+            for v in self.values:
+                truth, guess = label[0] == v, pred == v
+                denom = truth.sum() + guess.sum()
+                if denom > 0:
+                    scores[v].append(float(2 * (truth & guess).sum() / denom))
+        per_class = {self._name(v): float(np.mean(s)) for v, s in scores.items() if s}
+        mean = float(np.mean(list(per_class.values()))) if per_class else 0.0
+        return {"score": mean, "dice": mean, "per_class": per_class}
+
+    def _name(self, value: int) -> str:
+        return self.label_names.get(value) or next((e["name"] for e in parse_labels(self.labels_text, [value])), str(value))
+
+    def export(self, ctx: TrainContext, checkpoint: dict) -> dict[str, Path]:
+        from ..config import to_dict
+
+        labels = parse_labels(self.labels_text, self.values)
+        for entry in labels:
+            entry["name"] = self.label_names.get(entry["value"], entry["name"])
+        network = ctx.preset.network
+        meta = {
+            "network": {"name": network.name, "kwargs": {**network.kwargs, "in_channels": 1, "out_channels": max(self.values) + 1}},
+            "task": "segmentation",
+            "preprocessing": to_dict(ctx.preset.preprocess),
+            "labels": labels,
+            "provenance": {"data": str(self.data), "steps": int(checkpoint["step"]), "cache": self.cache_info},
+            "metrics": {"validation": checkpoint.get("best", {})},
+            "preset": to_dict(ctx.preset),
+        }
+        bundle = write_bundle(ctx.run_dir / "bundle", checkpoint["modules"]["model"], meta)
+        return {"bundle": bundle.path}
