@@ -351,9 +351,9 @@ def _register_defaults() -> None:
         fusion=FusionConfig(2, (16, 32, 32), block_min=(2, 4, 4), block_max=(5, 8, 8), deep_supervision="halving")))
     register_preset(Preset(
         "supervised-cpu", "supervised", "Supervised small UNet on phantoms (demo of the training loop)", "ssl3d",
-        PreprocessConfig("RAS", (4.0, 4.0, 4.0), "window:-175,250", None, (32, 32, 32)), _UNET_SMALL,
-        OptimConfig("adamw", lr=3e-3, weight_decay=1e-5), ScheduleConfig("warmup_cosine", 5),
-        TrainConfig(40, 2, val_every=20, checkpoint_every=20)))
+        PreprocessConfig("RAS", (2.5, 2.5, 2.5), "window:-175,250", None, pad_to=(32, 32, 32)), _UNET_SMALL,
+        OptimConfig("adamw", lr=1e-2, weight_decay=1e-5), ScheduleConfig("warmup_cosine", 5),
+        TrainConfig(100, 2, val_every=50, checkpoint_every=50, patch=(32, 32, 32))))
 
 
 _register_defaults()

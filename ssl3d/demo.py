@@ -138,7 +138,7 @@ def _supervised_stage(ctx: DemoContext) -> None:
     from .train.segmentation import SegmentationTask
 
     data = write_phantom_dataset(ctx.out / "data" / "phantoms_seg", range(100, 106 if ctx.quick else 112))
-    steps = 12 if ctx.quick else 60
+    steps = 16 if ctx.quick else 120
     preset = apply_overrides(get_preset("supervised-cpu"), {"train.steps": steps, "train.val_every": steps // 2, "train.checkpoint_every": steps // 2, "train.log_every": 4})
     run = ctx.out / "supervised"
     if run.exists():
