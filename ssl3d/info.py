@@ -44,6 +44,7 @@ def collect_info() -> dict:
 def _add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print as JSON")
     parser.add_argument("--presets", action="store_true", help="list the presets with their descriptions")
+    parser.add_argument("--events", metavar="FILE|-", help="also write the information as a 'done' event")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -54,6 +55,13 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{name:16s} {PRESETS[name].method:11s} {PRESETS[name].description}")
         return 0
     info = collect_info()
+    if args.events:
+        from .events import EventWriter
+
+        with EventWriter(args.events) as events:
+            events.emit("done", outputs={}, info=info)
+        if args.events == "-":
+            return 0
     if args.json:
         print(json.dumps(info, indent=2))
     else:

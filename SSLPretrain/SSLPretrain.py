@@ -1,0 +1,790 @@
+"""SSLPretrain: self-supervised pretraining (VoCo, Volume Fusion) and pretext inspection from Slicer.
+
+Widget wiring only. Pretraining and inspection run as ``ssl3d pretrain`` / ``ssl3d inspect`` jobs in a
+background process (:mod:`ssl3d.jobs`); their events are queued by the job's reader thread and drained
+here by a QTimer. Volumes cross the process boundary as files written and read by :mod:`ssl3d.mrml`.
+"""
+
+import enum
+import json
+import queue
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import ctk
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import *  # noqa: F403
+from slicer.util import VTKObservationMixin
+
+# Run from a source checkout (Extension Wizard or additional module paths), the engine package sits one folder
+# up; an installed extension has ssl3d/ next to this file, which is on sys.path already.
+_CHECKOUT = Path(__file__).resolve().parent.parent
+if (_CHECKOUT / "ssl3d" / "__init__.py").is_file() and str(_CHECKOUT) not in sys.path:
+    sys.path.append(str(_CHECKOUT))
+
+#: Preset and network names of each method (ssl3d.config's registry; `ssl3d pretrain --help` lists them).
+PRESETS = {"voco": ("voco-v1-cpu", "voco-v2-cpu", "voco-v1", "voco-v2"), "vf": ("vf-v1-cpu", "vf-v2-cpu", "vf-v1", "vf-v2")}
+NETWORKS = {"voco": ("swin-b", "swin-l", "swin-h", "swinunetr", "cnn-small"), "vf": ("pctnet", "unet", "swinunetr")}
+#: Output files of `ssl3d inspect` and how they are shown: (file, label in the Show box, kind).
+INSPECT_OUTPUTS = {
+    "voco": (("predicted.nrrd", "Predicted weights", "heat"), ("truth.nrrd", "True weights", "heat"),
+             ("grid.nrrd", None, "grid")),
+    "vf": (("predicted.nrrd", "Predicted alpha", "alpha"), ("truth.nrrd", "True alpha", "alpha"),
+           ("error.nrrd", "Error", "alpha"), ("confidence.nrrd", "Confidence", "heat"), ("fused.nrrd", None, "fused")),
+}
+
+
+#
+# SSLPretrain
+#
+class SSLPretrain(ScriptedLoadableModule):  # noqa: F405
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)  # noqa: F405
+        self.parent.title = _("SSL Pretrain")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["SSL3D developers"]
+        self.parent.helpText = _(
+            "Pretrain a 3D encoder without labels on a folder of CT or MR volumes, with VoCo (volume contrast) or "
+            "Volume Fusion, on the GPU or the CPU; follow runs started elsewhere; and look inside the pretext task: "
+            "which base crop the model thinks a box belongs to, which fusion coefficient it predicts per voxel."
+        )
+        self.parent.acknowledgementText = _(
+            "VoCo: Wu, Zhuang, Chen, 'VoCo: A Simple-yet-Effective Volume Contrastive Learning Framework for 3D "
+            "Medical Image Analysis', CVPR 2024. Volume Fusion: Wang et al., 'MIS-FM: 3D Medical Image Segmentation "
+            "using Foundation Models Pretrained on a Large-Scale Unannotated Dataset', 2023."
+        )
+
+
+#
+# Parameter node
+#
+class DataSource(enum.Enum):
+    FOLDER = "folder"
+    SCENE = "scene"
+
+    def label(self):
+        return {"folder": _("Folder of volumes"), "scene": _("Volumes in the scene")}[self.value]
+
+
+class Method(enum.Enum):
+    VOCO = "voco"
+    VF = "vf"
+
+    def label(self):
+        return {"voco": _("VoCo (volume contrast)"), "vf": _("Volume Fusion")}[self.value]
+
+
+class Device(enum.Enum):
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+    def label(self):
+        return {"auto": _("Auto"), "cpu": _("CPU"), "cuda": _("GPU (CUDA)")}[self.value]
+
+
+@parameterNodeWrapper
+class SSLPretrainParameterNode:
+    dataSource: DataSource = DataSource.FOLDER
+    dataFolder: Path
+    method: Method = Method.VOCO
+    preset: str = "voco-v1-cpu"
+    network: str = ""
+    steps: Annotated[int, WithinRange(0, 10_000_000)] = 0
+    batchSize: Annotated[int, WithinRange(0, 4096)] = 0
+    device: Device = Device.AUTO
+    outputFolder: Path
+    resume: bool = False
+    inspectModel: Path
+    inspectVolume: vtkMRMLScalarVolumeNode
+    cropRoi: vtkMRMLMarkupsROINode
+    followRoi: bool = True
+    seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
+    overlayOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+
+
+#
+# Widget
+#
+class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa: F405
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)  # noqa: F405
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._chart = None
+        self._follower = None
+        self._inspection = {}  # label in the Show box -> (node, kind)
+        self._inspectMethod = None
+        self._observedRoi = None
+        self._inspectAgain = False
+        self._runFolder = None
+        self._inspectFolder = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)  # noqa: F405
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SSLPretrain.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = SSLPretrainLogic()
+        for pathEdit in (self.ui.dataFolderPathLineEdit, self.ui.outputFolderPathLineEdit, self.ui.inspectModelPathLineEdit):
+            pathEdit.filters = ctk.ctkPathLineEdit.Dirs
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.methodComboBox.currentIndexChanged.connect(self.updatePresetChoices)
+        self.ui.presetComboBox.currentIndexChanged.connect(self.onPresetChosen)
+        self.ui.networkComboBox.currentIndexChanged.connect(self.onNetworkChosen)
+        self.ui.startButton.clicked.connect(self.onStartButton)
+        self.ui.openRunButton.clicked.connect(self.onOpenRunButton)
+        self.ui.inspectButton.clicked.connect(self.onInspectButton)
+        self.ui.overlayComboBox.currentIndexChanged.connect(self.showOverlay)
+        self.ui.overlayOpacitySlider.valueChanged.connect(self.showOverlay)
+        self.ui.inspectModelPathLineEdit.currentPathChanged.connect(self.updateInspectModelInfo)
+
+        self.timer = qt.QTimer()
+        self.timer.setInterval(250)
+        self.timer.timeout.connect(self.onTimer)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.timer.stop()
+        self.logic.jobs.cancelAll()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+        self._chart = None
+        self._inspection = {}
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inspectVolume:
+            self._parameterNode.inspectVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+
+    def setParameterNode(self, inputParameterNode: Optional[SSLPretrainParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.updatePresetChoices()
+            self.updateInspectModelInfo()
+            self._checkCanApply()
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        p = self._parameterNode
+        if p is None:
+            return
+        fromScene = p.dataSource == DataSource.SCENE
+        for widget in (self.ui.sceneVolumesLabel, self.ui.sceneVolumesComboBox):
+            widget.visible = fromScene
+        for widget in (self.ui.dataFolderLabel, self.ui.dataFolderPathLineEdit):
+            widget.visible = not fromScene
+        hasData = fromScene or pathOrNone(p.dataFolder) is not None
+        running = self.logic.jobs.running("pretrain")
+        self.ui.startButton.enabled = running or (hasData and pathOrNone(p.outputFolder) is not None)
+        self.ui.inspectButton.enabled = self.logic.jobs.running("inspect") or (
+            pathOrNone(p.inspectModel) is not None and p.inspectVolume is not None)
+        self._observeRoi(p.cropRoi if p.followRoi else None)
+
+    # ------------------------------------------------------------------------------------ choices
+    def updatePresetChoices(self, index=None) -> None:
+        """Fill the preset and network boxes for the chosen method, keeping valid choices."""
+        if self._parameterNode is None:
+            return
+        # the box, not the parameter node: this slot can run before the binding has updated the node
+        index = self.ui.methodComboBox.currentIndex
+        method = list(Method)[index].value if 0 <= index < len(Method) else self._parameterNode.method.value
+        for box, names, current, default in (
+            (self.ui.presetComboBox, PRESETS[method], self._parameterNode.preset, None),
+            (self.ui.networkComboBox, NETWORKS[method], self._parameterNode.network, _("preset default")),
+        ):
+            wasBlocked = box.blockSignals(True)
+            box.clear()
+            if default:
+                box.addItem(default, "")
+            for name in names:
+                box.addItem(name, name)
+            box.setCurrentIndex(max(0, box.findData(current)))
+            box.blockSignals(wasBlocked)
+        self.onPresetChosen()
+        self.onNetworkChosen()
+
+    def onPresetChosen(self, index=None) -> None:
+        if self._parameterNode is not None and self.ui.presetComboBox.currentData:
+            self._parameterNode.preset = self.ui.presetComboBox.currentData
+
+    def onNetworkChosen(self, index=None) -> None:
+        if self._parameterNode is not None:
+            self._parameterNode.network = self.ui.networkComboBox.currentData or ""
+
+    # ---------------------------------------------------------------------------------- pretrain
+    def onStartButton(self) -> None:
+        if self.logic.jobs.running("pretrain"):
+            self.logic.jobs.cancel("pretrain")
+            self.ui.statusLabel.text = _("Cancelling: the job saves a checkpoint and stops...")
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to start pretraining."), waitCursor=True):
+            if not ensureEngineRequirements():
+                return
+            p = self._parameterNode
+            self._follower = None
+            data = pathOrNone(p.dataFolder)
+            if p.dataSource == DataSource.SCENE:
+                data = self.logic.exportVolumes(self.ui.sceneVolumesComboBox.checkedNodes(),
+                                                Path(slicer.util.tempDirectory("ssl3d-pretrain-data")))
+            args = SSLPretrainLogic.pretrainArguments(
+                p.method.value, p.preset, data, pathOrNone(p.outputFolder), steps=p.steps, batchSize=p.batchSize,
+                network=p.network, device=p.device.value, resume=p.resume)
+            self._resetRunDisplay(_("Pretraining loss"))
+            self.ui.logTextEdit.appendPlainText("ssl3d " + " ".join(args))
+            self.logic.jobs.start("pretrain", args, pathOrNone(p.outputFolder))
+            self.ui.startButton.text = _("Cancel")
+            self.timer.start()
+        self._checkCanApply()
+
+    def onOpenRunButton(self) -> None:
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Open a run folder"))
+        if not folder:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to open the run folder."), waitCursor=True):
+            if not ensureEngineRequirements():
+                return
+            from ssl3d import jobs
+
+            self._resetRunDisplay(Path(folder).name)
+            self._follower = jobs.follow_run(folder)
+            self._runFolder = Path(folder)
+            self.ui.logTextEdit.appendPlainText(_("Following {folder}").format(folder=folder))
+            bundle = SSLPretrainLogic.newestBundle(self._runFolder)
+            if bundle is not None:  # a finished (or earlier) run: its bundle is ready to inspect
+                self._parameterNode.inspectModel = bundle
+            self.timer.start()
+
+    def _resetRunDisplay(self, title: str) -> None:
+        from ssl3d import mrml
+
+        self._chart = mrml.events_to_plot([], slicer.mrmlScene, name=title)
+        viewNode = slicer.mrmlScene.GetSingletonNode("SSLPretrainPlot", "vtkMRMLPlotViewNode")
+        if viewNode is None:
+            viewNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotViewNode")
+            viewNode.SetSingletonTag("SSLPretrainPlot")
+        viewNode.SetPlotChartNodeID(self._chart.GetID())
+        self.ui.lossPlotWidget.setMRMLPlotViewNode(viewNode)
+        self.ui.logTextEdit.clear()
+        self.ui.progressBar.value = 0
+        self.ui.statusLabel.text = ""
+
+    def onTimer(self) -> None:
+        self._showRunEvents(self.logic.jobs.takeEvents("pretrain"))
+        if self._follower is not None:
+            self._showRunEvents(self._follower.poll())
+        self._showInspectEvents(self.logic.jobs.takeEvents("inspect"))
+        for role, finished in (("pretrain", self.onPretrainFinished), ("inspect", self.onInspectFinished)):
+            job = self.logic.jobs.finished(role)
+            if job is not None:
+                finished(job)
+        if not self.logic.jobs.running("pretrain") and not self.logic.jobs.running("inspect") and self._follower is None:
+            self.timer.stop()
+
+    def _showRunEvents(self, events: list) -> None:
+        if not events:
+            return
+        from ssl3d import mrml
+
+        mrml.events_to_plot(events, slicer.mrmlScene, self._chart)
+        for event in events:
+            kind = event.get("event")
+            if kind == "progress":
+                self.ui.progressBar.maximum = max(1, int(event.get("total") or 0))
+                self.ui.progressBar.value = int(event.get("step") or 0)
+                self.ui.statusLabel.text = mrml.progress_text(event)
+            elif kind in ("log", "error") and event.get("message"):
+                self.ui.logTextEdit.appendPlainText(event["message"])
+            elif kind == "checkpoint":
+                self.ui.logTextEdit.appendPlainText(_("Checkpoint at step {step}").format(step=event.get("step")))
+            elif kind == "done":
+                bundle = SSLPretrainLogic.bundleFromOutputs(event.get("outputs") or {})
+                if bundle is None and self._follower is not None:
+                    bundle = SSLPretrainLogic.newestBundle(self._runFolder)
+                if bundle is not None:
+                    self._parameterNode.inspectModel = bundle
+                    self.ui.logTextEdit.appendPlainText(_("Pretext bundle: {path}").format(path=bundle))
+
+    def onPretrainFinished(self, job) -> None:
+        self.ui.startButton.text = _("Start pretraining")
+        if job.cancelled:
+            self._parameterNode.resume = True
+            self.ui.statusLabel.text = _("Cancelled. The checkpoint is kept: press Start to resume.")
+        elif job.returncode != 0:
+            self.ui.statusLabel.text = _("Failed: {message}").format(message=job.error_message)
+            slicer.util.errorDisplay(_("Pretraining failed: {message}").format(message=job.error_message),
+                                     detailedText=job.stderr)
+        else:
+            self.ui.progressBar.value = self.ui.progressBar.maximum
+            self.ui.statusLabel.text = _("Done.")
+        self._checkCanApply()
+
+    # ------------------------------------------------------------------------------------ inspect
+    def updateInspectModelInfo(self, path=None) -> None:
+        info = SSLPretrainLogic.readBundleInfo(pathOrNone(self.ui.inspectModelPathLineEdit.currentPath))
+        self._inspectMethod = SSLPretrainLogic.pretextMethod(info)
+        self.ui.inspectModelInfoLabel.text = SSLPretrainLogic.describePretext(info)
+        self._checkCanApply()
+
+    def onInspectButton(self) -> None:
+        if self.logic.jobs.running("inspect"):
+            self.logic.jobs.cancel("inspect")
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the inspection."), waitCursor=True):
+            if self._inspectMethod is None:
+                raise ValueError(_("The bundle is not a VoCo or Volume Fusion pretext bundle."))
+            if not ensureEngineRequirements():
+                return
+            self._startInspection()
+
+    def _startInspection(self) -> None:
+        from ssl3d import mrml
+
+        p = self._parameterNode
+        folder = Path(slicer.util.tempDirectory("ssl3d-inspect"))
+        inputFile = mrml.export_volume(p.inspectVolume, folder / "input.nii.gz")
+        box = mrml.format_ras(mrml.roi_center(p.cropRoi)) if p.cropRoi is not None and self._inspectMethod == "voco" else None
+        args = SSLPretrainLogic.inspectArguments(self._inspectMethod, pathOrNone(p.inspectModel), inputFile, folder / "out",
+                                                 box=box, seed=p.seed)
+        self.logic.jobs.start("inspect", args, folder / "out")
+        self._inspectFolder = folder / "out"
+        self.ui.inspectButton.text = _("Cancel")
+        self.ui.inspectStatusLabel.text = _("Running the pretext task...")
+        self.timer.start()
+
+    def _showInspectEvents(self, events: list) -> None:
+        from ssl3d import mrml
+
+        for event in events:
+            if event.get("event") == "progress":
+                self.ui.inspectStatusLabel.text = mrml.progress_text(event)
+            elif event.get("event") in ("log", "error") and event.get("message"):
+                self.ui.inspectStatusLabel.text = event["message"]
+
+    def onInspectFinished(self, job) -> None:
+        self.ui.inspectButton.text = _("Inspect")
+        if job.returncode == 0 and not job.cancelled:
+            with slicer.util.tryWithErrorDisplay(_("Failed to load the inspection."), waitCursor=True):
+                p = self._parameterNode
+                self._inspection = self.logic.loadInspection(self._inspectMethod, self._inspectFolder, p.inspectVolume)
+                self._fillOverlayChoices()
+                self.ui.inspectStatusLabel.text = _("Done.")
+        elif not job.cancelled:
+            self.ui.inspectStatusLabel.text = _("Failed: {message}").format(message=job.error_message)
+        if self._inspectAgain:
+            self._inspectAgain = False
+            self.onInspectButton()
+        self._checkCanApply()
+
+    def _fillOverlayChoices(self) -> None:
+        wasBlocked = self.ui.overlayComboBox.blockSignals(True)
+        self.ui.overlayComboBox.clear()
+        for name, (node, kind) in self._inspection.items():
+            if kind not in ("grid", "fused", "table", "box"):
+                self.ui.overlayComboBox.addItem(name)
+        self.ui.overlayComboBox.blockSignals(wasBlocked)
+        self.showOverlay()
+        table = self._inspection.get("table", (None, None))[0]
+        self.ui.inspectTableView.setMRMLTableNode(table)
+
+    def showOverlay(self, value=None) -> None:
+        """Show the chosen output over the volume (or over the fused image for Volume Fusion)."""
+        if not self._inspection or self._parameterNode is None:
+            return
+        chosen = self._inspection.get(self.ui.overlayComboBox.currentText, (None, None))
+        background = self._inspection.get("fused", (self._parameterNode.inspectVolume, None))[0]
+        grid = self._inspection.get("grid", (None, None))[0]
+        label = chosen[0] if chosen[1] == "alpha" else grid
+        foreground = chosen[0] if chosen[1] == "heat" else None
+        opacity = self.ui.overlayOpacitySlider.value
+        slicer.util.setSliceViewerLayers(background=background, foreground=foreground, label=label,
+                                         foregroundOpacity=opacity, labelOpacity=opacity if chosen[1] == "alpha" else 1.0)
+        for sliceNode in slicer.util.getNodesByClass("vtkMRMLSliceNode"):
+            sliceNode.SetUseLabelOutline(label is grid and grid is not None)
+
+    def _observeRoi(self, roi) -> None:
+        if roi is self._observedRoi:
+            return
+        if self._observedRoi is not None:
+            self.removeObserver(self._observedRoi, slicer.vtkMRMLMarkupsNode.PointEndInteractionEvent, self.onRoiMoved)
+        self._observedRoi = roi
+        if roi is not None:
+            self.addObserver(roi, slicer.vtkMRMLMarkupsNode.PointEndInteractionEvent, self.onRoiMoved)
+
+    def onRoiMoved(self, caller=None, event=None) -> None:
+        if not self._inspection or self._inspectMethod != "voco":
+            return
+        if self.logic.jobs.running("inspect"):
+            self._inspectAgain = True
+        else:
+            self.onInspectButton()
+
+
+#
+# Logic
+#
+def pathOrNone(value) -> Optional[Path]:
+    """A path parameter as a Path, or None when unset (the parameter node stores '' or '.')."""
+    text = str(value or "").strip()
+    return Path(text) if text not in ("", ".") else None
+
+
+def pythonSlicer() -> Optional[str]:
+    """PythonSlicer runs engine jobs with Slicer's Python (inside Slicer, sys.executable is the application)."""
+    return shutil.which("PythonSlicer")
+
+
+def ensureEngineRequirements() -> bool:
+    """On first use: list what the engine still needs, ask, and install it (torch via the PyTorch extension)."""
+    from ssl3d import requirements
+
+    def confirm(text):
+        return slicer.util.confirmOkCancelDisplay(
+            _("SSL3D needs these Python packages, which are not installed yet. Install them now? "
+              "This can take several minutes."), detailedText=text)
+
+    def installTorch(requirement):
+        try:
+            import PyTorchUtils
+        except ImportError:
+            raise RuntimeError(_("Install the PyTorch extension from the Extensions Manager, then restart Slicer.")) from None
+        PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=requirement.specifier)
+
+    def pipInstall(args):
+        for name in ("slicer.packaging", "slicer.pydeps"):  # Slicer >= 5.11 (the module's name changed once)
+            try:
+                deps = __import__(name, fromlist=["pip_ensure"])
+            except ImportError:
+                continue
+            if hasattr(deps, "pip_ensure"):
+                from packaging.requirements import Requirement
+
+                deps.pip_ensure([Requirement(a) for a in args], requester="SSL3D", prompt_install=False,
+                                prompt_restart=False, skip_packages=list(requirements.PROVIDED_BY_SLICER))
+                return
+        slicer.util.pip_install(args)
+
+    outcome = requirements.ensure(confirm, installTorch, pipInstall)
+    if outcome.restart and slicer.util.confirmYesNoDisplay(_("Restart Slicer now to use the updated packages?")):
+        slicer.util.restart()
+    if not outcome.ready and not outcome.declined and not outcome.restart:
+        slicer.util.errorDisplay(_("Still missing: {names}").format(names=requirements.describe(outcome.missing)))
+    return outcome.ready
+
+
+class EngineJobs:
+    """Engine jobs by role ("pretrain", "inspect", ...), each with its events queued for the main thread.
+
+    GUI-free: the widget's QTimer calls :meth:`takeEvents` and :meth:`finished`; tests and scripts call
+    :meth:`run`. Also used by the SSLSegment module.
+    """
+
+    def __init__(self) -> None:
+        self._jobs = {}
+        self._queues = {}
+
+    def start(self, role: str, args: list, runDir=None):
+        """Start ``ssl3d ARGS`` with Slicer's Python; its events queue up for :meth:`takeEvents`."""
+        from ssl3d import jobs
+
+        if self.running(role):
+            raise RuntimeError(f"a {role} job is already running.")
+        self._queues[role] = queue.Queue()
+        self._jobs[role] = jobs.Job.engine(args, run_dir=runDir, on_event=self._queues[role].put, python=pythonSlicer())
+        return self._jobs[role]
+
+    def running(self, role: str) -> bool:
+        job = self._jobs.get(role)
+        return job is not None and job.running
+
+    def takeEvents(self, role: str) -> list:
+        """The events received since the last call (the job's reader thread fills the queue)."""
+        events, pending = [], self._queues.get(role)
+        while pending is not None and not pending.empty():
+            events.append(pending.get_nowait())
+        return events
+
+    def finished(self, role: str):
+        """The job once it has ended and all its events were taken (then forgotten), else None."""
+        job = self._jobs.get(role)
+        if job is None or job.running or not self._queues[role].empty():
+            return None
+        del self._jobs[role]
+        return job
+
+    def cancel(self, role: str) -> None:
+        """Cancel file + SIGTERM: the job saves a checkpoint and stops; its process tree is killed after a grace period."""
+        if self.running(role):
+            self._jobs[role].cancel()
+
+    def cancelAll(self) -> None:
+        for role in list(self._jobs):
+            self.cancel(role)
+
+    def run(self, args: list, runDir=None, timeout: Optional[float] = None) -> list:
+        """Run a job to its end (tests, scripts) and return its events.
+
+        Raises:
+            ssl3d.errors.JobError: the job failed (its one-line message); Cancelled after a cancel.
+        """
+        job = self.start("run", args, runDir)
+        job.wait(timeout)
+        events = self.takeEvents("run")
+        del self._jobs["run"]
+        job.raise_for_status()
+        return events
+
+
+class SSLPretrainLogic(ScriptedLoadableModuleLogic):  # noqa: F405
+    """Builds engine command lines, runs them as background jobs, and loads their outputs into the scene.
+
+    Usable without the GUI (tests, the Python console): ``jobs.start`` a job, then poll ``jobs.takeEvents``
+    and ``jobs.finished``, or ``jobs.run`` it to the end.
+    """
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)  # noqa: F405
+        self.jobs = EngineJobs()
+
+    def getParameterNode(self):
+        return SSLPretrainParameterNode(super().getParameterNode())
+
+    # ---------------------------------------------------------------------------- command lines
+    @staticmethod
+    def pretrainArguments(method, preset, data, out, steps=0, batchSize=0, network="", device="auto", resume=False) -> list:
+        """``ssl3d pretrain`` arguments; 0 or "" leaves a setting to the preset."""
+        if method not in PRESETS:
+            raise ValueError(f"method must be one of {sorted(PRESETS)}, got {method!r}.")
+        if data is None or out is None:
+            raise ValueError(_("Choose the data and the output folder."))
+        args = ["pretrain", "--method", method, "--preset", preset, "--data", str(data), "--out", str(out)]
+        args += ["--steps", str(steps)] if steps else []
+        args += ["--batch-size", str(batchSize)] if batchSize else []
+        args += ["--network", network] if network else []
+        args += ["--device", device]
+        return args + (["--resume"] if resume else [])
+
+    @staticmethod
+    def inspectArguments(method, model, inputFile, out, box=None, seed=0) -> list:
+        """``ssl3d inspect voco|vf`` arguments; ``box`` is ``"R,A,S"`` (VoCo), ``seed`` is for VF."""
+        args = ["inspect", method, "--model", str(model), "--input", str(inputFile), "--out", str(out)]
+        if method == "voco" and box:
+            args += ["--box", box]
+        if method == "vf":
+            args += ["--seed", str(seed)]
+        return args
+
+    # -------------------------------------------------------------------------------------- data
+    @staticmethod
+    def exportVolumes(nodes, folder: Path) -> Path:
+        """Write scene volumes (world geometry) into a folder that ``ssl3d pretrain --data`` reads."""
+        from ssl3d import mrml
+
+        if not nodes:
+            raise ValueError(_("Check at least one volume to pretrain on."))
+        for index, node in enumerate(nodes):
+            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in node.GetName())
+            mrml.export_volume(node, folder / f"{index:03d}_{safe}.nii.gz")
+        return folder
+
+    @staticmethod
+    def readBundleInfo(folder: Optional[Path]) -> dict:
+        """bundle.json of a bundle folder as a dict ({} when there is none or it is not JSON)."""
+        try:
+            return json.loads((folder / "bundle.json").read_text(encoding="utf-8")) if folder else {}
+        except (OSError, ValueError):
+            return {}
+
+    @staticmethod
+    def pretextMethod(info: dict) -> Optional[str]:
+        """'voco' or 'vf' for a pretext bundle, else None."""
+        method = str((info.get("pretext") or {}).get("method", "")).lower()
+        return method if method in PRESETS else None
+
+    @staticmethod
+    def describePretext(info: dict) -> str:
+        if not info:
+            return ""
+        pretext = info.get("pretext") or {}
+        provenance = info.get("provenance") or {}
+        network = (info.get("network") or {}).get("name", "?")
+        parts = [f"{pretext.get('method', '?')} · {pretext.get('preset', '?')} · {network}"]
+        if provenance.get("steps") is not None:
+            parts.append(_("{steps} steps").format(steps=provenance["steps"]))
+        if pretext.get("heads") is None and "heads" in pretext:
+            parts.append(_("no pretext heads (imported weights): cannot be inspected"))
+        return " · ".join(parts)
+
+    @staticmethod
+    def bundleFromOutputs(outputs: dict) -> Optional[Path]:
+        """The bundle folder among a ``done`` event's outputs."""
+        for path in map(Path, outputs.values()):
+            if (path / "bundle.json").is_file():
+                return path
+            if path.name == "bundle.json" and path.is_file():
+                return path.parent
+        return None
+
+    @staticmethod
+    def newestBundle(folder: Path) -> Optional[Path]:
+        """The most recently written bundle folder inside a run folder."""
+        bundles = [p.parent for p in folder.rglob("bundle.json")] if folder and folder.is_dir() else []
+        return max(bundles, key=lambda p: (p / "bundle.json").stat().st_mtime, default=None)
+
+    def loadInspection(self, method: str, folder: Path, volumeNode) -> dict:
+        """Load ``ssl3d inspect`` outputs as overlay nodes: {label: (node, kind)}.
+
+        VoCo: predicted and true heat maps, the base-crop grid as a label map, the numbers as a table and the
+        effective crop as a locked ROI. Volume Fusion: fused image, true and predicted alpha classes and the
+        error with one alpha colour table, and the confidence as a heat map.
+        """
+        from ssl3d import mrml
+        from ssl3d.io import read_volume
+
+        scene = slicer.mrmlScene
+        heat, alpha = mrml.heat_table_node(scene), mrml.alpha_table_node(scene)
+        outputs = [(fileName, label, kind, read_volume(folder / fileName))
+                   for fileName, label, kind in INSPECT_OUTPUTS[method] if (folder / fileName).is_file()]
+        # one colour scale for all heat maps, so predicted and true weights compare at a glance
+        top = max([float(entry[3].array.max()) for entry in outputs if entry[2] == "heat"] + [1e-6])
+        loaded = {}
+        for fileName, label, kind, volume in outputs:
+            name = f"{volumeNode.GetName()} {method} {fileName.split('.')[0]}"
+            if kind == "heat":
+                node = mrml.overlay_node(volume, scene, name, color_table=heat, threshold=0.02 * top, window=(0.0, top))
+            elif kind == "alpha":
+                node = mrml.overlay_node(volume, scene, name, color_table=alpha, labelmap=True)
+            elif kind == "grid":
+                node = mrml.overlay_node(volume, scene, name, color_table="vtkMRMLColorTableNodeLabels", labelmap=True)
+            else:
+                node = mrml.overlay_node(volume, scene, name)
+            loaded[label or kind] = (node, kind)
+        summary = _readJson(folder / "summary.json")
+        if method == "voco" and summary:
+            loaded["table"] = (self._vocoTable(summary, volumeNode.GetName()), "table")
+        boxes = _readJson(folder / "boxes.json")
+        corners = _firstBoxCorners(boxes)
+        if corners is not None:
+            roi = mrml.box_roi_node(scene, f"{volumeNode.GetName()} VoCo crop (effective)", corners)
+            loaded["box"] = (roi, "box")
+        return loaded
+
+    @staticmethod
+    def _vocoTable(summary: dict, name: str):
+        from ssl3d import mrml
+
+        crops = summary.get("crops") if isinstance(summary.get("crops"), list) else [summary]
+        crop = crops[0] if crops else {}
+        predicted = list(crop.get("predicted") or [])
+        truth = list(crop.get("true") or crop.get("truth") or [])
+        cells = max(len(predicted), len(truth))
+        columns = {"cell": list(range(cells)), "predicted": predicted, "true": truth}
+        return mrml.table_node(slicer.mrmlScene, f"{name} VoCo weights", columns)
+
+
+def _readJson(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _firstBoxCorners(boxes):
+    """RAS corner points of the first box in boxes.json ({"boxes": [{"corners": [[R, A, S], ...]}]} or a list)."""
+    if isinstance(boxes, dict):
+        boxes = boxes.get("boxes", [boxes])
+    if not isinstance(boxes, list) or not boxes or not isinstance(boxes[0], dict):
+        return None
+    corners = boxes[0].get("corners") or boxes[0].get("ras_corners")
+    return corners if isinstance(corners, list) and len(corners) >= 2 else None
+
+
+#
+# Test
+#
+class SSLPretrainTest(ScriptedLoadableModuleTest):  # noqa: F405
+    """In-Slicer test (Reload and Test, or `Slicer --testing`): tiny CPU pretraining and inspection on phantoms."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_requirements_listed()
+        self.test_command_lines()
+        self.test_pretrain_and_inspect()
+
+    def test_requirements_listed(self):
+        from ssl3d import requirements
+
+        self.assertTrue(all(r.minimum for r in requirements.REQUIREMENTS))
+        self.assertTrue(ensureEngineRequirements(), "the engine's Python packages are missing")
+
+    def test_command_lines(self):
+        args = SSLPretrainLogic.pretrainArguments("voco", "voco-v1-cpu", Path("d"), Path("o"), steps=3, resume=True)
+        self.assertEqual(args, ["pretrain", "--method", "voco", "--preset", "voco-v1-cpu", "--data", "d", "--out", "o",
+                                "--steps", "3", "--device", "auto", "--resume"])
+
+    def test_pretrain_and_inspect(self):
+        from ssl3d import mrml
+        from ssl3d.data.phantoms import make_phantom
+        from ssl3d.io import write_volume
+
+        self.delayDisplay("Writing phantoms")
+        root = Path(slicer.util.tempDirectory("ssl3d-test"))
+        (root / "data").mkdir()
+        for seed in range(3):
+            write_volume(make_phantom(seed)[0], root / "data" / f"phantom{seed}.nii.gz")
+        ct = mrml.volume_to_node(make_phantom(7)[0], slicer.mrmlScene, "phantom")
+        logic = SSLPretrainLogic()
+        for method, preset in (("voco", "voco-v1-cpu"), ("vf", "vf-v1-cpu")):
+            self.delayDisplay(f"Pretraining {preset} for 2 steps on the CPU")
+            run = root / method
+            events = logic.jobs.run(logic.pretrainArguments(method, preset, root / "data", run, steps=2, device="cpu"), run)
+            done = [e for e in events if e.get("event") == "done"]
+            bundle = logic.bundleFromOutputs(done[-1].get("outputs") or {}) if done else logic.newestBundle(run)
+            self.assertIsNotNone(bundle, f"{method}: no bundle in {run}")
+            self.delayDisplay(f"Inspecting {method}")
+            mrml.export_volume(ct, root / f"{method}-input.nii.gz")
+            out = root / f"{method}-inspect"
+            logic.jobs.run(logic.inspectArguments(method, bundle, root / f"{method}-input.nii.gz", out), out)
+            loaded = logic.loadInspection(method, out, ct)
+            reference = mrml.volume_from_node(ct)
+            for label, (node, kind) in loaded.items():
+                if kind in ("heat", "alpha", "grid"):
+                    self.assertTrue(mrml.volume_from_node(node).same_grid(reference), f"{method} {label}: geometry")
+            self.assertTrue(any(kind in ("heat", "alpha") for node, kind in loaded.values()))
+        self.delayDisplay("Test passed")

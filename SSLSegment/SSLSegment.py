@@ -1,0 +1,548 @@
+"""SSLSegment: segment volumes with SSL3D model bundles, fine-tune them from the scene, click to segment.
+
+Widget wiring only. Segmentation and fine-tuning run as ``ssl3d segment`` / ``ssl3d finetune`` jobs in a
+background process (:mod:`ssl3d.jobs`, through SSLPretrain's ``EngineJobs``); label maps become segmentation
+nodes with the bundle's names and colours through :mod:`ssl3d.mrml`.
+"""
+
+import enum
+import html
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import ctk
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import *  # noqa: F403
+from slicer.util import VTKObservationMixin
+from SSLPretrain import Device, EngineJobs, SSLPretrainLogic, ensureEngineRequirements, pathOrNone
+
+MODEL_SETTING = "SSL3D/SSLSegment/modelPath"
+POINT_COLORS = {"positive": (0.2, 0.8, 0.3), "negative": (0.9, 0.2, 0.2)}
+
+
+#
+# SSLSegment
+#
+class SSLSegment(ScriptedLoadableModule):  # noqa: F405
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)  # noqa: F405
+        self.parent.title = _("SSL Segment")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+        self.parent.dependencies = ["SSLPretrain"]
+        self.parent.contributors = ["SSL3D developers"]
+        self.parent.helpText = _(
+            "Segment a volume with an SSL3D model bundle (all organs at once), refine one structure with positive "
+            "and negative clicks, and fine-tune a model on segmentations made in Slicer, starting from a VoCo or "
+            "Volume Fusion pretext bundle."
+        )
+        self.parent.acknowledgementText = _(
+            "SSL3D builds on MONAI and PyTorch; the pretext tasks follow VoCo (CVPR 2024) and MIS-FM (2023)."
+        )
+
+
+#
+# Parameter node
+#
+class TrainingSource(enum.Enum):
+    FOLDER = "folder"
+    SCENE = "scene"
+
+    def label(self):
+        return {"folder": _("Dataset folder"), "scene": _("Segmentations in the scene")}[self.value]
+
+
+class Task(enum.Enum):
+    SEGMENTATION = "segmentation"
+    INTERACTIVE = "interactive"
+
+    def label(self):
+        return {"segmentation": _("Segmentation"), "interactive": _("Click to segment")}[self.value]
+
+
+@parameterNodeWrapper
+class SSLSegmentParameterNode:
+    modelPath: Path
+    device: Device = Device.AUTO
+    inputVolume: vtkMRMLScalarVolumeNode
+    outputSegmentation: vtkMRMLSegmentationNode
+    showSurface: bool = False
+    trainingSource: TrainingSource = TrainingSource.FOLDER
+    datasetFolder: Path
+    initBundle: Path
+    task: Task = Task.SEGMENTATION
+    fineTuneSteps: Annotated[int, WithinRange(0, 10_000_000)] = 0
+    fineTuneOutput: Path
+
+
+#
+# Widget
+#
+class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa: F405
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)  # noqa: F405
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._bundleInfo = {}
+        self._segmentRun = None  # (folder, device) of the running segmentation
+        self._chart = None
+        self._pairs = []  # (volume node ID, segmentation node ID)
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)  # noqa: F405
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SSLSegment.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = SSLSegmentLogic()
+        for pathEdit in (self.ui.modelPathLineEdit, self.ui.initBundlePathLineEdit, self.ui.fineTuneOutputPathLineEdit):
+            pathEdit.filters = ctk.ctkPathLineEdit.Dirs
+        self.ui.datasetPathLineEdit.filters = ctk.ctkPathLineEdit.Dirs | ctk.ctkPathLineEdit.Files  # folder or dataset.json
+        for placeWidget in (self.ui.positivePlaceWidget, self.ui.negativePlaceWidget):
+            placeWidget.buttonsVisible = False
+            placeWidget.placeButton().show()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.modelPathLineEdit.currentPathChanged.connect(self.onModelChanged)
+        self.ui.segmentButton.clicked.connect(self.onSegmentButton)
+        self.ui.fineTuneButton.clicked.connect(self.onFineTuneButton)
+        self.ui.addPairButton.clicked.connect(self.onAddPair)
+        self.ui.removePairButton.clicked.connect(self.onRemovePair)
+        self.ui.resetClicksButton.clicked.connect(self.onResetClicks)
+        self.ui.clickCollapsibleButton.contentsCollapsed.connect(self.onClickSectionToggled)
+
+        self.timer = qt.QTimer()
+        self.timer.setInterval(250)
+        self.timer.timeout.connect(self.onTimer)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.timer.stop()
+        self.logic.jobs.cancelAll()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+        self._chart = None
+        self._pairs = []
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+            self.onClickSectionToggled(self.ui.clickCollapsibleButton.collapsed)  # point lists went with the scene
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        p = self._parameterNode
+        if pathOrNone(p.modelPath) is None and slicer.util.settingsValue(MODEL_SETTING, ""):
+            p.modelPath = Path(slicer.util.settingsValue(MODEL_SETTING, ""))
+        if not p.inputVolume:
+            p.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+
+    def setParameterNode(self, inputParameterNode: Optional[SSLSegmentParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.onModelChanged()
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        p = self._parameterNode
+        if p is None:
+            return
+        jobs = self.logic.jobs
+        canSegment = SSLSegmentLogic.task(self._bundleInfo) == "segmentation" and p.inputVolume is not None
+        self.ui.segmentButton.enabled = jobs.running("segment") or canSegment
+        fromScene = p.trainingSource == TrainingSource.SCENE
+        for widget in (self.ui.scenePairsLabel, self.ui.scenePairsWidget):
+            widget.visible = fromScene
+        for widget in (self.ui.datasetLabel, self.ui.datasetPathLineEdit):
+            widget.visible = not fromScene
+        hasData = bool(self._pairs) if fromScene else pathOrNone(p.datasetFolder) is not None
+        self.ui.fineTuneButton.enabled = jobs.running("finetune") or (hasData and pathOrNone(p.fineTuneOutput) is not None)
+
+    # -------------------------------------------------------------------------------------- model
+    def onModelChanged(self, path=None) -> None:
+        """Show what the chosen bundle holds, and remember it for the next session."""
+        if self._parameterNode is None:
+            return
+        folder = pathOrNone(self.ui.modelPathLineEdit.currentPath)  # the binding may not have updated the node yet
+        self._bundleInfo = SSLPretrainLogic.readBundleInfo(folder)
+        self.ui.modelInfoTextBrowser.setHtml(SSLSegmentLogic.describeBundle(self._bundleInfo))
+        if self._bundleInfo:
+            qt.QSettings().setValue(MODEL_SETTING, str(folder))
+        self._checkCanApply()
+
+    # ------------------------------------------------------------------------------------ segment
+    def onSegmentButton(self) -> None:
+        if self.logic.jobs.running("segment"):
+            self.logic.jobs.cancel("segment")
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
+            if not ensureEngineRequirements():
+                return
+            self._startSegmentation(self._parameterNode.device.value)
+
+    def _startSegmentation(self, device: str) -> None:
+        from ssl3d import mrml
+
+        p = self._parameterNode
+        folder = Path(slicer.util.tempDirectory("ssl3d-segment"))
+        inputFile = mrml.export_volume(p.inputVolume, folder / "input.nii.gz")
+        args = SSLSegmentLogic.segmentArguments(pathOrNone(p.modelPath), inputFile, folder / "labels.nii.gz", device)
+        self.logic.jobs.start("segment", args, folder)
+        self._segmentRun = (folder, device)
+        self.ui.segmentButton.text = _("Cancel")
+        self.ui.segmentProgressBar.value = 0
+        self.ui.segmentStatusLabel.text = _("Segmenting...")
+        self.timer.start()
+
+    def onSegmentFinished(self, job) -> None:
+        self.ui.segmentButton.text = _("Segment")
+        folder, device = self._segmentRun
+        message = job.error_message or ""
+        if job.cancelled:
+            self.ui.segmentStatusLabel.text = _("Cancelled.")
+        elif job.returncode != 0 and device != "cpu" and "out of memory" in message.lower():
+            if slicer.util.confirmYesNoDisplay(_("The GPU ran out of memory. Segment on the CPU instead (slower)?")):
+                self._startSegmentation("cpu")
+                return
+            self.ui.segmentStatusLabel.text = _("Failed: {message}").format(message=message)
+        elif job.returncode != 0:
+            self.ui.segmentStatusLabel.text = _("Failed: {message}").format(message=message)
+            slicer.util.errorDisplay(_("Segmentation failed: {message}").format(message=message), detailedText=job.stderr)
+        else:
+            with slicer.util.tryWithErrorDisplay(_("Failed to load the segmentation."), waitCursor=True):
+                p = self._parameterNode
+                segmentation = self.logic.loadSegmentation(folder / "labels.nii.gz", self._bundleInfo, p.inputVolume,
+                                                           p.outputSegmentation, p.showSurface)
+                p.outputSegmentation = segmentation
+                self.ui.segmentProgressBar.value = self.ui.segmentProgressBar.maximum
+                self.ui.segmentStatusLabel.text = _("Done: {count} segments.").format(
+                    count=segmentation.GetSegmentation().GetNumberOfSegments())
+        self._checkCanApply()
+
+    # ----------------------------------------------------------------------------- click to segment
+    def onClickSectionToggled(self, collapsed: bool) -> None:
+        """Prepare the include (green) and exclude (red) point lists when the section opens."""
+        if collapsed:
+            return
+        for kind, placeWidget in (("positive", self.ui.positivePlaceWidget), ("negative", self.ui.negativePlaceWidget)):
+            node = self.logic.pointList(kind)
+            placeWidget.setCurrentNode(node)
+            if not self.hasObserver(node, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onPointPlaced):
+                self.addObserver(node, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onPointPlaced)
+        segmentation = self._parameterNode.outputSegmentation if self._parameterNode else None
+        if segmentation is not None:
+            self.ui.targetSegmentSelector.setCurrentNode(segmentation)
+        self.ui.clickStatusLabel.text = SSLSegmentLogic.clickStatus(self._bundleInfo)
+
+    def onPointPlaced(self, caller=None, event=None) -> None:
+        from ssl3d import mrml
+
+        with slicer.util.tryWithErrorDisplay(_("The point cannot be used."), waitCursor=False):
+            point = mrml.ras_point_from_markup(caller)
+            positive = caller.GetID() == self.logic.pointList("positive").GetID()
+            kind = _("Include") if positive else _("Exclude")
+            self.ui.clickStatusLabel.text = _("{kind} point at {ras} (R,A,S mm). {status}").format(
+                kind=kind, ras=mrml.format_ras(point), status=SSLSegmentLogic.clickStatus(self._bundleInfo))
+
+    def onResetClicks(self) -> None:
+        for kind in ("positive", "negative"):
+            self.logic.pointList(kind).RemoveAllControlPoints()
+        self.ui.clickStatusLabel.text = ""
+
+    # ---------------------------------------------------------------------------------- fine-tune
+    def onAddPair(self) -> None:
+        volume, segmentation = self.ui.pairVolumeSelector.currentNode(), self.ui.pairSegmentationSelector.currentNode()
+        if volume is None or segmentation is None:
+            slicer.util.errorDisplay(_("Choose a volume and its segmentation."))
+            return
+        self._pairs.append((volume.GetID(), segmentation.GetID()))
+        self.ui.pairsListWidget.addItem(f"{volume.GetName()}  +  {segmentation.GetName()}")
+        self._checkCanApply()
+
+    def onRemovePair(self) -> None:
+        row = self.ui.pairsListWidget.currentRow
+        if 0 <= row < len(self._pairs):
+            del self._pairs[row]
+            self.ui.pairsListWidget.takeItem(row)
+        self._checkCanApply()
+
+    def onFineTuneButton(self) -> None:
+        if self.logic.jobs.running("finetune"):
+            self.logic.jobs.cancel("finetune")
+            self.ui.fineTuneStatusLabel.text = _("Cancelling: the job saves a checkpoint and stops...")
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to start fine-tuning."), waitCursor=True):
+            if not ensureEngineRequirements():
+                return
+            from ssl3d import mrml
+
+            p = self._parameterNode
+            data, labels = pathOrNone(p.datasetFolder), None
+            if p.trainingSource == TrainingSource.SCENE:
+                pairs = [(slicer.mrmlScene.GetNodeByID(v), slicer.mrmlScene.GetNodeByID(s)) for v, s in self._pairs]
+                dataset = mrml.export_training_pairs(pairs, Path(slicer.util.tempDirectory("ssl3d-finetune-data")))
+                data, labels = dataset.parent, json.loads(dataset.read_text(encoding="utf-8"))["labels"]
+            args = SSLSegmentLogic.fineTuneArguments(data, pathOrNone(p.fineTuneOutput), pathOrNone(p.initBundle),
+                                                     p.task.value, p.fineTuneSteps, labels)
+            self._chart = mrml.events_to_plot([], slicer.mrmlScene, name=_("Fine-tuning"))
+            viewNode = slicer.mrmlScene.GetSingletonNode("SSLSegmentPlot", "vtkMRMLPlotViewNode")
+            if viewNode is None:
+                viewNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotViewNode")
+                viewNode.SetSingletonTag("SSLSegmentPlot")
+            viewNode.SetPlotChartNodeID(self._chart.GetID())
+            self.ui.fineTunePlotWidget.setMRMLPlotViewNode(viewNode)
+            self.ui.fineTuneLogTextEdit.setPlainText("ssl3d " + " ".join(args))
+            self.logic.jobs.start("finetune", args, pathOrNone(p.fineTuneOutput))
+            self.ui.fineTuneButton.text = _("Cancel")
+            self.timer.start()
+        self._checkCanApply()
+
+    def _showFineTuneEvents(self, events: list) -> None:
+        if not events:
+            return
+        from ssl3d import mrml
+
+        mrml.events_to_plot(events, slicer.mrmlScene, self._chart)
+        for event in events:
+            kind = event.get("event")
+            if kind == "progress":
+                self.ui.fineTuneProgressBar.maximum = max(1, int(event.get("total") or 0))
+                self.ui.fineTuneProgressBar.value = int(event.get("step") or 0)
+                self.ui.fineTuneStatusLabel.text = mrml.progress_text(event)
+            elif kind == "metric":
+                self.ui.fineTuneLogTextEdit.appendPlainText(f"{event.get('name')}: {event.get('value')}")
+            elif kind in ("log", "error") and event.get("message"):
+                self.ui.fineTuneLogTextEdit.appendPlainText(event["message"])
+            elif kind == "done":
+                bundle = SSLPretrainLogic.bundleFromOutputs(event.get("outputs") or {})
+                if bundle is not None:
+                    self._parameterNode.modelPath = bundle  # the new model becomes the selected one
+                    self.ui.fineTuneLogTextEdit.appendPlainText(_("New model: {path}").format(path=bundle))
+
+    def onFineTuneFinished(self, job) -> None:
+        self.ui.fineTuneButton.text = _("Fine-tune")
+        if job.cancelled:
+            self.ui.fineTuneStatusLabel.text = _("Cancelled. The checkpoint is kept in the output folder.")
+        elif job.returncode != 0:
+            self.ui.fineTuneStatusLabel.text = _("Failed: {message}").format(message=job.error_message)
+            slicer.util.errorDisplay(_("Fine-tuning failed: {message}").format(message=job.error_message),
+                                     detailedText=job.stderr)
+        else:
+            self.ui.fineTuneStatusLabel.text = _("Done: the new model is selected above.")
+        self._checkCanApply()
+
+    # ---------------------------------------------------------------------------------- events
+    def onTimer(self) -> None:
+        jobs = self.logic.jobs
+        for event in jobs.takeEvents("segment"):
+            if event.get("event") == "progress" and event.get("total"):
+                self.ui.segmentProgressBar.maximum = int(event["total"])
+                self.ui.segmentProgressBar.value = int(event.get("step") or 0)
+            elif event.get("event") == "log" and event.get("message"):
+                self.ui.segmentStatusLabel.text = event["message"]
+        self._showFineTuneEvents(jobs.takeEvents("finetune"))
+        for role, finished in (("segment", self.onSegmentFinished), ("finetune", self.onFineTuneFinished)):
+            job = jobs.finished(role)
+            if job is not None:
+                finished(job)
+        if not jobs.running("segment") and not jobs.running("finetune"):
+            self.timer.stop()
+
+
+#
+# Logic
+#
+class SSLSegmentLogic(ScriptedLoadableModuleLogic):  # noqa: F405
+    """Command lines for ``ssl3d segment`` / ``ssl3d finetune``, bundle display, and loading results."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)  # noqa: F405
+        self.jobs = EngineJobs()
+
+    def getParameterNode(self):
+        return SSLSegmentParameterNode(super().getParameterNode())
+
+    @staticmethod
+    def segmentArguments(model, inputFile, outputFile, device="auto") -> list:
+        if model is None:
+            raise ValueError(_("Choose a model bundle."))
+        return ["segment", "--model", str(model), "--input", str(inputFile), "--output", str(outputFile), "--device", device]
+
+    @staticmethod
+    def fineTuneArguments(data, out, init=None, task="segmentation", steps=0, labels=None) -> list:
+        """``ssl3d finetune`` arguments; no ``init`` starts from random weights, 0 steps = the preset's.
+
+        ``labels``: dataset.json-style names ``{"1": "liver", ...}``, passed as ``--labels 1:liver,...``.
+        """
+        if data is None or out is None:
+            raise ValueError(_("Choose the training data and the output folder."))
+        args = ["finetune", "--data", str(data), "--out", str(out)]
+        args += ["--task", task] if task != "segmentation" else []  # segmentation is the engine's default
+        args += ["--init", str(init)] if init else []
+        args += ["--steps", str(steps)] if steps else []
+        names = sorted((int(value), str(name)) for value, name in (labels or {}).items() if int(value) != 0)
+        if names:
+            clean = [(value, " ".join(name.replace(",", " ").replace(":", " ").split())) for value, name in names]
+            args += ["--labels", ",".join(f"{value}:{name}" for value, name in clean)]
+        return args
+
+    @staticmethod
+    def task(info: dict) -> Optional[str]:
+        """The bundle's task ('segmentation', 'interactive', 'pretext'), None without a bundle."""
+        task = info.get("task")
+        return (task.get("name") or task.get("type")) if isinstance(task, dict) else task
+
+    @staticmethod
+    def describeBundle(info: dict) -> str:
+        """HTML summary of bundle.json: task and network, labels with colours, spacing, provenance, metrics, licence."""
+        if not info:
+            return _("<i>Choose a model bundle folder (model.safetensors + bundle.json).</i>")
+        network = (info.get("network") or {}).get("name", "?")
+        lines = [f"<b>{html.escape(str(SSLSegmentLogic.task(info)))}</b> · {html.escape(str(network))}"]
+        swatches = []
+        for entry in info.get("labels") or []:
+            color = entry.get("color") or (128, 128, 128)
+            hexColor = "#%02x%02x%02x" % tuple(int(c) for c in color[:3])
+            swatches.append(f'<span style="color:{hexColor}">&#9632;</span> {entry.get("value")} '
+                            f'{html.escape(str(entry.get("name", "")))}')
+        if swatches:
+            lines.append(_("Labels: ") + ", ".join(swatches))
+        spacing = (info.get("preprocessing") or {}).get("spacing")
+        if spacing:
+            lines.append(_("Spacing: {spacing} mm").format(spacing=" x ".join(f"{s:g}" for s in spacing)))
+        provenance = {k: v for k, v in (info.get("provenance") or {}).items() if k != "cache"}
+        licence = provenance.pop("licence", None) or provenance.pop("license", None)
+        for title, value in ((_("Pretext"), info.get("pretext")), (_("Provenance"), provenance),
+                             (_("Validation"), info.get("metrics"))):
+            text = _flat(value) if value else ""
+            if text:
+                lines.append(f"{title}: {html.escape(text)}")
+        if licence:
+            lines.append(_("Licence: {licence}").format(licence=html.escape(str(licence))))
+        return "<br>".join(lines)
+
+    @staticmethod
+    def clickStatus(info: dict) -> str:
+        if SSLSegmentLogic.task(info) not in ("interactive", "segmentation"):
+            return _("Choose a click-to-segment or segmentation bundle above.")
+        return _("Click-to-segment needs the interactive engine session, which this SSL3D version does not have yet.")
+
+    def pointList(self, kind: str):
+        """The include (positive, green) or exclude (negative, red) point list, created on first use."""
+        name = {"positive": "SSL include points", "negative": "SSL exclude points"}[kind]
+        node = slicer.mrmlScene.GetFirstNodeByName(name)
+        if node is None:
+            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
+            node.CreateDefaultDisplayNodes()
+            node.GetDisplayNode().SetSelectedColor(*POINT_COLORS[kind])
+            node.GetDisplayNode().SetColor(*POINT_COLORS[kind])
+            node.SetMarkupLabelFormat("+" if kind == "positive" else "-")
+        return node
+
+    def loadSegmentation(self, labelFile: Path, info: dict, volumeNode, segmentationNode=None, showSurface=False):
+        """The ``ssl3d segment`` label map as segments with the bundle's names and colours, on the volume."""
+        from ssl3d import mrml
+        from ssl3d.io import read_volume
+
+        segmentation = mrml.labelmap_to_segmentation(read_volume(labelFile), slicer.mrmlScene, mrml.bundle_labels(info),
+                                                     volumeNode, segmentation_node=segmentationNode)
+        if showSurface:
+            segmentation.CreateClosedSurfaceRepresentation()
+        return segmentation
+
+
+def _flat(value) -> str:
+    """A short one-line text for a JSON value (dicts as key=value pairs, one level of nesting)."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_flat(v)}" if not isinstance(v, dict) else f"{k}: {_flat(v)}"
+                         for k, v in value.items() if v not in (None, {}, []) and not isinstance(v, list))
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+#
+# Test
+#
+class SSLSegmentTest(ScriptedLoadableModuleTest):  # noqa: F405
+    """In-Slicer test: fine-tune a tiny model on a phantom segmentation, then segment a phantom with it."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_command_lines()
+        self.test_bundle_description()
+        self.test_finetune_and_segment()
+
+    def test_command_lines(self):
+        args = SSLSegmentLogic.fineTuneArguments(Path("d"), Path("o"), None, "interactive", 5)
+        self.assertEqual(args, ["finetune", "--data", "d", "--out", "o", "--task", "interactive", "--steps", "5"])
+        args = SSLSegmentLogic.segmentArguments(Path("m"), Path("in.nii.gz"), Path("out.nii.gz"), "cpu")
+        self.assertEqual(args[-2:], ["--device", "cpu"])
+
+    def test_bundle_description(self):
+        info = {"task": "segmentation", "network": {"name": "unet"}, "preprocessing": {"spacing": [1.5, 1.5, 2.0]},
+                "labels": [{"value": 1, "name": "liver", "color": [221, 130, 101]}],
+                "provenance": {"data": "phantoms", "steps": 20, "licence": "CC-BY-4.0"},
+                "metrics": {"validation": {"dice": 0.9}}}
+        text = SSLSegmentLogic.describeBundle(info)
+        for expected in ("liver", "#dd8265", "1.5 x 1.5 x 2", "steps=20", "dice=0.900", "CC-BY-4.0"):
+            self.assertIn(expected, text)
+
+    def test_finetune_and_segment(self):
+        from ssl3d import mrml
+        from ssl3d.data.phantoms import LABEL_COLORS, LABELS, make_phantom
+
+        self.assertTrue(ensureEngineRequirements(), "the engine's Python packages are missing")
+        labels = {value: (name, tuple(c / 255 for c in LABEL_COLORS[value])) for value, name in LABELS.items()}
+        pairs = []
+        for seed in range(2):
+            image, truth = make_phantom(seed)
+            volume = mrml.volume_to_node(image, slicer.mrmlScene, f"phantom {seed}")
+            pairs.append((volume, mrml.labelmap_to_segmentation(truth, slicer.mrmlScene, labels, volume)))
+        root = Path(slicer.util.tempDirectory("ssl3d-test"))
+        data = mrml.export_training_pairs(pairs, root / "data").parent
+        logic = SSLSegmentLogic()
+        self.delayDisplay("Fine-tuning for 2 steps on the CPU")
+        names = {str(value): name for value, name in LABELS.items()}
+        events = logic.jobs.run(logic.fineTuneArguments(data, root / "run", steps=2, labels=names), root / "run")
+        done = [e for e in events if e.get("event") == "done"]
+        bundle = SSLPretrainLogic.bundleFromOutputs(done[-1].get("outputs") or {}) if done else None
+        self.assertIsNotNone(bundle, "fine-tuning wrote no bundle")
+        self.delayDisplay("Segmenting a phantom")
+        image = make_phantom(5)[0]
+        volume = mrml.volume_to_node(image, slicer.mrmlScene, "phantom 5")
+        mrml.export_volume(volume, root / "input.nii.gz")
+        logic.jobs.run(logic.segmentArguments(bundle, root / "input.nii.gz", root / "labels.nii.gz", "cpu"), root)
+        info = SSLPretrainLogic.readBundleInfo(bundle)
+        segmentation = logic.loadSegmentation(root / "labels.nii.gz", info, volume)
+        names = {segmentation.GetSegmentation().GetNthSegment(i).GetName()
+                 for i in range(segmentation.GetSegmentation().GetNumberOfSegments())}
+        self.assertTrue(names <= set(LABELS.values()), names)
+        self.delayDisplay("Test passed")

@@ -1,0 +1,467 @@
+"""Static checks of the Slicer extension: it compiles, its .ui files load, its CMake lists every file,
+its modules import with stand-in Slicer modules, and the engine stays free of GUI imports.
+
+The modules cannot run here (no Slicer application); their in-Slicer tests are the <Module>Test classes.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import importlib
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULES = ("SSLPretrain", "SSLSegment")
+GUI_PACKAGES = {"slicer", "qt", "ctk", "vtk", "vtkmodules", "PythonQt", "PySide6", "PyQt5", "SampleData"}
+HEAVY_PACKAGES = ("torch", "monai", "SimpleITK", "psutil", "nibabel", "scipy")
+IGNORED = ("__pycache__", ".pyc", ".pyo")
+
+#: Slicer's custom widget classes used in .ui files: base class, and whether it emits / receives the scene.
+SLICER_WIDGETS = {
+    "qMRMLWidget": ("QWidget", True, True),
+    "qSlicerWidget": ("QWidget", False, True),
+    "ctkCollapsibleButton": ("QWidget", False, False),
+    "ctkPathLineEdit": ("QWidget", False, False),
+    "ctkSliderWidget": ("QWidget", False, False),
+    "qMRMLNodeComboBox": ("QWidget", False, True),
+    "qMRMLCheckableNodeComboBox": ("qMRMLNodeComboBox", False, True),
+    "qMRMLPlotWidget": ("qMRMLWidget", True, True),
+    "qMRMLTableView": ("QTableView", False, True),
+    "qMRMLSegmentSelectorWidget": ("qMRMLWidget", True, True),
+    "qSlicerMarkupsPlaceWidget": ("qSlicerWidget", False, True),
+}
+SCENE_SIGNAL = "mrmlSceneChanged(vtkMRMLScene*)"
+SCENE_SLOT = "setMRMLScene(vtkMRMLScene*)"
+HARMLESS_QT_MESSAGES = ("propagateSizeHints",)
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not any(part in IGNORED for part in p.parts)
+                  and p.suffix not in IGNORED)
+
+
+def _python_files() -> list[Path]:
+    return [p for base in (*MODULES, "ssl3d") for p in _files(ROOT / base) if p.suffix == ".py"]
+
+
+def _ui_files() -> list[Path]:
+    return [p for module in MODULES for p in _files(ROOT / module) if p.suffix == ".ui"]
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+# ------------------------------------------------------------------------------------------ python
+@pytest.mark.parametrize("path", _python_files(), ids=_rel)
+def test_python_file_compiles(path):
+    compile(path.read_text(encoding="utf-8"), str(path), "exec")
+
+
+def _module_level_imports(tree: ast.Module) -> set[str]:
+    """Top-level package names imported outside functions and classes (including under if/try)."""
+    names, stack = set(), list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            stack += node.body + getattr(node, "orelse", []) + getattr(node, "finalbody", [])
+            stack += [h for handler in getattr(node, "handlers", []) for h in handler.body]
+    return names
+
+
+@pytest.mark.parametrize("path", [p for p in _python_files() if _rel(p).startswith("ssl3d/")], ids=_rel)
+def test_engine_has_no_module_level_gui_import(path):
+    imported = _module_level_imports(ast.parse(path.read_text(encoding="utf-8")))
+    allowed = {"slicer", "vtk"} if _rel(path) == "ssl3d/mrml.py" else set()
+    assert not (imported & GUI_PACKAGES) - allowed, f"{_rel(path)} imports {sorted(imported & GUI_PACKAGES)} at module level"
+
+
+# ------------------------------------------------------------------------------------------------ .ui
+@pytest.fixture(scope="module")
+def ui_loader():
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    QtCore = pytest.importorskip("PySide6.QtCore", reason="PySide6 is not installed (pip install PySide6-Essentials)")
+    from PySide6 import QtWidgets
+    from PySide6.QtUiTools import QUiLoader
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    messages: list[str] = []
+
+    def handler(mode, context, message):
+        if not any(harmless in message for harmless in HARMLESS_QT_MESSAGES):
+            messages.append(message)
+
+    previous = QtCore.qInstallMessageHandler(handler)
+    classes: dict[str, type] = {}
+
+    def standin(name: str) -> type:
+        if name not in classes:
+            base_name, emits, receives = SLICER_WIDGETS[name]
+            base = standin(base_name) if base_name in SLICER_WIDGETS else getattr(QtWidgets, base_name)
+            namespace = {}
+            if emits:
+                namespace["mrmlSceneChanged"] = QtCore.Signal("vtkMRMLScene*")
+            if receives:
+                def setMRMLScene(self, scene):  # the slot's name is the function's name
+                    pass
+
+                namespace["setMRMLScene"] = QtCore.Slot("vtkMRMLScene*")(setMRMLScene)
+            classes[name] = type(name, (base,), namespace)
+        return classes[name]
+
+    loader = QUiLoader()
+    for name in SLICER_WIDGETS:
+        loader.registerCustomWidget(standin(name))
+    yield loader, messages, QtCore
+    QtCore.qInstallMessageHandler(previous)
+    del app
+
+
+@pytest.mark.parametrize("path", _ui_files(), ids=_rel)
+def test_ui_loads_without_qt_warnings(ui_loader, path):
+    loader, messages, QtCore = ui_loader
+    messages.clear()
+    handle = QtCore.QFile(str(path))
+    assert handle.open(QtCore.QFile.ReadOnly)
+    widget = loader.load(handle)
+    handle.close()
+    assert widget is not None, loader.errorString()
+    assert messages == [], f"{_rel(path)}: Qt warnings {messages}"
+    names = {child.objectName() for child in widget.findChildren(QtCore.QObject)}
+    assert _ui_widget_names(path) <= names | {widget.objectName()}
+    widget.deleteLater()
+
+
+def _ui_widget_names(path: Path) -> set[str]:
+    return {w.get("name") for w in ET.parse(path).getroot().iter("widget")}
+
+
+@pytest.mark.parametrize("path", _ui_files(), ids=_rel)
+def test_ui_custom_widgets_and_scene_connections(path):
+    root = ET.parse(path).getroot()
+    top = root.find("widget")
+    assert top.get("class") == "qMRMLWidget" and top.get("name") == path.stem
+    declared = {c.findtext("class"): (c.findtext("extends"), c.findtext("header")) for c in root.iter("customwidget")}
+    for name, (extends, header) in declared.items():
+        assert name in SLICER_WIDGETS, f"unknown custom widget class {name}: add a stand-in to SLICER_WIDGETS"
+        assert (extends, header) == (SLICER_WIDGETS[name][0], f"{name}.h"), name
+    used = {w.get("class") for w in root.iter("widget")}
+    assert {c for c in used if c.startswith(("q", "ctk"))} <= set(declared)
+    connected = {(c.findtext("sender"), c.findtext("signal"), c.findtext("receiver"), c.findtext("slot"))
+                 for c in root.iter("connection")}
+    scene_widgets = {w.get("name") for w in root.iter("widget")
+                     if w.get("class") in SLICER_WIDGETS and SLICER_WIDGETS[w.get("class")][2] and w is not top}
+    expected = {(top.get("name"), SCENE_SIGNAL, name, SCENE_SLOT) for name in scene_widgets}
+    assert expected <= connected, f"MRML widgets without a scene connection: {sorted(expected - connected)}"
+
+
+def _parameter_fields(source: str) -> set[str]:
+    """Field names of the @parameterNodeWrapper classes in a module."""
+    fields = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ClassDef) and any(getattr(d, "id", None) == "parameterNodeWrapper" for d in node.decorator_list):
+            fields |= {item.target.id for item in node.body if isinstance(item, ast.AnnAssign)}
+    return fields
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_code_and_ui_agree(module):
+    source = (ROOT / module / f"{module}.py").read_text(encoding="utf-8")
+    ui_path = ROOT / module / "Resources" / "UI" / f"{module}.ui"
+    names = _ui_widget_names(ui_path)
+    used = {node.attr for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "ui" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"}
+    assert used, f"{module}.py uses no self.ui widgets"
+    assert used <= names, f"{module}.py uses widgets missing from {ui_path.name}: {sorted(used - names)}"
+    bound = {p.findtext("string") for p in ET.parse(ui_path).getroot().iter("property") if p.get("name") == "SlicerParameterName"}
+    fields = _parameter_fields(source)
+    assert bound <= fields, f"SlicerParameterName without a parameter node field: {sorted(bound - fields)}"
+
+
+# ---------------------------------------------------------------------------------------------- CMake
+def _cmake_list(text: str, variable: str, module: str) -> set[str]:
+    match = re.search(rf"set\(\s*{variable}\s+(.*?)\)", text, re.S)
+    assert match, f"no set({variable} ...)"
+    return {item.replace("${MODULE_NAME}", module) for item in match.group(1).split()}
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_cmake_lists_every_file(module):
+    folder = ROOT / module
+    text = (folder / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert re.search(rf"set\(MODULE_NAME {module}\)", text)
+    listed = _cmake_list(text, "MODULE_PYTHON_SCRIPTS", module) | _cmake_list(text, "MODULE_PYTHON_RESOURCES", module)
+    present = {p.relative_to(folder).as_posix() for p in _files(folder) if p.name != "CMakeLists.txt"}
+    assert listed == present, f"not listed: {sorted(present - listed)}; listed but missing: {sorted(listed - present)}"
+    assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
+    assert "add_subdirectory(Testing)" in text and (folder / "Testing" / "Python" / "CMakeLists.txt").is_file()
+    assert (folder / "Resources" / "Icons" / f"{module}.png").is_file()
+
+
+def test_extension_cmake_builds_modules_and_ships_the_engine():
+    text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert re.search(r"^project\(SSL3D\)", text, re.M)
+    for module in MODULES:
+        assert f"add_subdirectory({module})" in text
+    for required in ("EXTENSION_HOMEPAGE", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL",
+                     "EXTENSION_SCREENSHOTURLS", "find_package(Slicer REQUIRED)", "${Slicer_EXTENSION_GENERATE_CONFIG}",
+                     "${Slicer_EXTENSION_CPACK}", "ctkMacroCompilePythonScript"):
+        assert required in text, required
+    patterns = []
+    for block in re.findall(r"file\(GLOB_RECURSE\s+\w+\s+RELATIVE\s+\S+\s+CONFIGURE_DEPENDS(.*?)\)", text, re.S):
+        patterns += block.split()
+    assert patterns, "no GLOB_RECURSE for ssl3d/"
+    engine = [_rel(p) for p in _files(ROOT / "ssl3d")]
+    unmatched = [p for p in engine if not any(fnmatch.fnmatch(p, pattern) for pattern in patterns)]
+    assert not unmatched, f"ssl3d files the CMake globs {patterns} do not ship: {unmatched}"
+
+
+def test_catalog_entry_and_license():
+    entry = json.loads((ROOT / "SSL3D.json").read_text(encoding="utf-8"))
+    required = {"$schema", "category", "scm_url"}
+    optional = {"scm_revision", "scm_type", "build_dependencies", "build_subdirectory", "enabled", "tier", "dicom_support_rule"}
+    assert required <= set(entry) and set(entry) <= required | optional
+    assert entry["scm_url"].startswith("https://github.com/") and entry["category"] == "Segmentation"
+    assert entry["tier"] in range(1, 6)
+    depends = re.search(r'set\(EXTENSION_DEPENDS "([^"]*)"\)', (ROOT / "CMakeLists.txt").read_text()).group(1).split()
+    assert entry["build_dependencies"] == depends == ["PyTorch"]
+    license_text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
+    assert "END OF TERMS AND CONDITIONS" in license_text and len(license_text.splitlines()) > 190
+    png = (ROOT / "Resources" / "Icons" / "SSL3D.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (128, 128)
+
+
+# ------------------------------------------------------------------------------- modules, stand-ins
+STANDINS = {
+    "slicer/__init__.py": '''
+        """Stand-in for Slicer's `slicer` package: just enough for the module files to import."""
+        mrmlScene = None
+        app = None
+        def __getattr__(name):
+            if name.startswith(("vtk", "q")):
+                cls = type(name, (), {})
+                globals()[name] = cls
+                return cls
+            raise AttributeError(name)
+    ''',
+    "slicer/ScriptedLoadableModule.py": '''
+        import unittest
+        __all__ = ["ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic",
+                   "ScriptedLoadableModuleTest"]
+        class ScriptedLoadableModule:
+            def __init__(self, parent):
+                self.parent = parent
+        class ScriptedLoadableModuleWidget:
+            def __init__(self, parent=None):
+                self.parent = parent
+        class ScriptedLoadableModuleLogic:
+            def __init__(self, parent=None):
+                pass
+            def getParameterNode(self):
+                return None
+        class ScriptedLoadableModuleTest(unittest.TestCase):
+            pass
+    ''',
+    "slicer/util.py": '''
+        class VTKObservationMixin:
+            def __init__(self):
+                self.Observations = []
+    ''',
+    "slicer/parameterNodeWrapper.py": '''
+        WRAPPED = {}
+        def parameterNodeWrapper(cls):
+            WRAPPED[cls.__name__] = dict(cls.__annotations__)
+            return cls
+        class _Validator:
+            def __init__(self, *args):
+                self.args = args
+        WithinRange = Minimum = Maximum = Choice = Default = Decimals = SingleStep = _Validator
+    ''',
+    "slicer/i18n.py": '''
+        def tr(text):
+            return text
+        def translate(context, text):
+            return text
+    ''',
+    "qt.py": "def __getattr__(name):\n    return type(name, (), {})\n",
+    "ctk.py": "def __getattr__(name):\n    return type(name, (), {})\n",
+    "vtk.py": "def __getattr__(name):\n    return type(name, (), {})\n",
+}
+
+PROBE = '''
+import json, sys, types
+from pathlib import Path
+import SSLPretrain, SSLSegment
+from slicer.parameterNodeWrapper import WRAPPED
+
+report = {"heavy": sorted(m for m in %(heavy)r if m in sys.modules), "ssl3d": sorted(m for m in sys.modules if m.startswith("ssl3d")),
+          "wrapped": sorted(WRAPPED)}
+for module in (SSLPretrain, SSLSegment):
+    name = module.__name__
+    parent = types.SimpleNamespace()
+    getattr(module, name)(parent)
+    report[name] = {"title": parent.title, "categories": parent.categories, "dependencies": parent.dependencies,
+                    "classes": sorted(c for c in (name + "Widget", name + "Logic", name + "Test") if hasattr(module, c))}
+P, S = SSLPretrain.SSLPretrainLogic, SSLSegment.SSLSegmentLogic
+report["presets"] = {method: list(names) for method, names in SSLPretrain.PRESETS.items()}
+report["pretrain"] = P.pretrainArguments("vf", "vf-v1-cpu", Path("data"), Path("run"), steps=50, batchSize=2,
+                                         network="unet", device="cpu")
+report["voco"] = P.inspectArguments("voco", Path("b"), Path("in.nii.gz"), Path("out"), box="1,2,3", seed=4)
+report["vf"] = P.inspectArguments("vf", Path("b"), Path("in.nii.gz"), Path("out"), box="1,2,3", seed=4)
+report["finetune"] = S.fineTuneArguments(Path("data"), Path("run"), Path("pretext"), "segmentation", 0)
+report["interactive"] = S.fineTuneArguments(Path("data"), Path("run"), None, "interactive", 7,
+                                            {"0": "background", "2": "left, kidney", "1": "liver:x"})
+report["segment"] = S.segmentArguments(Path("b"), Path("in.nii.gz"), Path("out.nii.gz"))
+report["paths"] = [str(SSLPretrain.pathOrNone(v)) for v in ("", ".", Path("."), "/data")]
+report["method"] = [P.pretextMethod(i) for i in ({}, {"pretext": {"method": "VoCo"}}, {"pretext": {"method": "mae"}})]
+report["task"] = [S.task(i) for i in ({"task": "segmentation"}, {"task": {"name": "interactive"}}, {})]
+report["describe"] = S.describeBundle({
+    "task": "segmentation", "network": {"name": "unet"}, "preprocessing": {"spacing": [1.5, 1.5, 2.0]},
+    "labels": [{"value": 1, "name": "liver", "color": [221, 130, 101]}, {"value": 2, "name": "<b>", "color": [0, 0, 255]}],
+    "provenance": {"data": "phantoms", "steps": 20, "licence": "CC-BY-4.0", "cache": {"dir": "x"}},
+    "metrics": {"validation": {"dice": 0.9}, "empty": {}}})
+report["describe_empty_metrics"] = S.describeBundle({"task": "segmentation", "metrics": {"validation": {}}})
+report["pretext"] = P.describePretext({"pretext": {"method": "voco", "preset": "voco-v1-cpu", "heads": None},
+                                       "network": {"name": "cnn-small"}, "provenance": {"steps": 40}})
+SSLPretrain.SSLPretrainLogic(); SSLSegment.SSLSegmentLogic()
+
+import time  # a real engine job through EngineJobs, drained as the widget's QTimer does
+jobs = SSLPretrain.EngineJobs()
+jobs.start("help", ["pretrain", "--help"])
+events, finished, deadline = [], None, time.monotonic() + 60
+while finished is None and time.monotonic() < deadline:
+    time.sleep(0.05)
+    events += jobs.takeEvents("help")
+    finished = jobs.finished("help")
+report["job"] = {"returncode": finished.returncode if finished else None, "running": jobs.running("help"),
+                 "kinds": sorted({e["event"] for e in events}), "text": " ".join(e.get("message", "") for e in events)}
+print(json.dumps(report))
+'''
+
+
+@pytest.fixture(scope="module")
+def module_report(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("standins")
+    for name, text in STANDINS.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), *(str(ROOT / m) for m in MODULES), str(ROOT)])}
+    result = subprocess.run([sys.executable, "-c", PROBE % {"heavy": HEAVY_PACKAGES}],
+                            capture_output=True, text=True, env=env, cwd=folder, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_modules_import_with_standins_and_stay_light(module_report):
+    assert module_report["heavy"] == [], "importing the modules must not import the engine's heavy dependencies"
+    assert module_report["ssl3d"] == [], "the engine is imported on first use, after the dependency check"
+    assert module_report["wrapped"] == ["SSLPretrainParameterNode", "SSLSegmentParameterNode"]
+    for module in MODULES:
+        assert module_report[module]["classes"] == sorted(f"{module}{kind}" for kind in ("Widget", "Logic", "Test"))
+        assert module_report[module]["categories"] == ["Segmentation"]
+    assert module_report["SSLSegment"]["dependencies"] == ["SSLPretrain"]
+
+
+def test_module_command_lines(module_report):
+    assert module_report["pretrain"] == ["pretrain", "--method", "vf", "--preset", "vf-v1-cpu", "--data", "data",
+                                         "--out", "run", "--steps", "50", "--batch-size", "2", "--network", "unet",
+                                         "--device", "cpu"]
+    assert module_report["voco"] == ["inspect", "voco", "--model", "b", "--input", "in.nii.gz", "--out", "out", "--box", "1,2,3"]
+    assert module_report["vf"] == ["inspect", "vf", "--model", "b", "--input", "in.nii.gz", "--out", "out", "--seed", "4"]
+    assert module_report["finetune"] == ["finetune", "--data", "data", "--out", "run", "--init", "pretext"]
+    assert module_report["interactive"] == ["finetune", "--data", "data", "--out", "run", "--task", "interactive",
+                                            "--steps", "7", "--labels", "1:liver x,2:left kidney"]
+    assert module_report["segment"] == ["segment", "--model", "b", "--input", "in.nii.gz", "--output", "out.nii.gz",
+                                        "--device", "auto"]
+    assert module_report["paths"] == ["None", "None", "None", "/data"]
+    assert module_report["method"] == [None, "voco", None]
+    assert module_report["task"] == ["segmentation", "interactive", None]
+
+
+def _ssl3d_names(path: Path) -> set[str]:
+    """Dotted ``ssl3d.x.y`` names a module file uses, through ``import``/``from`` aliases anywhere in it."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    aliases, names = {}, set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "ssl3d":
+                    aliases[alias.asname or alias.name.split(".")[0]] = alias.asname and alias.name or "ssl3d"
+                    names.add(alias.name)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "ssl3d":
+            for alias in node.names:
+                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+                names.add(f"{node.module}.{alias.name}")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            chain, inner = [node.attr], node.value
+            while isinstance(inner, ast.Attribute):
+                chain.insert(0, inner.attr)
+                inner = inner.value
+            if isinstance(inner, ast.Name) and inner.id in aliases:
+                names.add(".".join([aliases[inner.id], *chain]))
+    return names
+
+
+def _resolve(name: str) -> bool:
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attribute in parts[cut:]:
+            if not hasattr(obj, attribute):
+                return False
+            obj = getattr(obj, attribute)
+        return True
+    return False
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_engine_names_used_by_modules_exist(module):
+    names = _ssl3d_names(ROOT / module / f"{module}.py")
+    assert names, f"{module}.py uses no ssl3d names"
+    if any(n.startswith("ssl3d.mrml") for n in names):
+        pytest.importorskip("slicer.util", reason="ssl3d.mrml needs slicer-core")
+    missing = sorted(n for n in names if not _resolve(n))
+    assert not missing, f"{module}.py uses ssl3d names that do not exist: {missing}"
+
+
+def test_bundle_descriptions(module_report):
+    text = module_report["describe"]
+    for expected in ("<b>segmentation</b> · unet", "#dd8265", "1 liver", "2 &lt;b&gt;", "1.5 x 1.5 x 2 mm",
+                     "steps=20", "dice=0.900", "Licence: CC-BY-4.0"):
+        assert expected in text, expected
+    assert "cache" not in text and "empty" not in text
+    assert "Validation" not in module_report["describe_empty_metrics"]
+    assert module_report["pretext"] == "voco · voco-v1-cpu · cnn-small · 40 steps · no pretext heads (imported weights): cannot be inspected"
+
+
+def test_engine_jobs_drain_events_until_finished(module_report):
+    job = module_report["job"]
+    assert job["returncode"] == 0 and not job["running"]
+    assert job["kinds"] == ["log"] and "--method" in job["text"]  # argparse's help text, as log events
+
+
+def test_module_preset_choices_match_the_registry(module_report):
+    config = pytest.importorskip("ssl3d.config")
+    for method, names in module_report["presets"].items():
+        assert sorted(names) == sorted(config.preset_names(method)), method

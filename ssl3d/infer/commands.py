@@ -1,0 +1,1 @@
+"""``ssl3d segment`` and ``ssl3d evaluate`` (registered here)."""

@@ -1,0 +1,78 @@
+"""``ssl3d pretrain`` (VoCo or Volume Fusion on the one loop) and ``ssl3d import-weights``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..cli import register_command
+from ..train.commands import add_training_options, resolve_preset, run_training_command
+
+__all__: list[str] = []
+
+_DEFAULT_PRESET = {"voco": "voco-v1", "vf": "vf-v1"}
+
+
+def _add_pretrain(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", required=True, choices=["voco", "vf"], help="VoCo (volume contrast) or Volume Fusion")
+    add_training_options(parser)
+    parser.add_argument("--network", help="voco: swin-b|swin-l|swin-h|swinunetr|cnn-small; vf: pctnet|unet|swinunetr [the preset's]")
+    parser.add_argument("--feature-size", type=int, help="SwinUNETR feature size (48 = B, 96 = L, 192 = H) [the preset's]")
+    parser.add_argument("--v2-pipeline", choices=["abdomen", "chest", "resize"], help="voco-v2 data pipeline [abdomen]")
+
+
+def _run_pretrain(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+
+    preset = resolve_preset(args, _DEFAULT_PRESET[args.method])
+    if preset.method != args.method:
+        raise ConfigError(f"--preset {preset.name} is a {preset.method!r} preset, not {args.method!r}; choose one of the {args.method}-* presets.")
+    if args.method == "voco":
+        from .voco_task import VoCoTask, apply_network_choice
+
+        preset = apply_network_choice(preset, args.network, args.feature_size, args.v2_pipeline)
+        return run_training_command(args, preset, lambda cache: VoCoTask(args.data, cache, args.strict))
+    from .vf_task import FusionTask, apply_network_choice as vf_network
+
+    preset = vf_network(preset, args.network, args.feature_size)
+    return run_training_command(args, preset, lambda cache: FusionTask(args.data, cache, args.strict))
+
+
+def _add_import(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="the released checkpoint (.pt/.pth), read with torch.load(weights_only=True)")
+    parser.add_argument("--format", required=True, choices=["voco", "mis-fm", "swinunetr-seg"], help="checkpoint layout")
+    parser.add_argument("--preset", help="preset whose network and preprocessing the weights belong to [voco-v1 / vf-v1]")
+    parser.add_argument("--out", required=True, help="bundle folder to write")
+    parser.add_argument("--branch", choices=["teacher", "student"], default="teacher", help="VoCo: which branch of a student/teacher file [teacher]")
+    parser.add_argument("--labels", help="swinunetr-seg: label names, e.g. btcv")
+    parser.add_argument("--allow-partial", action="store_true", help="accept a file that fills only part of the network (reported)")
+    parser.add_argument("--events", metavar="FILE|-", help="write JSON-lines events")
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    if args.format == "voco":
+        from .voco_task import import_voco_weights
+
+        report = import_voco_weights(Path(args.file), args.preset or "voco-v1", Path(args.out), args.branch, args.allow_partial)
+    elif args.format == "mis-fm":
+        from .vf_task import import_misfm_weights
+
+        report = import_misfm_weights(Path(args.file), args.preset or "vf-v1", Path(args.out), args.allow_partial)
+    else:
+        from ..errors import ConfigError
+
+        raise ConfigError("--format swinunetr-seg is not available yet in this version (segmentation import comes with fine-tuning).")
+    print(report.summary())
+    print(f"bundle: {args.out}")
+    return 0
+
+
+register_command(
+    "pretrain",
+    "self-supervised pretraining: VoCo or Volume Fusion",
+    _add_pretrain,
+    _run_pretrain,
+    "Pretrain with VoCo (--method voco) or Volume Fusion (--method vf) on a folder of volumes or a datalist.\n"
+    "Several GPUs/nodes: torchrun --nproc-per-node N [--nnodes M ...] -m ssl3d pretrain ...",
+)
+register_command("import-weights", "turn a released VoCo or MIS-FM checkpoint into a pretext bundle", _add_import, _run_import)
