@@ -354,6 +354,12 @@ def _register_defaults() -> None:
         PreprocessConfig("RAS", (2.5, 2.5, 2.5), "window:-175,250", None, pad_to=(32, 32, 32)), _UNET_SMALL,
         OptimConfig("adamw", lr=1e-2, weight_decay=1e-5), ScheduleConfig("warmup_cosine", 5),
         TrainConfig(100, 2, val_every=50, checkpoint_every=50, patch=(32, 32, 32))))
+    register_preset(Preset(
+        "interactive-cpu", "interactive", "Click-to-segment small UNet (image + 2 guidance channels) on 2 cores", "ssl3d",
+        PreprocessConfig("RAS", (2.5, 2.5, 2.5), "window:-175,250", None, pad_to=(32, 32, 32)),
+        NetworkConfig("unet-small", {"channels": [8, 16, 32, 64], "in_channels": 3}),
+        OptimConfig("adamw", lr=1e-2, weight_decay=1e-5), ScheduleConfig("warmup_cosine", 5),
+        TrainConfig(100, 2, val_every=50, checkpoint_every=50, patch=(32, 32, 32))))
 
 
 _register_defaults()

@@ -62,6 +62,8 @@ def _add_finetune(parser: argparse.ArgumentParser) -> None:
     add_training_options(parser)
     parser.add_argument("--labels", help='label names, e.g. "1:liver,2:spleen" [from dataset.json or "label N"]')
     parser.add_argument("--val-fraction", type=float, default=0.2, help="share of cases held out for validation [0.2]")
+    parser.add_argument("--task", choices=["segmentation", "interactive"], default="segmentation",
+                        help="segmentation: all labels; interactive: a class-agnostic click-to-segment model [segmentation]")
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
@@ -70,6 +72,11 @@ def _run_finetune(args: argparse.Namespace) -> int:
 
     if not 0 <= args.val_fraction < 1:
         raise ConfigError(f"--val-fraction must be in [0, 1), got {args.val_fraction}.")
+    if args.task == "interactive":
+        from .interactive import InteractiveTask
+
+        preset = resolve_preset(args, "interactive-cpu")
+        return run_training_command(args, preset, lambda cache: InteractiveTask(args.data, cache, args.strict, args.val_fraction))
     preset = resolve_preset(args, "supervised-cpu")
     return run_training_command(args, preset, lambda cache: SegmentationTask(args.data, cache, args.strict, args.val_fraction, args.labels))
 
