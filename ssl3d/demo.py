@@ -97,7 +97,7 @@ def _phantom_stage(ctx: DemoContext) -> None:
         image_path = write_volume(image, data / f"phantom{n}.nii.gz")
         write_volume(labels, data / f"phantom{n}_labels.nii.gz")
         image = read_volume(image_path)
-        config = get_preset("supervised-cpu").preprocess
+        config = get_preset("seg-cpu").preprocess
         config.spacing, config.resize = None, None  # the montage shows the exact (orientation-only) round trip
         _, model_labels, mapping = preprocess(image, config, labels)
         back = mapping.to_input_grid(model_labels[0, 0], label=True)
@@ -139,7 +139,7 @@ def _supervised_stage(ctx: DemoContext) -> None:
 
     data = write_phantom_dataset(ctx.out / "data" / "phantoms_seg", range(100, 106 if ctx.quick else 112))
     steps = 16 if ctx.quick else 120
-    preset = apply_overrides(get_preset("supervised-cpu"), {"train.steps": steps, "train.val_every": steps // 2, "train.checkpoint_every": steps // 2, "train.log_every": 4})
+    preset = apply_overrides(get_preset("seg-cpu"), {"train.steps": steps, "train.val_every": steps // 2, "train.checkpoint_every": steps // 2, "train.log_every": 4})
     run = ctx.out / "supervised"
     if run.exists():
         import shutil

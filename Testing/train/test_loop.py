@@ -28,7 +28,7 @@ def dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def config(tmp_path_factory):
     preset = apply_overrides(
-        get_preset("supervised-cpu"),
+        get_preset("seg-cpu"),
         {"train.steps": 10, "train.checkpoint_every": 3, "train.log_every": 1, "train.val_every": 0, "train.batch_size": 2,
          "network.kwargs": {"channels": [4, 8, 16]}, "preprocess.resize": [16, 16, 16]},
     )

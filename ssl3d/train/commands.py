@@ -64,6 +64,10 @@ def _add_finetune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.2, help="share of cases held out for validation [0.2]")
     parser.add_argument("--task", choices=["segmentation", "interactive"], default="segmentation",
                         help="segmentation: all labels; interactive: a class-agnostic click-to-segment model [segmentation]")
+    parser.add_argument("--init", metavar="PRETEXT_BUNDLE", help="start from a VoCo or Volume Fusion pretext bundle (load report printed)")
+    parser.add_argument("--network", help="unet-small | swinunetr | pctnet [the pretext bundle's, else the preset's]")
+    parser.add_argument("--train-cases", type=int, help="train on the first N cases of the seeded split (label-efficiency studies)")
+    parser.add_argument("--freeze-encoder", action="store_true", help="train only what the pretext bundle did not initialise (linear-probe style)")
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
@@ -77,8 +81,32 @@ def _run_finetune(args: argparse.Namespace) -> int:
 
         preset = resolve_preset(args, "interactive-cpu")
         return run_training_command(args, preset, lambda cache: InteractiveTask(args.data, cache, args.strict, args.val_fraction))
-    preset = resolve_preset(args, "supervised-cpu")
-    return run_training_command(args, preset, lambda cache: SegmentationTask(args.data, cache, args.strict, args.val_fraction, args.labels))
+    preset = _with_init(resolve_preset(args, "seg-cpu"), args)
+    return run_training_command(
+        args,
+        preset,
+        lambda cache: SegmentationTask(args.data, cache, args.strict, args.val_fraction, args.labels, init=args.init,
+                                       train_cases=args.train_cases, freeze_encoder=args.freeze_encoder),
+    )
+
+
+def _with_init(preset, args: argparse.Namespace):
+    """Network and intensity from the pretext bundle (spacing stays the fine-tune preset's; never a whole-volume resize)."""
+    from ..bundle import read_bundle
+    from ..config import NetworkConfig
+    from ..errors import ConfigError
+    from .init import finetune_network
+
+    if args.freeze_encoder and not args.init:
+        raise ConfigError("--freeze-encoder needs --init PRETEXT_BUNDLE (there is no pretrained encoder to freeze).")
+    if args.init:
+        bundle = read_bundle(args.init)
+        preset.network = finetune_network(bundle, args.network)
+        preset.preprocess.intensity = bundle.meta["preprocessing"].get("intensity", preset.preprocess.intensity)
+    elif args.network:
+        name = "unet-small" if args.network == "unet" else args.network
+        preset.network = NetworkConfig(name, preset.network.kwargs if name == preset.network.name else {})
+    return preset
 
 
 register_command(

@@ -26,6 +26,8 @@ def lr_factor(step: int, config: ScheduleConfig, total_steps: int) -> float:
     """Multiplier of the base lr at iteration ``step`` (0-based).
 
     warmup_cosine: linear 0 -> 1 over ``warmup_steps``, then 0.5 (1 + cos(pi * progress)) (VoCo's schedule);
+    with ``cosine_steps`` shorter than the run the cosine continues past zero and rises again (the periodic
+    schedule of VoCo's BTCV fine-tuning, which steps an epoch-based scheduler per iteration);
     step: gamma ** (step // step_size) (PyMIC StepLR); poly: (1 - t / total) ** power on a staircase of
     ``interval`` iterations (PyMIC steps its scheduler once per validation round).
     """
@@ -33,7 +35,8 @@ def lr_factor(step: int, config: ScheduleConfig, total_steps: int) -> float:
     if name == "warmup_cosine":
         if step < config.warmup_steps:
             return step / max(1, config.warmup_steps)
-        progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
+        span = (config.cosine_steps or total_steps) - config.warmup_steps
+        progress = (step - config.warmup_steps) / max(1, span)
         return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
     if name == "step":
         return config.gamma ** (step // config.step_size) if config.step_size > 0 else 1.0

@@ -40,9 +40,22 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
 class SegmentationTask(Task):
     name = "segmentation"
 
-    def __init__(self, data: str | Path, cache_dir: Path, strict: bool = False, val_fraction: float = 0.2, labels: str | None = None, label_names: dict | None = None) -> None:
+    def __init__(
+        self,
+        data: str | Path,
+        cache_dir: Path,
+        strict: bool = False,
+        val_fraction: float = 0.2,
+        labels: str | None = None,
+        label_names: dict | None = None,
+        init: str | Path | None = None,
+        train_cases: int | None = None,
+        freeze_encoder: bool = False,
+    ) -> None:
         self.data, self.cache_dir, self.strict = data, cache_dir, strict
         self.val_fraction, self.labels_text, self.label_names = val_fraction, labels, label_names or {}
+        self.init, self.train_cases, self.freeze_encoder = init, train_cases, freeze_encoder
+        self.load_report: dict | None = None
 
     def setup(self, ctx: TrainContext) -> None:
         from monai.losses import DiceCELoss
@@ -54,18 +67,35 @@ class SegmentationTask(Task):
         ctx.rank0_first(cache.build)
         self.cache_info = cache.info()
         images, labels = cache.load_all(ctx.device), cache.load_labels(ctx.device)
-        order = np.random.default_rng(ctx.seed).permutation(len(images))
-        n_val = int(round(len(images) * self.val_fraction)) if len(images) > 1 else 0
-        self.val = [(images[i], labels[i]) for i in order[:n_val]]
-        self.train_set = [(images[i], labels[i]) for i in order[n_val:]]
+        self.train_set, self.val = self._split(ctx, images, labels)
         self.values = sorted({int(v) for _, lab in self.train_set for v in torch.unique(lab).tolist()} - {0})
         if not self.values:
             raise DatasetError(f"{self.data}: the training labels hold no foreground value.")
         network = ctx.preset.network
         self.model = build_network(network.name, 1, max(self.values) + 1, **network.kwargs).to(ctx.device)
+        if self.init is not None:
+            from .init import load_pretext_weights
+
+            report = load_pretext_weights(self.model, self.init)
+            ctx.logger.log(report.summary())
+            self.load_report = report.to_dict()
+            if self.freeze_encoder:
+                for key, param in self.model.named_parameters():
+                    param.requires_grad_(key not in set(report.loaded))
         self.forward = ctx.wrap(self.model)
-        self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
-        self.multiple = 2 ** (len(network.kwargs.get("channels", (8, 16, 32, 64))) - 1)
+        self.loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=ctx.preset.train.include_background)
+        self.multiple = 32 if network.name == "swinunetr" else 2 ** (len(network.kwargs.get("channels", (8, 16, 32, 64))) - 1)
+
+    def _split(self, ctx: TrainContext, images: list, labels: list) -> tuple[list, list]:
+        """Seeded train/validation split; ``train_cases`` keeps the first N training cases (label efficiency)."""
+        order = np.random.default_rng(ctx.seed).permutation(len(images))
+        n_val = int(round(len(images) * self.val_fraction)) if len(images) > 1 else 0
+        train = [(images[i], labels[i]) for i in order[n_val:]]
+        if self.train_cases is not None:
+            if not 1 <= self.train_cases <= len(train):
+                raise DatasetError(f"--train-cases must be between 1 and the {len(train)} training cases, got {self.train_cases}.")
+            train = train[: self.train_cases]
+        return train, [(images[i], labels[i]) for i in order[:n_val]]
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"model": self.model}
@@ -75,14 +105,24 @@ class SegmentationTask(Task):
         image, label = self.train_set[int(torch.randint(len(self.train_set), (1,), generator=g))]
         patch = ctx.preset.train.patch
         if patch is not None:
-            sizes = image.shape[1:]
-            start = [int(torch.randint(max(1, s - p + 1), (1,), generator=g)) for s, p in zip(sizes, patch)]
-            box = (slice(None), *(slice(a, a + p) for a, p in zip(start, patch)))
-            image, label = image[box], label[box]
+            image, label = self._crop(ctx, g, image, label, patch)
         flips = [d + 1 for d in range(3) if torch.rand(1, generator=g).item() < 0.5]
         if flips:
             image, label = image.flip(flips), label.flip(flips)
         return image, label
+
+    @staticmethod
+    def _crop(ctx: TrainContext, g: torch.Generator, image: torch.Tensor, label: torch.Tensor, patch) -> tuple[torch.Tensor, torch.Tensor]:
+        """A patch centred on a random foreground voxel with probability ``pos_fraction``, else anywhere."""
+        sizes = image.shape[1:]
+        if torch.rand(1, generator=g).item() < ctx.preset.train.pos_fraction and bool(label.any()):
+            fg = torch.nonzero(label[0])
+            centre = fg[int(torch.randint(len(fg), (1,), generator=g))].tolist()
+            start = [min(max(0, c - p // 2), max(0, s - p)) for c, p, s in zip(centre, patch, sizes)]
+        else:
+            start = [int(torch.randint(max(1, s - p + 1), (1,), generator=g)) for s, p in zip(sizes, patch)]
+        box = (slice(None), *(slice(a, a + p) for a, p in zip(start, patch)))
+        return image[box], label[box]
 
     def batch(self, ctx: TrainContext, step: int, indices: range) -> Any:
         samples = [self._sample(ctx, step, i) for i in indices]
@@ -98,19 +138,27 @@ class SegmentationTask(Task):
         out = out[0] if isinstance(out, list) else out
         return {"total": self.loss(out, y)}
 
-    def predict(self, image: torch.Tensor) -> torch.Tensor:
-        """(1, D, H, W) image -> (D, H, W) label map with the current model."""
+    def predict(self, ctx: TrainContext, image: torch.Tensor) -> torch.Tensor:
+        """(1, D, H, W) image -> (D, H, W) label map: sliding windows of the training patch (Gaussian)."""
+        from monai.inferers import sliding_window_inference
+
         x, crop = pad_to_multiple(image[None], self.multiple)
-        out = self.model(x)
-        out = out[0] if isinstance(out, list) else out
-        return out[(0, slice(None), *crop)].argmax(0)
+        patch = ctx.preset.train.patch
+        roi = tuple(min(p, s) for p, s in zip(patch, x.shape[2:])) if patch else tuple(x.shape[2:])
+
+        def network(window: torch.Tensor) -> torch.Tensor:
+            out = self.model(window)
+            return out[0] if isinstance(out, list) else out
+
+        logits = sliding_window_inference(x, roi, 2, network, overlap=ctx.preset.train.overlap, mode="gaussian")
+        return logits[(0, slice(None), *crop)].argmax(0)
 
     def validate(self, ctx: TrainContext, step: int) -> dict[str, Any] | None:
         if not self.val:
             return None
         scores = {v: [] for v in self.values}
         for image, label in self.val:
-            pred = self.predict(image)
+            pred = self.predict(ctx, image)
             for v in self.values:
                 truth, guess = label[0] == v, pred == v
                 denom = truth.sum() + guess.sum()
@@ -135,7 +183,14 @@ class SegmentationTask(Task):
             "task": "segmentation",
             "preprocessing": to_dict(ctx.preset.preprocess),
             "labels": labels,
-            "provenance": {"data": str(self.data), "steps": int(checkpoint["step"]), "cache": self.cache_info},
+            "provenance": {
+                "data": str(self.data),
+                "steps": int(checkpoint["step"]),
+                "cache": self.cache_info,
+                "init": self.load_report,
+                "train_cases": len(self.train_set),
+                "freeze_encoder": self.freeze_encoder,
+            },
             "metrics": {"validation": checkpoint.get("best", {})},
             "preset": to_dict(ctx.preset),
         }
