@@ -483,17 +483,19 @@ class InteractiveTask(Task):
         for value, scores in runs:
             per_value.setdefault(f"label {value}", []).append(scores[-1])
         final = float(np.mean([scores[-1] for _, scores in runs]))
-        return {
+        metrics = {
             "score": final,
             "dice": final,
             "dice_1click": float(np.mean([scores[0] for _, scores in runs])),
             "per_class": {name: float(np.mean(v)) for name, v in sorted(per_value.items())},
         }
+        ctx.state["validation"] = {"step": step, "clicks": self.guidance.val_clicks, **metrics}  # saved with the checkpoint
+        return metrics
 
     def export(self, ctx: TrainContext, checkpoint: dict) -> dict[str, Path]:
         provenance = {"data": str(self.data), "steps": int(checkpoint["step"]), "cache": self.cache_info,
                       "init": "given network" if self.initial_network is not None else "random"}
-        metrics = {"validation": {**checkpoint.get("best", {}), "clicks": self.guidance.val_clicks}}
+        metrics = {"validation": checkpoint.get("task", {}).get("validation", {})}
         meta = interactive_bundle_meta(ctx.preset, self.guidance, provenance, metrics)
         bundle = write_bundle(ctx.run_dir / "bundle", checkpoint["modules"]["model"], meta)
         return {"bundle": bundle.path}

@@ -241,7 +241,7 @@ def _run(task: Task, ctx: TrainContext, resume: bool) -> dict[str, Path]:
     for module in task.modules().values():
         module.train()
 
-    def save(name: str) -> None:
+    def save(name: str, best: dict) -> None:
         if dist.is_main:
             path = save_checkpoint(_checkpoint_state(task, ctx, step, optimizer, scheduler, scaler, best), ckpt_dir / name)
             logger.emit("checkpoint", step=step, total=preset.train.steps, path=str(path))
@@ -249,7 +249,7 @@ def _run(task: Task, ctx: TrainContext, resume: bool) -> dict[str, Path]:
     with _CancelWatch(ctx.run_dir) as cancel:
         while step < preset.train.steps:
             if all_reduce_flag(cancel.poll(), dist, ctx.device):
-                save("last.pt")
+                save("last.pt", best)
                 raise Cancelled(f"cancelled at step {step}; resume with --resume")
             batch = task.batch(ctx, step, _rank_indices(local_batch, dist))
             with torch.autocast(ctx.device.type, enabled=ctx.amp):
@@ -265,7 +265,7 @@ def _run(task: Task, ctx: TrainContext, resume: bool) -> dict[str, Path]:
             if preset.train.val_every and (step % preset.train.val_every == 0 or step == preset.train.steps):
                 best = _validate(task, ctx, step, best, save)
             if step % preset.train.checkpoint_every == 0 or step == preset.train.steps:
-                save("last.pt")
+                save("last.pt", best)
     return _finish(task, ctx, best, ckpt_dir)
 
 
@@ -284,8 +284,8 @@ def _validate(task: Task, ctx: TrainContext, step: int, best: dict, save) -> dic
             ctx.logger.metric(step, name, float(value), metrics.get("per_class") if name == "score" else None)
     score = float(metrics.get("score", float("-inf")))
     if not best or score > best.get("score", float("-inf")):
-        best = {"score": score, "step": step}
-        save("best.pt")
+        best = {"score": score, "step": step, **{k: v for k, v in metrics.items() if isinstance(v, (int, float, dict))}}
+        save("best.pt", best)
     return best
 
 

@@ -1,0 +1,139 @@
+"""Click latency of :class:`ssl3d.infer.interactive.InteractiveSession` on a real CT (pyradiomics lung1).
+
+The session holds an ``interactive-cpu`` bundle (small UNet, image + 2 guidance channels, 2.5 mm, 32³
+window). Latency does not depend on training, only on the network and on how far the region of interest
+grows, so the bundle gets random weights unless ``--bundle`` names a trained one; random weights tend to
+predict large regions, which makes the ROI grow to its cap: a pessimistic case. Protocol: ``set_volume``
+(timed, not a target), 3 warm-up clicks, then ``--clicks`` clicks in sequences of 4 (positive, positive,
+negative, positive) at points inside the body, with a ``reset`` between sequences; median and p95 of
+``add_point`` (it returns the full-grid mask, a copy, every time), with the ROI capped at one window (it
+never grows: the best case) and at the session's default cap (the target). The reference is the naive
+way: the same network on the whole model-space volume, once per click.
+
+Run: ``.venv/bin/python benchmarks/click_latency.py [--threads 2] [--clicks 24] [--bundle DIR]``.
+Ends with ``target click-latency-cpu: X s (goal 3 s) ok|short`` and, with CUDA, the same for the GPU
+(goal 0.25 s); without CUDA the GPU line says it was skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+GOALS = {"cpu": 3.0, "gpu": 0.25}
+DEFAULT_CAP = 3  # InteractiveSession's default max_roi
+
+
+def _random_bundle(folder: Path) -> Path:
+    from ssl3d.bundle import write_bundle
+    from ssl3d.config import get_preset
+    from ssl3d.nets.builders import build_network
+    from ssl3d.train.interactive import GuidanceConfig, interactive_bundle_meta
+
+    preset = get_preset("interactive-cpu")
+    kwargs = {k: v for k, v in preset.network.kwargs.items() if k not in ("in_channels", "out_channels")}
+    torch.manual_seed(0)
+    network = build_network(preset.network.name, 3, 2, **kwargs)
+    meta = interactive_bundle_meta(preset, GuidanceConfig(), {"data": "none: random weights for the latency benchmark", "steps": 0})
+    return write_bundle(folder / "interactive-random", network.state_dict(), meta).path
+
+
+def _points(image, label, count: int, seed: int) -> list[tuple[np.ndarray, bool]]:
+    """Sequences of 4 clicks: near the tumour (the label) first, then anywhere in the body (HU > -300)."""
+    rng = np.random.default_rng(seed)
+    body = np.argwhere(image.array > -300)
+    tumour = np.argwhere(label.array > 0)
+    clicks = []
+    for n in range(count):
+        pool = tumour if (n // 4) % 2 == 0 and len(tumour) else body
+        k, j, i = pool[rng.integers(len(pool))]
+        clicks.append(((image.ijk_to_ras @ np.array([i, j, k, 1.0]))[:3], n % 4 != 2))
+    return clicks
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(bundle: Path, image, label, device: torch.device, clicks: int, max_roi: int) -> dict:
+    from ssl3d.infer.interactive import InteractiveSession
+
+    start = time.perf_counter()
+    session = InteractiveSession(bundle, device=device, max_roi=max_roi)
+    load_s = time.perf_counter() - start
+    start = time.perf_counter()
+    session.set_volume(image)
+    set_s = time.perf_counter() - start
+    times, rois = [], []
+    for n, (ras, positive) in enumerate(_points(image, label, clicks + 3, seed=1)):
+        if n >= 3 and (n - 3) % 4 == 0:
+            session.reset()
+        _sync(device)
+        start = time.perf_counter()
+        session.add_point(ras, positive)
+        _sync(device)
+        if n >= 3:  # the first 3 clicks warm up
+            times.append(time.perf_counter() - start)
+            rois.append(int(np.prod([hi - lo for lo, hi in session._roi])))
+    whole = session._image.shape[2:]
+    x = torch.zeros((1, 3, *whole), device=device)
+    session._forward(x)
+    _sync(device)
+    start = time.perf_counter()
+    session._forward(x)
+    _sync(device)
+    return {
+        "load_s": load_s, "set_volume_s": set_s, "median_s": statistics.median(times),
+        "p95_s": float(np.percentile(times, 95)), "max_s": max(times), "roi_voxels": int(statistics.median(rois)),
+        "model_grid": tuple(int(v) for v in whole), "whole_volume_s": time.perf_counter() - start,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (the goal is for 2 cores) [2]")
+    parser.add_argument("--clicks", type=int, default=24, help="timed clicks after 3 warm-up clicks [24]")
+    parser.add_argument("--bundle", type=Path, help="an interactive bundle [random weights, interactive-cpu]")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from ssl3d.data.samples import SampleUnavailable, load_sample
+
+    try:
+        image, label = load_sample("lung1")
+    except SampleUnavailable as exc:
+        print(f"lung1 unavailable ({exc}); nothing measured")
+        print(f"target click-latency-cpu: not measured (goal {GOALS['cpu']:g} s) short")
+        return 1
+    devices = [("cpu", torch.device("cpu"))] + ([("gpu", torch.device("cuda"))] if torch.cuda.is_available() else [])
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} CPU threads"
+          + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no CUDA"))
+    print(f"volume: lung1 {image.shape[::-1]} voxels (i, j, k), spacing {np.round(image.spacing, 3).tolist()} mm")
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = args.bundle or _random_bundle(Path(tmp))
+        results = {(name, cap): measure(bundle, image, label, device, args.clicks, cap) for name, device in devices for cap in (1, DEFAULT_CAP)}
+    header = f"{'device':<6} {'ROI cap':>7} {'load s':>7} {'set_volume s':>12} {'median s':>9} {'p95 s':>7} {'max s':>7} {'ROI voxels':>10} {'whole-volume forward s':>22}"
+    print(header)
+    for (name, cap), r in results.items():
+        print(f"{name:<6} {cap:>7} {r['load_s']:>7.2f} {r['set_volume_s']:>12.2f} {r['median_s']:>9.3f} {r['p95_s']:>7.3f} {r['max_s']:>7.3f} "
+              f"{r['roi_voxels']:>10} {r['whole_volume_s']:>22.3f}")
+    print(f"model grid (D, H, W): {results['cpu', 1]['model_grid']}; {args.clicks} timed clicks per row; ROI cap in windows per axis "
+          f"(1: never grows, the best case; {DEFAULT_CAP}: the session default, the target)")
+    for name in ("cpu", "gpu"):
+        if (name, DEFAULT_CAP) not in results:
+            print(f"target click-latency-gpu: skipped, no CUDA device (goal {GOALS['gpu']:g} s)")
+            continue
+        value = results[name, DEFAULT_CAP]["p95_s"]
+        print(f"target click-latency-{name}: {value:.3f} s (goal {GOALS[name]:g} s) {'ok' if value <= GOALS[name] else 'short'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
