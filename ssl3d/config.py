@@ -322,7 +322,7 @@ def _register_defaults() -> None:
     register_preset(Preset(
         "voco-v2", "voco", "VoCo large-scale extension: 3x3 grid, shared backbone, EMA heads", _VOCO2_SRC, v2_pre, _SWIN_B,
         _VOCO_OPTIM, _VOCO_SCHEDULE, TrainConfig(2_000_000, 2, amp=True, ema=0.9, checkpoint_every=20_000, log_every=10),
-        voco=VoCoConfig(2, 3, 64, 64, 64, 2, (192, 192, 64), 1024, 1024, 2, 0.2, "head", 0.2, 0.2, 0.5, 0.1)))
+        voco=VoCoConfig(2, 3, 64, 64, 64, 2, (192, 192, 64), 1024, 1024, 3, 0.2, "head", 0.2, 0.2, 0.5, 0.1)))
     cpu_pre = PreprocessConfig("RAS", None, "window:-175,250", 0.3, None, (64, 64, 32), "trilinear", True)
     register_preset(Preset(
         "voco-v1-cpu", "voco", "VoCo v1 algorithm on a small CNN encoder and 16^3 crops (2 cores)", _VOCO_SRC, cpu_pre,
@@ -333,7 +333,7 @@ def _register_defaults() -> None:
         "voco-v2-cpu", "voco", "VoCo v2 algorithm on a small CNN encoder and 16^3 crops (2 cores)", _VOCO2_SRC, cpu2_pre,
         _CNN_SMALL, OptimConfig("adamw", lr=1e-3, weight_decay=0.01, amsgrad=True), ScheduleConfig("warmup_cosine", 10),
         TrainConfig(200, 4, ema=0.9, checkpoint_every=50),
-        voco=VoCoConfig(2, 3, 16, 16, 16, 4, (48, 48, 16), 256, 256, 2, 0.2, "head", 0.2, 0.2, 0.5, 0.1)))
+        voco=VoCoConfig(2, 3, 16, 16, 16, 4, (48, 48, 16), 256, 256, 3, 0.2, "head", 0.2, 0.2, 0.5, 0.1)))
     vf_pre = PreprocessConfig(None, None, "window:-1000,1000,-1,1")
     register_preset(Preset(
         "vf-v1", "vf", "Volume Fusion as in the MIS-FM paper (random boxes), PCT-Net", _VF1_SRC, vf_pre, _PCTNET, _VF_OPTIM,

@@ -1,0 +1,103 @@
+"""VoCo training step: time per step and the share of it spent generating samples on the device.
+
+A step is what the training loop runs: ``task.batch`` (draws, crop cutting, resize, augmentation, labels
+from cached volumes on the device), the student forward, the EMA, the teacher forward, the loss,
+backward and the optimizer step (AMP + GradScaler on CUDA, as the presets say). Volumes are random
+tensors of the preset's model-space size (the generator's cost does not depend on the values).
+Protocol: ``--warmup`` steps, then ``--steps`` timed steps with the device synchronised around the
+generator; the share is (generator time) / (step time), summed over the timed steps.
+
+On CPU: voco-v1-cpu and voco-v2-cpu (target: generator share <= 10 %). With CUDA also voco-v1 and
+voco-v2 (SwinUNETR-v2 B, 64³ crops, the official batch of 2 volumes; target: share < 5 %).
+
+Run: ``.venv/bin/python benchmarks/voco_step.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ssl3d.config import get_preset
+from ssl3d.pretext.voco_bundle import sample_spec
+from ssl3d.pretext.voco_task import VoCoTask
+from ssl3d.train.distributed import DistInfo
+from ssl3d.train.logger import RunLogger
+from ssl3d.train.loop import TrainContext
+from ssl3d.train.optim import build_optimizer
+
+GOALS = {"cpu": 0.10, "cuda": 0.05}
+
+
+class _SyntheticTask(VoCoTask):
+    """VoCoTask on random volumes of the preset's size (no dataset, no cache)."""
+
+    def _load_volumes(self, ctx):
+        size = ctx.preset.voco.window or ctx.preset.preprocess.resize
+        g = torch.Generator().manual_seed(0)
+        shape = (1, size[2], size[1], size[0])
+        return [torch.rand(shape, generator=g).to(ctx.device) for _ in range(4)], {}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(name: str, device: torch.device, steps: int, warmup: int) -> dict:
+    preset = get_preset(name)
+    with tempfile.TemporaryDirectory() as tmp:
+        logger = RunLogger(Path(tmp), None, False, steps, tensorboard=False)
+        ctx = TrainContext(preset, Path(tmp), device, DistInfo(), logger, 0)
+        task = _SyntheticTask(tmp, Path(tmp))
+        task.setup(ctx)
+        params = [p for p in task.parameters() if p.requires_grad]
+        optimizer = build_optimizer(params, preset.optim)
+        scaler = torch.amp.GradScaler("cuda", enabled=ctx.amp)
+        gen = total = 0.0
+        for step in range(warmup + steps):
+            _sync(device)
+            start = time.perf_counter()
+            batch = task.batch(ctx, step, range(preset.train.batch_size))
+            _sync(device)
+            made = time.perf_counter()
+            with torch.autocast(device.type, enabled=ctx.amp):
+                losses = task.losses(ctx, batch, step)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(losses["total"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            _sync(device)
+            if step >= warmup:
+                gen, total = gen + made - start, total + time.perf_counter() - start
+    spec = sample_spec(preset)
+    crops = preset.train.batch_size * (spec.n_random + spec.n_base)
+    return {"step_s": total / steps, "gen_s": gen / steps, "share": gen / total, "crops": crops}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per preset (default 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    args = parser.parse_args()
+    runs = [("voco-v1-cpu", torch.device("cpu")), ("voco-v2-cpu", torch.device("cpu"))]
+    if torch.cuda.is_available():
+        runs += [("voco-v1", torch.device("cuda")), ("voco-v2", torch.device("cuda"))]
+    rows = {(name, device.type): measure(name, device, args.steps, args.warmup) for name, device in runs}
+    print(f"VoCo training step (torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+          f"{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ''})")
+    print(f"{'preset':<14}{'device':<8}{'crops/step':>11}{'step s':>10}{'generator s':>13}{'share':>9}")
+    for (name, device), r in rows.items():
+        print(f"{name:<14}{device:<8}{r['crops']:>11}{r['step_s']:>10.4f}{r['gen_s']:>13.5f}{100 * r['share']:>8.2f}%")
+    for (name, device), r in rows.items():
+        goal = GOALS[device]
+        verdict = "ok" if r["share"] <= goal else "short"
+        print(f"target {name}-generator-share-{device}: {100 * r['share']:.2f} % (goal <= {100 * goal:.0f} %) {verdict}")
+
+
+if __name__ == "__main__":
+    main()
