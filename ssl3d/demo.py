@@ -170,6 +170,15 @@ def _voco_stage(ctx: DemoContext) -> None:
 register_stage("voco", "VoCo pretraining on phantoms (voco-v1-cpu): loss and position accuracy vs chance", _voco_stage)
 
 
+def _inspect_stage(ctx: DemoContext) -> None:
+    from .inspect.commands import demo_stage
+
+    demo_stage(ctx)
+
+
+register_stage("inspect", "Pretext inspection: VoCo position maps (and Volume Fusion maps when trained)", _inspect_stage)
+
+
 def _add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out", help="output folder [demo_out]")
     parser.add_argument("--quick", action="store_true", help="the short variant used by the test suite (about a minute)")

@@ -255,6 +255,12 @@ def _volume_to_sitk(volume: Volume):
     return image
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_volume(volume: Volume, path: str | os.PathLike, compress: bool = True) -> Path:
     """Write ``volume`` to a NIfTI, NRRD or MHA/MHD file, atomically (no partial file on failure).
 
@@ -276,6 +282,7 @@ def write_volume(volume: Volume, path: str | os.PathLike, compress: bool = True)
     os.close(handle)
     try:
         sitk.WriteImage(_volume_to_sitk(volume), tmp, compress)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

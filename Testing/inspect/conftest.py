@@ -1,0 +1,81 @@
+"""Fixtures of the inspection tests: the session's trained ``voco-v1-cpu`` bundle (from the pretext suite),
+the same network with random weights, a small untrained VF bundle, and inspections shared by several tests.
+
+The VoCo fixtures are defined in ``Testing/conftest.py`` (trained once per session).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+#: Held-out phantom seeds (the VoCo bundle trains on seeds 0-7), shape (32, 48, 48) like its training data.
+HELD_OUT = (900, 901)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: the 2 shared cores slow down badly when oversubscribed."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def held_out_phantoms():
+    from ssl3d.data.phantoms import make_phantom
+
+    return [make_phantom(seed, shape=(32, 48, 48))[0] for seed in HELD_OUT]
+
+
+@pytest.fixture(scope="session")
+def voco_untrained_bundle(tmp_path_factory, voco_cpu_bundle) -> Path:
+    """The trained bundle's network (same preset, metadata and layout) with seeded random weights."""
+    import torch
+
+    from ssl3d.bundle import read_bundle, write_bundle
+    from ssl3d.config import from_dict
+    from ssl3d.pretext.voco_bundle import VoCoNetwork
+
+    trained = read_bundle(voco_cpu_bundle)
+    preset = from_dict(trained.meta["preset"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = VoCoNetwork(preset.network, preset.voco)
+    meta = {k: v for k, v in trained.meta.items() if k != "schema"}
+    meta["provenance"] = {**meta["provenance"], "steps": 0, "data": None}
+    return write_bundle(tmp_path_factory.mktemp("voco_untrained") / "bundle", net.state_dict(), meta).path
+
+
+@pytest.fixture(scope="session")
+def vf_small_bundle(tmp_path_factory) -> Path:
+    """An untrained vf-v1-cpu bundle (small UNet, channels 4-8-16): enough for geometry and the fusion relation."""
+    import torch
+
+    from ssl3d.bundle import write_bundle
+    from ssl3d.config import apply_overrides, get_preset
+    from ssl3d.nets.builders import build_network
+    from ssl3d.pretext.vf_bundle import fusion_bundle_meta
+    from ssl3d.pretext.vf_task import network_spec
+
+    preset = apply_overrides(get_preset("vf-v1-cpu"), {"network.kwargs": {"channels": [4, 8, 16]}})
+    name, kwargs = network_spec(preset)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = build_network(name, **kwargs)
+    meta = fusion_bundle_meta(preset, name, kwargs, {"data": None, "steps": 0}, {})
+    return write_bundle(tmp_path_factory.mktemp("vf_small") / "bundle", net.state_dict(), meta).path
+
+
+@pytest.fixture(scope="session")
+def voco_inspections(voco_cpu_bundle, held_out_phantoms, oblique_phantom):
+    """Trained-bundle inspections: {"held_out": [dense, one per held-out phantom], "oblique": not dense}."""
+    from ssl3d.inspect import inspect_voco
+
+    held = [inspect_voco(voco_cpu_bundle, image, dense=True, seed=0) for image in held_out_phantoms]
+    return {"held_out": held, "oblique": inspect_voco(voco_cpu_bundle, oblique_phantom[0], seed=1, device="auto")}

@@ -1,0 +1,52 @@
+"""Pretext inspection: what a VoCo or Volume Fusion bundle does on one volume, as overlays on its grid.
+
+Public API::
+
+    volumes, summary = voco_map("run/bundle", read_volume("ct.nii.gz"), boxes=[(12.5, -30, 40)])
+    volumes["predicted"].same_grid(ct)      # True: every output volume is on the input's grid
+    volumes, summary = fusion_map("vf/bundle", ct, seed=0)
+
+:func:`inspect_voco` and :func:`inspect_fusion` return an :class:`Inspection` (volumes, summary, pictures
+and small text files such as a colour table) that :func:`write_inspection` writes all-or-nothing;
+``ssl3d inspect voco|vf`` is those two calls. :func:`demo_stage` is the demo's inspection stage.
+
+``import ssl3d.inspect`` is light: the modules below import numpy at most; torch, MONAI and PIL are
+imported by the functions that use them. (The functions ``voco_map`` and ``fusion_map`` share their
+names with their modules; the names bound here are the functions, so import the modules' other names
+with ``from ssl3d.inspect.voco_map import ...``.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..io import Volume
+
+__all__ = ["Inspection", "demo_stage", "fusion_map", "inspect_fusion", "inspect_voco", "voco_map", "write_inspection"]
+
+
+@dataclass
+class Inspection:
+    """Everything one inspection produces, in memory.
+
+    Attributes:
+        volumes: ``{name: Volume}`` on the input's grid; written as ``name.nrrd``.
+        summary: the JSON-ready summary; written as ``summary.json``.
+        pictures: ``{file name: RGB uint8 (rows, cols, 3)}``; written as PNG.
+        texts: ``{file name: content}`` (``boxes.json``, a colour table ...).
+    """
+
+    volumes: dict[str, "Volume"]
+    summary: dict[str, Any]
+    pictures: dict[str, "np.ndarray"] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+
+
+# after Inspection: the modules below import it from this package
+from .commands import demo_stage, write_inspection  # noqa: E402
+from .fusion_map import fusion_map, inspect_fusion  # noqa: E402
+from .voco_map import inspect_voco, voco_map  # noqa: E402
