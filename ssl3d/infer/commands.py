@@ -52,6 +52,9 @@ def _add_segment(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amp", choices=("auto", "on", "off"), default="auto", help="half-precision forward passes: auto = on CUDA only [auto]")
     parser.add_argument("--probabilities", metavar="FILE", help="also write per-class probabilities, FILE_<value>_<name>.<ext> (.nii.gz, .nii, .nrrd, .mha)")
     parser.add_argument("--events", metavar="FILE|-", help="write JSON-lines events to FILE, or to stdout with '-'")
+    parser.add_argument("--point", action="append", default=[], metavar="R,A,S", help="a positive click (repeatable): the structure under it (segmentation bundle) or the model's mask (interactive bundle)")
+    parser.add_argument("--negative", action="append", default=[], metavar="R,A,S", help="a negative click (repeatable): removes the region it lies in")
+    parser.add_argument("--ijk", action="store_true", help="--point/--negative are voxel indices I,J,K as Slicer shows them, not RAS mm")
 
 
 def _check_segment_args(args: argparse.Namespace) -> None:
@@ -82,6 +85,8 @@ def _run_segment(args: argparse.Namespace) -> int:
     _check_segment_args(args)
     device = resolve_device(args.device)
     bundle = read_bundle(args.model)
+    if args.point or args.negative:
+        return _segment_with_points(args, bundle, device)
     _check_task(bundle)
     volume = read_volume(args.input)
     amp = None if args.amp == "auto" else args.amp == "on"
@@ -99,6 +104,37 @@ def _run_segment(args: argparse.Namespace) -> int:
         print(f"{len(present)} of {len(result.entries)} classes found: {', '.join(names.get(v, str(v)) for v in present) or 'none'}")
         print(f"{info['windows']} windows of {tuple(info['window'])} on model grid {tuple(info['model_shape'])} ({info['device']}, AMP {'on' if info['amp'] else 'off'}); "
               f"preprocess {info['preprocess_s']:.1f} s, windows {info['windows_s']:.1f} s, paste {info['paste_s']:.1f} s")
+        for name, path in outputs.items():
+            print(f"{name}: {path}")
+    return 0
+
+
+def _parse_point(text: str, option: str) -> tuple[float, float, float]:
+    from ..errors import InputError
+
+    parts = text.split(",")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise InputError(f"{option} {text!r} must be three numbers R,A,S (or I,J,K with --ijk).")
+    return values  # type: ignore[return-value]
+
+
+def _segment_with_points(args: argparse.Namespace, bundle, device) -> int:
+    """Click mode: one structure as a 0/1 label map (named after the bundle's class at the click)."""
+    from ..io import read_volume
+    from .interactive import segment_with_points
+    from .segment import SegmentResult, write_outputs
+
+    points = [_parse_point(p, "--point") for p in args.point]
+    negatives = [_parse_point(p, "--negative") for p in args.negative]
+    volume = read_volume(args.input)
+    mask = segment_with_points(bundle, volume, points, negatives, device, ijk=args.ijk)
+    outputs = write_outputs(SegmentResult(mask, [(1, "structure", (230, 25, 75))], {}), args.output)
+    if args.events != "-":
+        print(f"{int(mask.array.sum())} voxels selected")
         for name, path in outputs.items():
             print(f"{name}: {path}")
     return 0
