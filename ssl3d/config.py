@@ -91,6 +91,7 @@ class TrainConfig:
     seed: int = 0
     patch: tuple[int, int, int] | None = None  # (D, H, W) training patch of supervised jobs; None: whole volume
     pos_fraction: float = 0.5  # supervised patches centred on a foreground voxel with this probability
+    flip_p: float = 0.0  # supervised patches flipped along each axis with this probability
     overlap: float = 0.5  # sliding-window overlap at validation
     include_background: bool = True  # DiceCE over the background class too
 
@@ -356,21 +357,21 @@ def _register_defaults() -> None:
     register_preset(Preset(
         "seg-cpu", "segmentation", "Small UNet segmentation at 2.5 mm with 32^3 patches (2 cores)", "ssl3d",
         PreprocessConfig("RAS", (2.5, 2.5, 2.5), "window:-175,250", None, pad_to=(32, 32, 32)), _UNET_SMALL,
-        OptimConfig("adamw", lr=1e-2, weight_decay=1e-5), ScheduleConfig("warmup_cosine", 5),
-        TrainConfig(100, 2, val_every=50, checkpoint_every=50, patch=(32, 32, 32))))
+        OptimConfig("adamw", lr=1e-2, weight_decay=1e-5), ScheduleConfig("constant"),
+        TrainConfig(120, 2, val_every=60, checkpoint_every=60, patch=(32, 32, 32))))
     register_preset(Preset(
         "voco-btcv", "segmentation", "VoCo's BTCV fine-tuning: SwinUNETR-v2 B, roi 96^3, DiceCE without background",
         "Luffy03/VoCo @ ba7b7bd Finetune/BTCV (LR schedule stepped per iteration: warmup 100, cosine period 5800)",
         PreprocessConfig("RAS", (1.5, 1.5, 1.5), "window:-175,250", 0.0, pad_to=(96, 96, 96)), _SWIN_B,
         OptimConfig("adamw", lr=3e-4, weight_decay=1e-5), ScheduleConfig("warmup_cosine", warmup_steps=100, cosine_steps=3000),
-        TrainConfig(72_000, 16, val_every=1200, checkpoint_every=1200, patch=(96, 96, 96), pos_fraction=0.75, overlap=0.75,
+        TrainConfig(72_000, 16, val_every=1200, checkpoint_every=1200, patch=(96, 96, 96), pos_fraction=0.75, flip_p=0.2, overlap=0.75,
                     include_background=False)))
     register_preset(Preset(
         "misfm-la", "segmentation", "MIS-FM demo fine-tuning: PCT-Net, 64x128x128 patches, Adam, polynomial 0.8",
         "openmedlab/MIS-FM @ 1506d65 demo/pctnet_pretrain.cfg",
         PreprocessConfig(None, None, "zscore", None, pad_to=(128, 128, 64)), _PCTNET,
         OptimConfig("adam", lr=1e-3, weight_decay=1e-5), ScheduleConfig("poly", power=0.8, interval=250),
-        TrainConfig(6000, 2, val_every=250, checkpoint_every=250, patch=(64, 128, 128), pos_fraction=0.0)))
+        TrainConfig(6000, 2, val_every=250, checkpoint_every=250, patch=(64, 128, 128), pos_fraction=0.0, flip_p=0.5)))
     register_preset(Preset(
         "interactive-cpu", "interactive", "Click-to-segment small UNet (image + 2 guidance channels) on 2 cores", "ssl3d",
         PreprocessConfig("RAS", (2.5, 2.5, 2.5), "window:-175,250", None, pad_to=(32, 32, 32)),

@@ -106,7 +106,7 @@ class SegmentationTask(Task):
         patch = ctx.preset.train.patch
         if patch is not None:
             image, label = self._crop(ctx, g, image, label, patch)
-        flips = [d + 1 for d in range(3) if torch.rand(1, generator=g).item() < 0.5]
+        flips = [d + 1 for d in range(3) if torch.rand(1, generator=g).item() < ctx.preset.train.flip_p]
         if flips:
             image, label = image.flip(flips), label.flip(flips)
         return image, label
