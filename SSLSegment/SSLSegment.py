@@ -1,13 +1,22 @@
 """SSLSegment: segment volumes with SSL3D model bundles, fine-tune them from the scene, click to segment.
 
 Widget wiring only. Segmentation and fine-tuning run as ``ssl3d segment`` / ``ssl3d finetune`` jobs in a
-background process (:mod:`ssl3d.jobs`, through SSLPretrain's ``EngineJobs``); label maps become segmentation
-nodes with the bundle's names and colours through :mod:`ssl3d.mrml`.
+background process (:mod:`ssl3d.jobs`, through SSLPretrain's ``EngineJobs``); the ``.seg.nrrd`` result becomes
+a segmentation node with the bundle's names and colours through :mod:`ssl3d.mrml`.
+
+Click to segment runs in-process: one persistent worker thread (:class:`ClickWorker`) owns a warm
+``ssl3d.infer.InteractiveSession`` per (bundle, device) and the volume it was given. The worker never touches
+MRML or Qt: the main thread converts the volume node to a ``Volume`` and hands it in with the click; the
+worker hands back the changed box and the mask inside it; the main thread (the module's QTimer) writes only
+those voxels into the selected segment.
 """
 
 import enum
 import html
 import json
+import queue
+import threading
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -25,6 +34,8 @@ from SSLPretrain import Device, EngineJobs, SSLPretrainLogic, ensureEngineRequir
 
 MODEL_SETTING = "SSL3D/SSLSegment/modelPath"
 POINT_COLORS = {"positive": (0.2, 0.8, 0.3), "negative": (0.9, 0.2, 0.2)}
+SEGMENT_OUTPUT = "segmentation.seg.nrrd"  # ssl3d segment writes names and colours into it
+BUSY_AFTER_S = 0.5  # the busy indicator shows only for clicks slower than this
 
 
 #
@@ -95,6 +106,11 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         self._segmentRun = None  # (folder, device) of the running segmentation
         self._chart = None
         self._pairs = []  # (volume node ID, segmentation node ID)
+        self._clicker = ClickWorker()
+        self._clickTarget = None  # (bundle, device, volume node ID, segmentation node ID, segment ID) of the clicks
+        self._clickVolumeKey = None  # (volume node ID, image MTime) the worker's session holds
+        self._clickPoints = []  # point list IDs of the clicks, oldest first, for Undo
+        self._choosingTarget = False
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)  # noqa: F405
@@ -118,6 +134,9 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         self.ui.addPairButton.clicked.connect(self.onAddPair)
         self.ui.removePairButton.clicked.connect(self.onRemovePair)
         self.ui.resetClicksButton.clicked.connect(self.onResetClicks)
+        self.ui.undoClickButton.clicked.connect(self.onUndoClick)
+        self.ui.targetSegmentSelector.currentSegmentChanged.connect(self.onTargetSegmentChanged)
+        self.ui.clickBusyProgressBar.visible = False
         self.ui.clickCollapsibleButton.contentsCollapsed.connect(self.onClickSectionToggled)
 
         self.timer = qt.QTimer()
@@ -128,6 +147,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
     def cleanup(self) -> None:
         self.timer.stop()
         self.logic.jobs.cancelAll()
+        self._clicker.stop()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -143,6 +163,8 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         self.setParameterNode(None)
         self._chart = None
         self._pairs = []
+        self._clicker.submit("forget")  # the session's volume and clicks went with the scene
+        self._clickTarget, self._clickVolumeKey, self._clickPoints = None, None, []
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -210,7 +232,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         p = self._parameterNode
         folder = Path(slicer.util.tempDirectory("ssl3d-segment"))
         inputFile = mrml.export_volume(p.inputVolume, folder / "input.nii.gz")
-        args = SSLSegmentLogic.segmentArguments(pathOrNone(p.modelPath), inputFile, folder / "labels.nii.gz", device)
+        args = SSLSegmentLogic.segmentArguments(pathOrNone(p.modelPath), inputFile, folder / SEGMENT_OUTPUT, device)
         self.logic.jobs.start("segment", args, folder)
         self._segmentRun = (folder, device)
         self.ui.segmentButton.text = _("Cancel")
@@ -235,7 +257,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         else:
             with slicer.util.tryWithErrorDisplay(_("Failed to load the segmentation."), waitCursor=True):
                 p = self._parameterNode
-                segmentation = self.logic.loadSegmentation(folder / "labels.nii.gz", self._bundleInfo, p.inputVolume,
+                segmentation = self.logic.loadSegmentation(folder / SEGMENT_OUTPUT, self._bundleInfo, p.inputVolume,
                                                            p.outputSegmentation, p.showSurface)
                 p.outputSegmentation = segmentation
                 self.ui.segmentProgressBar.value = self.ui.segmentProgressBar.maximum
@@ -259,19 +281,131 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         self.ui.clickStatusLabel.text = SSLSegmentLogic.clickStatus(self._bundleInfo)
 
     def onPointPlaced(self, caller=None, event=None) -> None:
+        """A placed include/exclude point refines the selected segment (through the worker thread)."""
         from ssl3d import mrml
 
         with slicer.util.tryWithErrorDisplay(_("The point cannot be used."), waitCursor=False):
             point = mrml.ras_point_from_markup(caller)
             positive = caller.GetID() == self.logic.pointList("positive").GetID()
+            p = self._parameterNode
+            bundle = pathOrNone(p.modelPath) if p else None
+            volumeNode = p.inputVolume if p else None
+            segmentationNode, segmentId = self._targetSegment(volumeNode)
+            if SSLSegmentLogic.task(self._bundleInfo) not in ("interactive", "segmentation") or bundle is None:
+                raise ValueError(SSLSegmentLogic.clickStatus(self._bundleInfo))
+            if volumeNode is None or segmentationNode is None or not segmentId:
+                raise ValueError(_("Choose a volume above and the segment to refine."))
+            if not ensureEngineRequirements():
+                return
+            target = (str(bundle), p.device.value, volumeNode.GetID(), segmentationNode.GetID(), segmentId)
+            if target != self._clickTarget:
+                # Another model, volume or segment: a new structure. The session forgets its clicks (the
+                # segment keeps what earlier clicks wrote) and the other points are taken away.
+                if self._clickTarget is None or target[:2] != self._clickTarget[:2]:
+                    self._clickVolumeKey = None  # a new session needs the volume
+                self._clicker.submit("restart")
+                self._removeOtherPoints(caller)
+                self._clickTarget = target
+            volume, volumeKey = None, (volumeNode.GetID(), volumeNode.GetImageData().GetMTime())
+            if volumeKey != self._clickVolumeKey:  # the volume is converted on the main thread, once
+                volume, self._clickVolumeKey = mrml.volume_from_node(volumeNode), volumeKey
+            self._clickPoints.append(caller.GetID())
+            self._clicker.submit("point", bundle=target[0], device=target[1], volume=volume, volumeKey=volumeKey,
+                                 ras=tuple(float(v) for v in point), positive=positive, target=target)
             kind = _("Include") if positive else _("Exclude")
-            self.ui.clickStatusLabel.text = _("{kind} point at {ras} (R,A,S mm). {status}").format(
-                kind=kind, ras=mrml.format_ras(point), status=SSLSegmentLogic.clickStatus(self._bundleInfo))
+            self.ui.clickStatusLabel.text = _("{kind} point at {ras} (R,A,S mm)...").format(kind=kind, ras=mrml.format_ras(point))
+            self.timer.start()
+
+    def _targetSegment(self, volumeNode):
+        """The selected segmentation node and segment; a new segmentation and segment are made when none is chosen."""
+        self._choosingTarget = True  # selecting a new segment here must not clear the click being placed
+        try:
+            return self._chooseTargetSegment(volumeNode)
+        finally:
+            self._choosingTarget = False
+
+    def _chooseTargetSegment(self, volumeNode):
+        segmentationNode = self.ui.targetSegmentSelector.currentNode()
+        segmentId = self.ui.targetSegmentSelector.currentSegmentID() if segmentationNode is not None else ""
+        if segmentationNode is None and volumeNode is not None:
+            segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{volumeNode.GetName()} clicks")
+            segmentationNode.CreateDefaultDisplayNodes()
+            segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+            self.ui.targetSegmentSelector.setCurrentNode(segmentationNode)
+        if segmentationNode is not None and not segmentId:
+            segmentId = segmentationNode.GetSegmentation().AddEmptySegment("", _("Clicked structure"))
+            self.ui.targetSegmentSelector.setCurrentSegmentID(segmentId)
+        return segmentationNode, segmentId
+
+    def _removeOtherPoints(self, keep) -> None:
+        """Remove every click point but the last one of ``keep`` (the click that starts a new structure)."""
+        for kind in ("positive", "negative"):
+            node = self.logic.pointList(kind)
+            last = node.GetNumberOfControlPoints() - 1
+            for index in range(last, -1, -1):
+                if node is not keep or index != last:
+                    node.RemoveNthControlPoint(index)
+        self._clickPoints = []
+
+    def onTargetSegmentChanged(self, segmentId=None) -> None:
+        """Another segment: the next click starts a new structure (the points of the last one are cleared)."""
+        if self._clickTarget is not None and not self._choosingTarget:
+            self._clicker.submit("restart")
+            self._clickTarget = None
+            for kind in ("positive", "negative"):
+                self.logic.pointList(kind).RemoveAllControlPoints()
+            self._clickPoints = []
+            self.ui.undoClickButton.enabled = False
+
+    def onUndoClick(self) -> None:
+        """Take back the last click: its point goes and the segment gets back the voxels the click changed."""
+        if not self._clickPoints or self._clickTarget is None:
+            return
+        node = slicer.mrmlScene.GetNodeByID(self._clickPoints.pop())
+        if node is not None and node.GetNumberOfControlPoints():
+            node.RemoveNthControlPoint(node.GetNumberOfControlPoints() - 1)
+        self._clicker.submit("undo", target=self._clickTarget)
+        self.ui.undoClickButton.enabled = bool(self._clickPoints)
+        self.timer.start()
 
     def onResetClicks(self) -> None:
+        """Remove all points and what the clicks wrote into the segment (voxels painted since are kept)."""
         for kind in ("positive", "negative"):
             self.logic.pointList(kind).RemoveAllControlPoints()
+        self._clickPoints = []
+        self.ui.undoClickButton.enabled = False
+        if self._clickTarget is not None:
+            self._clicker.submit("reset", target=self._clickTarget)
+            self.timer.start()
         self.ui.clickStatusLabel.text = ""
+
+    def _showClickResults(self) -> None:
+        """Write the worker's results into their segments (main thread), and show the busy indicator."""
+        from ssl3d import mrml
+
+        for result in self._clicker.take():
+            if result.get("error"):
+                self.ui.clickStatusLabel.text = _("Click failed: {message}").format(message=result["error"])
+                if result["kind"] == "point":
+                    self._clickVolumeKey = None  # send the volume again with the next click
+                    if self._clickPoints:
+                        self._clickPoints.pop()  # that point has no step to undo
+                continue
+            target = result.get("target")
+            if target is None or result.get("box") is None:
+                continue
+            segmentationNode = slicer.mrmlScene.GetNodeByID(target[3])
+            if segmentationNode is None or segmentationNode.GetSegmentation().GetSegment(target[4]) is None:
+                continue  # removed meanwhile
+            with slicer.util.tryWithErrorDisplay(_("Failed to update the segment."), waitCursor=False):
+                mrml.write_mask_region(segmentationNode, target[4], result["ijkToRas"], result["box"],
+                                       result["values"], result["changed"])
+            label = f" ({result['label']})" if result.get("label") else ""
+            self.ui.clickStatusLabel.text = _("{count} click(s){label}, {seconds:.2f} s.").format(
+                count=result.get("clicks", 0), label=label, seconds=result.get("seconds", 0.0))
+        self.ui.undoClickButton.enabled = bool(self._clickPoints)
+        busy = self._clicker.busyFor()
+        self.ui.clickBusyProgressBar.visible = busy is not None and busy > BUSY_AFTER_S
 
     # ---------------------------------------------------------------------------------- fine-tune
     def onAddPair(self) -> None:
@@ -369,7 +503,8 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             job = jobs.finished(role)
             if job is not None:
                 finished(job)
-        if not jobs.running("segment") and not jobs.running("finetune"):
+        self._showClickResults()
+        if not jobs.running("segment") and not jobs.running("finetune") and not self._clicker.pending():
             self.timer.stop()
 
 
@@ -449,7 +584,9 @@ class SSLSegmentLogic(ScriptedLoadableModuleLogic):  # noqa: F405
     def clickStatus(info: dict) -> str:
         if SSLSegmentLogic.task(info) not in ("interactive", "segmentation"):
             return _("Choose a click-to-segment or segmentation bundle above.")
-        return _("Click-to-segment needs the interactive engine session, which this SSL3D version does not have yet.")
+        return _("Place include (green) and exclude (red) points on the volume; each click refines the selected "
+                 "segment. Paint or erase with the Segment Editor between clicks: clicks change only the voxels "
+                 "they predict differently.")
 
     def pointList(self, kind: str):
         """The include (positive, green) or exclude (negative, red) point list, created on first use."""
@@ -464,15 +601,146 @@ class SSLSegmentLogic(ScriptedLoadableModuleLogic):  # noqa: F405
         return node
 
     def loadSegmentation(self, labelFile: Path, info: dict, volumeNode, segmentationNode=None, showSurface=False):
-        """The ``ssl3d segment`` label map as segments with the bundle's names and colours, on the volume."""
-        from ssl3d import mrml
-        from ssl3d.io import read_volume
+        """The ``ssl3d segment`` output (.seg.nrrd) as segments with its names and colours, on the volume.
 
-        segmentation = mrml.labelmap_to_segmentation(read_volume(labelFile), slicer.mrmlScene, mrml.bundle_labels(info),
-                                                     volumeNode, segmentation_node=segmentationNode)
+        Names and colours come from the file (the bundle's), the bundle's labels fill in the rest; the volume
+        becomes the reference geometry.
+        """
+        from ssl3d import mrml
+
+        segmentation = mrml.load_segmentation_file(labelFile, slicer.mrmlScene, volumeNode, segmentationNode,
+                                                   labels=mrml.bundle_labels(info))
         if showSurface:
             segmentation.CreateClosedSurfaceRepresentation()
         return segmentation
+
+
+class ClickWorker:
+    """One persistent thread for all click-to-segment work; it never touches MRML or Qt.
+
+    The session (model on the device, warm) is kept per (bundle, device) and set to a volume only when the
+    main thread sends a new one, so a click costs one prediction. Requests run in order:
+
+    - ``point`` (bundle, device, volume or None, volumeKey, ras, positive, target): add a click;
+    - ``undo`` / ``reset`` (target): take back the last click / all clicks;
+    - ``restart``: forget the clicks, nothing to write (a new structure starts);
+    - ``forget``: drop the volume (the scene was closed).
+
+    Each request but ``restart``/``forget`` gives one result dict: ``box`` (half-open k0, k1, j0, j1, i0, i1 on the
+    volume's grid, None when nothing changed), ``values`` (the mask in the box), ``changed`` (the voxels the
+    request changed in the box), ``ijkToRas``, ``clicks``, ``label``, ``seconds``, ``target``; or ``error``.
+    Only the changed voxels are written into the segment, so painting between clicks is kept except where a
+    later click predicts those voxels differently, and Undo restores what the click changed.
+    """
+
+    def __init__(self, sessionFactory=None) -> None:
+        self._factory = sessionFactory  # (bundle, device) -> session; default: ssl3d.infer.InteractiveSession
+        self._requests = queue.Queue()
+        self._results = queue.Queue()
+        self._thread = None
+        self._inFlight = 0
+        self._since = None
+        self._lock = threading.Lock()
+        self._session, self._sessionKey, self._volumeKey = None, None, None
+
+    def submit(self, kind: str, **request) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            if kind in ("restart", "forget"):
+                self._volumeKey = None if kind == "forget" else self._volumeKey
+                return  # nothing to forget yet
+            self._thread = threading.Thread(target=self._run, name="SSLSegment clicks", daemon=True)
+            self._thread.start()
+        with self._lock:
+            self._inFlight += 1
+            self._since = self._since or time.monotonic()
+        self._requests.put((kind, request))
+
+    def take(self) -> list:
+        results = []
+        while True:
+            try:
+                results.append(self._results.get_nowait())
+            except queue.Empty:
+                return results
+
+    def pending(self) -> bool:
+        return self._inFlight > 0 or not self._results.empty()
+
+    def busyFor(self):
+        """Seconds the oldest unfinished request has waited, None when idle."""
+        since = self._since
+        return None if since is None else time.monotonic() - since
+
+    def stop(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._requests.put(None)
+
+    def _run(self) -> None:
+        while True:
+            item = self._requests.get()
+            if item is None:
+                self._session = None
+                return
+            kind, request = item
+            started = time.monotonic()
+            try:
+                result = self._handle(kind, **request)
+            except Exception as error:  # reported on the main thread
+                result = {"kind": kind, "error": str(error) or type(error).__name__, "target": request.get("target")}
+            with self._lock:
+                self._inFlight -= 1
+                self._since = time.monotonic() if self._inFlight else None
+            if result is not None:
+                result["seconds"] = time.monotonic() - started
+                self._results.put(result)
+
+    def _handle(self, kind, bundle=None, device="auto", volume=None, volumeKey=None, ras=None, positive=True,
+                target=None):
+        if kind == "forget":
+            self._volumeKey = None
+            return None
+        session = self._session
+        if kind == "restart":
+            if session is not None and self._volumeKey is not None:
+                session.reset()
+            return None
+        if kind == "point":
+            if (bundle, device) != self._sessionKey:
+                self._session = self._sessionKey = self._volumeKey = None  # free the old model first
+                self._session = session = self._newSession(bundle, device)
+                self._sessionKey = (bundle, device)
+            if volume is not None or volumeKey != self._volumeKey:
+                if volume is None:
+                    raise ValueError("the volume changed; place the point again")
+                session.set_volume(volume)
+                self._volumeKey = volumeKey
+        elif session is None or self._volumeKey is None:
+            return None
+        before = session.mask.array.copy()
+        if kind == "point":
+            session.add_point(ras, positive=positive)
+        elif kind == "undo":
+            session.undo()
+        elif kind == "reset":
+            session.reset()
+        else:
+            raise ValueError(f"unknown request {kind!r}")
+        mask = session.mask
+        result = {"kind": kind, "target": target, "box": session.last_changed, "clicks": len(session.clicks),
+                  "label": getattr(session, "label_name", None), "ijkToRas": mask.ijk_to_ras}
+        if result["box"] is not None:
+            k0, k1, j0, j1, i0, i1 = result["box"]
+            region = (slice(k0, k1), slice(j0, j1), slice(i0, i1))
+            result["values"] = mask.array[region].copy()
+            result["changed"] = result["values"] != before[region]
+        return result
+
+    def _newSession(self, bundle, device):
+        if self._factory is not None:
+            return self._factory(bundle, device)
+        from ssl3d.infer import InteractiveSession
+
+        return InteractiveSession(bundle, device=device, warmup=True)
 
 
 def _flat(value) -> str:
@@ -539,9 +807,9 @@ class SSLSegmentTest(ScriptedLoadableModuleTest):  # noqa: F405
         image = make_phantom(5)[0]
         volume = mrml.volume_to_node(image, slicer.mrmlScene, "phantom 5")
         mrml.export_volume(volume, root / "input.nii.gz")
-        logic.jobs.run(logic.segmentArguments(bundle, root / "input.nii.gz", root / "labels.nii.gz", "cpu"), root)
+        logic.jobs.run(logic.segmentArguments(bundle, root / "input.nii.gz", root / SEGMENT_OUTPUT, "cpu"), root)
         info = SSLPretrainLogic.readBundleInfo(bundle)
-        segmentation = logic.loadSegmentation(root / "labels.nii.gz", info, volume)
+        segmentation = logic.loadSegmentation(root / SEGMENT_OUTPUT, info, volume)
         names = {segmentation.GetSegmentation().GetNthSegment(i).GetName()
                  for i in range(segmentation.GetSegmentation().GetNumberOfSegments())}
         self.assertTrue(names <= set(LABELS.values()), names)

@@ -41,6 +41,9 @@ __all__ = [
     "labelmap_to_segmentation",
     "segment_to_labelmap",
     "segmentation_to_labelmap",
+    "write_mask_region",
+    "read_segmentation_labels",
+    "load_segmentation_file",
     "export_training_pairs",
     "bundle_labels",
     "ras_point_from_markup",
@@ -323,6 +326,84 @@ def segment_to_labelmap(segmentation_node: Any, segment_id: str, reference_volum
         raise InputError(f"segment {segment_id!r} was exported on a {array.shape} grid, "
                          f"not on the reference grid {reference.shape}.")
     return reference.like((array > 0).astype(np.uint8))
+
+
+def write_mask_region(segmentation_node: Any, segment_id: str, ijk_to_ras: Any, box: Sequence[int],
+                      values: np.ndarray, changed: np.ndarray | None = None) -> None:
+    """Write a 0/1 mask into one segment inside a box of a grid only; the rest of the segment is kept.
+
+    Args:
+        segmentation_node: the segmentation; ``segment_id`` (ID or name) must exist in it.
+        ijk_to_ras: 4x4 IJK->world RAS matrix of the full grid the box indexes (e.g. the reference
+            volume's, as :func:`volume_from_node` gives it).
+        box: half-open ``(k0, k1, j0, j1, i0, i1)`` on that grid (an ``InteractiveSession.last_changed``).
+        values: the mask inside the box, shape ``(k1-k0, j1-j0, i1-i0)``; non-zero = in the segment.
+        changed: optional boolean array of the same shape: only these voxels are written, the others keep
+            what the segment holds (so edits made in the Segment Editor survive a click).
+
+    Names, colours, other segments (outside written voxels) and the reference geometry are untouched.
+    """
+    segment_id = _segment_id(segmentation_node, segment_id)
+    k0, k1, j0, j1, i0, i1 = (int(v) for v in box)
+    values = np.asarray(values) != 0
+    if values.shape != (k1 - k0, j1 - j0, i1 - i0):
+        raise InputError(f"mask region of shape {values.shape} does not fit the box {tuple(box)}.")
+    changed = np.ones_like(values) if changed is None else np.asarray(changed, dtype=bool)
+    if changed.shape != values.shape:
+        raise InputError(f"changed-voxel mask of shape {changed.shape} does not fit the box {tuple(box)}.")
+    if values.size == 0 or not changed.any():
+        return
+    local = np.linalg.inv(_to_world(segmentation_node)) @ np.asarray(ijk_to_ras, dtype=np.float64)
+    extent = [i0, i1 - 1, j0, j1 - 1, k0, k1 - 1]
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    # MERGE_MAX with the added voxels, then MERGE_MIN with all but the removed ones: a local replace
+    # (MODE_REPLACE would replace the whole segment, whatever the extent).
+    for mode, array in ((logic.MODE_MERGE_MAX, values & changed), (logic.MODE_MERGE_MIN, values | ~changed)):
+        if mode == logic.MODE_MERGE_MAX and not array.any() or mode == logic.MODE_MERGE_MIN and array.all():
+            continue
+        image = slicer.vtkOrientedImageData()
+        image.SetExtent(*extent)
+        image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+        image.SetImageToWorldMatrix(_to_vtk(local))
+        numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = array.astype(np.uint8).ravel()
+        if not logic.SetBinaryLabelmapToSegment(image, segmentation_node, segment_id, mode, extent):
+            raise InputError(f"segment {segment_id!r} of '{segmentation_node.GetName()}' could not be updated.")
+
+
+def read_segmentation_labels(path: str | os.PathLike) -> dict[int, tuple[str, tuple[float, float, float]]]:
+    """``{label value: (name, (r, g, b) 0..1)}`` of a ``.seg.nrrd`` file's segments (its header only).
+
+    Only single-layer files (as ``ssl3d segment`` writes) map label values to segments one to one.
+    """
+    import slicerio
+
+    segmentation = slicerio.read_segmentation(str(path), skip_voxels=True)
+    labels = {}
+    for segment in segmentation.get("segments", []):
+        value = int(segment.get("labelValue", 0))
+        if value > 0:
+            color = tuple(float(c) for c in (segment.get("color") or (0.5, 0.5, 0.5))[:3])
+            labels[value] = (str(segment.get("name") or f"Label {value}"), color)
+    return labels
+
+
+def load_segmentation_file(path: str | os.PathLike, scene: Any, reference_node: Any, segmentation_node: Any = None,
+                           labels: Mapping[int, Sequence[Any]] | None = None, name: str | None = None) -> Any:
+    """Load an ``ssl3d segment`` output (``.seg.nrrd`` or a label map) as segments on ``reference_node``.
+
+    Names and colours come from the ``.seg.nrrd`` header; ``labels`` (e.g. :func:`bundle_labels`) fill in
+    values the file does not name and add terminology. Geometry as :func:`labelmap_to_segmentation`
+    (reference image geometry set, same parent transform as the reference volume).
+    """
+    path = Path(path)
+    merged = {int(k): tuple(v) for k, v in (labels or {}).items()}
+    if path.name.lower().endswith(".seg.nrrd"):
+        for value, (entry_name, color) in read_segmentation_labels(path).items():
+            merged[value] = (entry_name, color) + tuple(merged.get(value, ())[2:3])
+    volume = read_volume(path)
+    if volume.array.ndim != 3:
+        raise InputError(f"{path.name}: a multi-layer segmentation cannot be loaded as one label map.")
+    return labelmap_to_segmentation(volume, scene, merged, reference_node, segmentation_node=segmentation_node, name=name)
 
 
 def segmentation_to_labelmap(segmentation_node: Any, reference_volume_node: Any,

@@ -366,3 +366,81 @@ def test_box_roi_node_bounds_the_corners(scene):
     assert roi.GetLocked() and mrml.box_roi_node(scene, "crop", corners[:2]) is roi
     with pytest.raises(InputError, match="two finite RAS corners"):
         mrml.box_roi_node(scene, "crop", [[0.0, 0.0, 0.0]])
+
+
+# ------------------------------------------------------------------------------------ click results
+def _two_segments(scene, matrix=None):
+    matrix = _oblique() if matrix is None else matrix
+    reference = mrml.volume_to_node(Volume(np.zeros((6, 9, 11), np.int16), matrix), scene, "ct")
+    segmentation = mrml.labelmap_to_segmentation(_labels_volume(matrix), scene, {1: ("liver", (0.8, 0.5, 0.4)),
+                                                                                 3: ("spleen", (0.1, 0.2, 0.9))}, reference)
+    return reference, segmentation
+
+
+def _geometry(segmentation):
+    return segmentation.GetSegmentation().GetConversionParameter(
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+
+
+def test_write_mask_region_changes_only_the_box(scene):
+    reference, segmentation = _two_segments(scene)
+    before_geometry = _geometry(segmentation)
+    liver = segmentation.GetSegmentation().GetSegmentIdBySegmentName("liver")
+    grid = mrml.volume_from_node(reference)
+    old = mrml.segment_to_labelmap(segmentation, "liver", reference).array
+    box = (2, 5, 1, 4, 0, 3)  # overlaps the liver (k 1:4, j 2:6, i 1:5) partly
+    values = np.zeros((3, 3, 3), np.uint8)
+    values[1:, 1:, 1:] = 1
+    mrml.write_mask_region(segmentation, liver, grid.ijk_to_ras, box, values)
+    new = mrml.segment_to_labelmap(segmentation, "liver", reference).array
+    expected = old.copy()
+    expected[2:5, 1:4, 0:3] = values
+    np.testing.assert_array_equal(new, expected)
+    np.testing.assert_array_equal(mrml.segment_to_labelmap(segmentation, "spleen", reference).array,
+                                  _labels_volume().array == 3)
+    names = [segmentation.GetSegmentation().GetNthSegment(i).GetName() for i in range(2)]
+    assert names == ["liver", "spleen"]
+    assert segmentation.GetSegmentation().GetSegment(liver).GetColor() == pytest.approx((0.8, 0.5, 0.4))
+    assert _geometry(segmentation) == before_geometry
+
+
+def test_write_mask_region_keeps_unchanged_voxels_and_follows_transforms(scene):
+    reference, segmentation = _two_segments(scene)
+    transform = _transform(scene, _oblique(spacing=(1, 1, 1), origin=(3.0, -2.0, 5.0), angle=0.4))
+    for node in (reference, segmentation):
+        node.SetAndObserveTransformNodeID(transform.GetID())
+    grid = mrml.volume_from_node(reference)  # world RAS
+    old = mrml.segment_to_labelmap(segmentation, "liver", reference).array
+    values = np.ones((2, 2, 2), np.uint8)
+    changed = np.zeros((2, 2, 2), bool)
+    changed[0, 0, 0] = changed[1, 1, 1] = True
+    mrml.write_mask_region(segmentation, "liver", grid.ijk_to_ras, (4, 6, 0, 2, 8, 10), values, changed)
+    new = mrml.segment_to_labelmap(segmentation, "liver", reference).array
+    expected = old.copy()
+    expected[4, 0, 8] = expected[5, 1, 9] = 1
+    np.testing.assert_array_equal(new, expected)
+    # removing: zeros where changed
+    mrml.write_mask_region(segmentation, "liver", grid.ijk_to_ras, (1, 2, 2, 3, 1, 2), np.zeros((1, 1, 1)))
+    expected[1, 2, 1] = 0
+    np.testing.assert_array_equal(mrml.segment_to_labelmap(segmentation, "liver", reference).array, expected)
+    with pytest.raises(InputError, match="does not fit"):
+        mrml.write_mask_region(segmentation, "liver", grid.ijk_to_ras, (0, 1, 0, 1, 0, 1), np.zeros((2, 1, 1)))
+
+
+def test_load_segmentation_file_names_colours_geometry(scene, tmp_path):
+    pytest.importorskip("slicerio")
+    from ssl3d.infer.segment import _write_seg_nrrd
+
+    labels = _labels_volume()
+    path = tmp_path / "out.seg.nrrd"
+    _write_seg_nrrd(labels, [(1, "liver", (255, 0, 0)), (3, "spleen", (0, 0, 255))], path)
+    assert mrml.read_segmentation_labels(path) == {1: ("liver", (1.0, 0.0, 0.0)), 3: ("spleen", (0.0, 0.0, 1.0))}
+    reference = mrml.volume_to_node(Volume(np.zeros(labels.shape, np.int16), labels.ijk_to_ras), scene, "ct")
+    segmentation = mrml.load_segmentation_file(path, scene, reference, labels={1: ("x", (0.5, 0.5, 0.5), "ctx~a~b")})
+    seg = segmentation.GetSegmentation()
+    assert [seg.GetNthSegment(i).GetName() for i in range(seg.GetNumberOfSegments())] == ["liver", "spleen"]
+    assert seg.GetNthSegment(1).GetColor() == pytest.approx((0.0, 0.0, 1.0))
+    tag = vtk.reference("")
+    assert seg.GetNthSegment(0).GetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), tag) and str(tag) == "ctx~a~b"
+    assert segmentation.GetNodeReferenceID(segmentation.GetReferenceImageGeometryReferenceRole()) == reference.GetID()
+    np.testing.assert_array_equal(mrml.segment_to_labelmap(segmentation, "spleen", reference).array, labels.array == 3)

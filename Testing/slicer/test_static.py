@@ -351,6 +351,63 @@ while finished is None and time.monotonic() < deadline:
     finished = jobs.finished("help")
 report["job"] = {"returncode": finished.returncode if finished else None, "running": jobs.running("help"),
                  "kinds": sorted({e["event"] for e in events}), "text": " ".join(e.get("message", "") for e in events)}
+
+import numpy as np, threading  # the click worker with a stand-in session: arrays in, changed boxes out, in order
+
+
+class FakeSession:
+    made = []
+
+    def __init__(self, bundle, device):
+        FakeSession.made.append((bundle, device, threading.current_thread().name))
+        self.history, self.last_changed, self.label_name = [], None, "liver"
+
+    def set_volume(self, volume):
+        self._mask, self._affine, self.history = np.zeros(volume.shape, np.uint8), volume.ijk_to_ras, []
+
+    @property
+    def mask(self):
+        return types.SimpleNamespace(array=self._mask, ijk_to_ras=self._affine)
+
+    @property
+    def clicks(self):
+        return list(self.history)
+
+    def add_point(self, ras, positive=True):
+        if ras[0] < 0:
+            raise ValueError("outside the volume")
+        k = int(ras[0])
+        self.history.append(self._mask.copy())
+        self._mask[k, 1:3, 1:3] = 1 if positive else 0
+        self.last_changed = (k, k + 1, 0, 4, 0, 4)
+
+    def undo(self):
+        self._mask[...] = self.history.pop()
+        self.last_changed = (0, 4, 0, 4, 0, 4)
+
+    def reset(self):
+        self._mask[...] = 0
+        self.history, self.last_changed = [], (0, 4, 0, 4, 0, 4)
+
+
+worker = SSLSegment.ClickWorker(FakeSession)
+volume = types.SimpleNamespace(shape=(4, 4, 4), ijk_to_ras=np.eye(4))
+worker.submit("restart")  # before any session: nothing happens
+worker.submit("point", bundle="b", device="cpu", volume=volume, volumeKey=("v", 1), ras=(1, 0, 0), target="t")
+worker.submit("point", bundle="b", device="cpu", volume=None, volumeKey=("v", 1), ras=(2, 0, 0), positive=True, target="t")
+worker.submit("point", bundle="b", device="cpu", volume=None, volumeKey=("v", 1), ras=(-1, 0, 0), target="t")
+worker.submit("undo", target="t")
+worker.submit("point", bundle="b", device="cpu", volume=None, volumeKey=("v", 2), ras=(1, 0, 0), target="t")
+worker.submit("reset", target="t")
+results, deadline = [], time.monotonic() + 30
+while (worker.pending() or len(results) < 6) and time.monotonic() < deadline:
+    time.sleep(0.01)
+    results += worker.take()
+worker.stop()
+report["clicks"] = {
+    "made": FakeSession.made, "busy": worker.busyFor(),
+    "results": [{k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in r.items() if k not in ("seconds", "ijkToRas")}
+                for r in results]}
 print(json.dumps(report))
 '''
 
@@ -465,3 +522,20 @@ def test_module_preset_choices_match_the_registry(module_report):
     config = pytest.importorskip("ssl3d.config")
     for method, names in module_report["presets"].items():
         assert sorted(names) == sorted(config.preset_names(method)), method
+
+
+def test_click_worker_runs_sessions_off_the_main_thread(module_report):
+    clicks = module_report["clicks"]
+    assert clicks["made"] == [["b", "cpu", "SSLSegment clicks"]]  # one warm session, made in the worker thread
+    assert clicks["busy"] is None
+    first, second, failed, undo, stale, reset = clicks["results"]
+    assert first["kind"] == "point" and first["box"] == [1, 2, 0, 4, 0, 4] and first["clicks"] == 1
+    assert first["values"] == [[[0, 0, 0, 0], [0, 1, 1, 0], [0, 1, 1, 0], [0, 0, 0, 0]]]
+    assert first["changed"] == first["values"] and first["target"] == "t" and first["label"] == "liver"
+    assert second["box"] == [2, 3, 0, 4, 0, 4] and second["clicks"] == 2
+    assert failed["error"] == "outside the volume" and failed["kind"] == "point"
+    assert undo["kind"] == "undo" and undo["clicks"] == 1
+    changed = [[[bool(v) for v in row] for row in plane] for plane in undo["changed"]]
+    assert [plane == [[False] * 4] * 4 for plane in changed] == [True, True, False, True]  # only the undone click's voxels
+    assert "error" in stale  # a new volume key without a volume: the main thread sends the volume again
+    assert reset["kind"] == "reset" and reset["clicks"] == 0 and not any(v for p in reset["values"] for r in p for v in r)

@@ -292,7 +292,7 @@ def demo_stage(ctx: DemoContext) -> None:
         shutil.rmtree(folder, ignore_errors=True)
     data = write_phantom_dataset(folders["train"], range(300, 306 if quick else 316), shape=(32, 48, 48))
     held = write_phantom_dataset(folders["held"], range(900, 902 if quick else 904), shape=(32, 48, 48))
-    steps = 30 if quick else 150
+    steps = 20 if quick else 150
     preset = apply_overrides(get_preset("voco-v1-cpu"), {"train.steps": steps, "train.checkpoint_every": steps, "train.log_every": 1})
     run = folders["run"]
     start = time.perf_counter()
