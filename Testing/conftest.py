@@ -97,3 +97,41 @@ def voco_cpu_run(tmp_path_factory) -> VoCoRun:
 def voco_cpu_bundle(voco_cpu_run) -> Path:
     """A trained ``voco-v1-cpu`` pretext bundle (cnn-small backbone, 4x4 grid, student + EMA teacher)."""
     return voco_cpu_run.bundle
+
+
+# ---------------------------------------------------------------------------------------------- VF bundle
+# A vf-v2-cpu bundle (small UNet, 5-class head) trained once per session on six 48x64x64 phantoms.
+VF_PHANTOM = (48, 64, 64)
+
+
+@pytest.fixture(scope="session")
+def vf_phantoms(tmp_path_factory) -> Path:
+    """Six CT-like phantoms for pretraining (an imagesTr/labelsTr folder; pretraining reads the images only)."""
+    from ssl3d.demo import write_phantom_dataset
+
+    return write_phantom_dataset(tmp_path_factory.mktemp("vf_data"), range(6), shape=VF_PHANTOM)
+
+
+@pytest.fixture(scope="session")
+def vf_cache(tmp_path_factory) -> Path:
+    """One volume cache for every VF run of the session (keyed by dataset and preprocessing)."""
+    return tmp_path_factory.mktemp("vf_cache")
+
+
+@pytest.fixture(scope="session")
+def vf_cpu_bundle(tmp_path_factory, vf_phantoms, vf_cache) -> Path:
+    """A VF pretext bundle trained once per session: vf-v2-cpu (small UNet) on six 48x64x64 phantoms, 300 steps."""
+    import torch
+
+    from ssl3d.config import get_preset
+    from ssl3d.pretext.vf_task import FusionTask
+    from ssl3d.train.loop import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # deterministic numbers, and no oversubscription of the 2 shared cores
+    try:
+        run = tmp_path_factory.mktemp("vf_run")
+        preset = get_preset("vf-v2-cpu")
+        return train(FusionTask(vf_phantoms, vf_cache), preset, run, torch.device("cpu"))["bundle"]
+    finally:
+        torch.set_num_threads(threads)

@@ -309,6 +309,7 @@ _VOCO_OPTIM = OptimConfig("adamw", lr=1e-4, weight_decay=0.01, amsgrad=True)
 _VOCO_SCHEDULE = ScheduleConfig("warmup_cosine", warmup_steps=5000)
 _CNN_SMALL = NetworkConfig("cnn-small", {"channels": [8, 16, 32, 64]})
 _UNET_SMALL = NetworkConfig("unet-small", {"channels": [8, 16, 32, 64]})
+_UNET_SMALL_DS = NetworkConfig("unet-small", {"channels": [8, 16, 32, 64], "deep_supervision": True})
 _VF_OPTIM = OptimConfig("adam", lr=1e-3, weight_decay=1e-5)
 _PCTNET = NetworkConfig("pctnet", {"resolution_mode": 1})
 
@@ -346,13 +347,14 @@ def _register_defaults() -> None:
         ScheduleConfig("step", step_size=20_000, gamma=0.5), TrainConfig(80_000, 2, val_every=1000, checkpoint_every=1000),
         fusion=FusionConfig(2, deep_supervision="halving")))
     register_preset(Preset(
-        "vf-v1-cpu", "vf", "Volume Fusion v1 on the small UNet with 16x32x32 patches (2 cores)", _VF1_SRC, vf_pre, _UNET_SMALL,
+        "vf-v1-cpu", "vf", "Volume Fusion v1 on the small UNet with 16x32x32 patches (2 cores)", _VF1_SRC, vf_pre, _UNET_SMALL_DS,
         _VF_OPTIM, ScheduleConfig("step", step_size=100, gamma=0.5), TrainConfig(60, 4, val_every=30, checkpoint_every=30),
-        fusion=FusionConfig(1, (16, 32, 32), block_range=(3, 8), size_min=(2, 4, 4), size_max=(10, 20, 20))))
+        # box sizes scaled with the patch; 10-40 boxes keep the official background share (~48 %, vf_stats.json)
+        fusion=FusionConfig(1, (16, 32, 32), block_range=(10, 40), size_min=(2, 2, 2), size_max=(10, 20, 20))))
     register_preset(Preset(
         "vf-v2-cpu", "vf", "VolF on the small UNet with 16x32x32 patches (2 cores)", _VF2_SRC, PreprocessConfig(None, None, "none"),
-        _UNET_SMALL, _VF_OPTIM, ScheduleConfig("step", step_size=100, gamma=0.5),
-        TrainConfig(60, 4, val_every=30, checkpoint_every=30),
+        _UNET_SMALL_DS, OptimConfig("adam", lr=4e-3, weight_decay=1e-5), ScheduleConfig("step", step_size=1000, gamma=0.5),
+        TrainConfig(300, 4, val_every=300, checkpoint_every=300, log_every=10),
         fusion=FusionConfig(2, (16, 32, 32), block_min=(2, 4, 4), block_max=(5, 8, 8), deep_supervision="halving")))
     register_preset(Preset(
         "seg-cpu", "segmentation", "Small UNet segmentation at 2.5 mm with 32^3 patches (2 cores)", "ssl3d",

@@ -143,7 +143,7 @@ def _organ_dice(bundle, seeds, device) -> dict[str, float]:
 
 
 def _finetune_stage(ctx: DemoContext) -> None:
-    """Fine-tune the small UNet from random init and from the VoCo bundle (same data, steps and seed),
+    """Fine-tune the small UNet from random init and from the VoCo and VF bundles (same data, steps and seed),
     compare held-out Dice, and segment a held-out phantom and a real CT sample."""
     import shutil
 
@@ -160,8 +160,9 @@ def _finetune_stage(ctx: DemoContext) -> None:
     steps = 16 if ctx.quick else 120
     preset = apply_overrides(get_preset("seg-cpu"), {"train.steps": steps, "train.val_every": steps // 2, "train.checkpoint_every": steps // 2, "train.log_every": 4})
     starts = {"random init": None}
-    if ctx.shared.get("voco_bundle") and not ctx.quick:
-        starts["VoCo init"] = ctx.shared["voco_bundle"]
+    for method in ("voco", "vf"):
+        if ctx.shared.get(f"{method}_bundle") and not ctx.quick:
+            starts[f"{'VoCo' if method == 'voco' else 'VF'} init"] = ctx.shared[f"{method}_bundle"]
     held_out = (990, 991) if ctx.quick else (990, 991, 992, 993)
     results = {}
     for name, init in starts.items():
@@ -206,7 +207,16 @@ def _voco_stage(ctx: DemoContext) -> None:
 
 
 register_stage("voco", "VoCo pretraining on phantoms (voco-v1-cpu): loss and position accuracy vs chance", _voco_stage)
-register_stage("finetune", "Fine-tuning on phantoms from random init and from VoCo; segmentation of a phantom and a real CT", _finetune_stage)
+
+
+def _vf_stage(ctx: DemoContext) -> None:
+    from .pretext.vf_task import demo_stage
+
+    demo_stage(ctx)
+
+
+register_stage("vf", "Volume Fusion pretraining on phantoms (vf-v2-cpu): balanced fusion-class accuracy vs 0.2", _vf_stage)
+register_stage("finetune", "Fine-tuning on phantoms from random init, VoCo and VF; segmentation of a phantom and a real CT", _finetune_stage)
 
 
 def _inspect_stage(ctx: DemoContext) -> None:

@@ -74,6 +74,15 @@ def test_from_a_voco_bundle(tmp_path, dataset, voco_cpu_bundle):
     assert any("initialised" in e.get("message", "") for e in events if e["event"] == "log")
 
 
+def test_from_a_vf_bundle(tmp_path, dataset, vf_cpu_bundle):
+    run = _finetune(tmp_path, dataset, "--init", str(vf_cpu_bundle))
+    bundle = read_bundle(run / "bundle")
+    init = bundle.meta["provenance"]["init"]
+    assert init["loaded"] > 0 and any(name.startswith("decode.") for name in init["loaded_names"])  # the whole network
+    assert all(not name.startswith("heads.") for name in init["loaded_names"])  # but not the 5-class head
+    assert _best_organ_dice(bundle) >= 0.5
+
+
 def test_freeze_encoder_keeps_the_pretrained_encoder(tmp_path, dataset, voco_cpu_bundle):
     run = _finetune(tmp_path, dataset, "--init", str(voco_cpu_bundle), "--freeze-encoder", "--steps", "3")
     tuned = read_bundle(run / "bundle").state_dict()

@@ -30,7 +30,9 @@ def config(tmp_path_factory):
     preset = apply_overrides(
         get_preset("seg-cpu"),
         {"train.steps": 10, "train.checkpoint_every": 3, "train.log_every": 1, "train.val_every": 0, "train.batch_size": 2,
-         "network.kwargs": {"channels": [4, 8, 16]}, "preprocess.resize": [16, 16, 16]},
+         "network.kwargs": {"channels": [4, 8, 16]}, "preprocess.resize": [16, 16, 16],
+         # SGD: updates proportional to the gradients, so DDP's different summation order stays within float noise
+         "optim.name": "sgd", "optim.lr": 0.01},
     )
     return save_config(preset, tmp_path_factory.mktemp("cfg") / "preset.yaml")
 
