@@ -44,7 +44,7 @@ def _add_import(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", help="preset whose network and preprocessing the weights belong to [voco-v1 / vf-v1]")
     parser.add_argument("--out", required=True, help="bundle folder to write")
     parser.add_argument("--branch", choices=["teacher", "student"], default="teacher", help="VoCo: which branch of a student/teacher file [teacher]")
-    parser.add_argument("--labels", help="swinunetr-seg: label names, e.g. btcv")
+    parser.add_argument("--labels", help='swinunetr-seg: label names: "btcv" or "1:liver,2:spleen,..." [label N]')
     parser.add_argument("--allow-partial", action="store_true", help="accept a file that fills only part of the network (reported)")
     parser.add_argument("--events", metavar="FILE|-", help="write JSON-lines events")
 
@@ -59,9 +59,9 @@ def _run_import(args: argparse.Namespace) -> int:
 
         report = import_misfm_weights(Path(args.file), args.preset or "vf-v1", Path(args.out), args.allow_partial)
     else:
-        from ..errors import ConfigError
+        from ..seg_import import import_swinunetr_segmentation
 
-        raise ConfigError("--format swinunetr-seg is not available yet in this version (segmentation import comes with fine-tuning).")
+        report = import_swinunetr_segmentation(Path(args.file), Path(args.out), args.labels, args.allow_partial)
     print(report.summary())
     print(f"bundle: {args.out}")
     return 0
@@ -75,4 +75,4 @@ register_command(
     "Pretrain with VoCo (--method voco) or Volume Fusion (--method vf) on a folder of volumes or a datalist.\n"
     "Several GPUs/nodes: torchrun --nproc-per-node N [--nnodes M ...] -m ssl3d pretrain ...",
 )
-register_command("import-weights", "turn a released VoCo or MIS-FM checkpoint into a pretext bundle", _add_import, _run_import)
+register_command("import-weights", "turn a released VoCo, MIS-FM or SwinUNETR segmentation checkpoint into a bundle", _add_import, _run_import)
