@@ -137,3 +137,18 @@ def test_presets_follow_the_official_recipes():
     assert (la.optim.name, la.optim.lr, la.schedule.name, la.schedule.power, la.train.steps) == ("adam", 1e-3, "poly", 0.8, 6000)
     with pytest.raises(ConfigError):
         apply_overrides(la, {"train.patchy": 1})
+
+
+def test_dataset_json_names_and_median_spacing(tmp_path, dataset, capsys):
+    from ssl3d.data.datasets import find_cases, median_spacing
+
+    entries = [{"image": str(c.image), "label": str(c.label)} for c in find_cases(dataset, labels=True)]
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "liver", "5": "spine"}, "training": entries}))
+    run = tmp_path / "run"
+    assert main(["finetune", "--data", str(tmp_path / "dataset.json"), "--out", str(run), "--steps", "2", "--spacing", "median", "--device", "cpu"]) == 0
+    bundle = read_bundle(run / "bundle")
+    assert bundle.labels[1][0] == "liver" and bundle.labels[5][0] == "spine" and bundle.labels[2][0] == "label 2"
+    expected = median_spacing(find_cases(dataset, labels=True))
+    assert bundle.meta["preprocessing"]["spacing"] == pytest.approx(list(expected))
+    assert main(["finetune", "--data", str(dataset), "--out", str(tmp_path / "x"), "--spacing", "1,2", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: --spacing")

@@ -187,6 +187,43 @@ def _has_datalist(path: Path, split: str) -> bool:
     return path.is_file() and split in _read_json(path)
 
 
+def dataset_label_names(data: str | os.PathLike) -> dict[int, str]:
+    """Label names of a ``dataset.json`` (MSD ``{"1": "liver"}`` or nnU-Net v2 ``{"liver": 1}``); {} if none."""
+    path = Path(data)
+    path = path / "dataset.json" if path.is_dir() else path
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return {}
+    labels = _read_json(path).get("labels")
+    if not isinstance(labels, dict):
+        return {}
+    names: dict[int, str] = {}
+    for key, value in labels.items():
+        if str(key).isdigit() and isinstance(value, str):
+            names[int(key)] = value
+        elif isinstance(value, int) and not isinstance(value, bool):
+            names[value] = str(key)
+    names.pop(0, None)
+    return names
+
+
+def median_spacing(cases: list[Case]) -> tuple[float, float, float]:
+    """The median (i, j, k) voxel size of the cases' images, from their headers (nnU-Net's target spacing)."""
+    import SimpleITK as sitk
+
+    spacings = []
+    for case in cases:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(case.image))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            continue  # unreadable files are reported when the cache is built
+        spacings.append(reader.GetSpacing()[:3])
+    if not spacings:
+        raise DatasetError("no readable image to take a median spacing from.")
+    return tuple(float(v) for v in np.median(np.asarray(spacings), axis=0))  # type: ignore[return-value]
+
+
 def _read_json(path: Path) -> dict:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))

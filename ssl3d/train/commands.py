@@ -68,6 +68,7 @@ def _add_finetune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--network", help="unet-small | swinunetr | pctnet [the pretext bundle's, else the preset's]")
     parser.add_argument("--train-cases", type=int, help="train on the first N cases of the seeded split (label-efficiency studies)")
     parser.add_argument("--freeze-encoder", action="store_true", help="train only what the pretext bundle did not initialise (linear-probe style)")
+    parser.add_argument("--spacing", metavar="median|X,Y,Z", help="resample to this spacing in mm, or the dataset's median spacing (as nnU-Net) [the preset's]")
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
@@ -90,6 +91,21 @@ def _run_finetune(args: argparse.Namespace) -> int:
     )
 
 
+def _spacing(text: str, data: str) -> tuple[float, float, float]:
+    from ..data.datasets import find_cases, median_spacing
+    from ..errors import ConfigError
+
+    if text == "median":
+        return median_spacing(find_cases(data, labels=True))
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) <= 0:
+        raise ConfigError(f"--spacing must be 'median' or three positive numbers X,Y,Z in mm, got {text!r}.")
+    return values  # type: ignore[return-value]
+
+
 def _with_init(preset, args: argparse.Namespace):
     """Network and intensity from the pretext bundle (spacing stays the fine-tune preset's; never a whole-volume resize)."""
     from ..bundle import read_bundle
@@ -97,6 +113,8 @@ def _with_init(preset, args: argparse.Namespace):
     from ..errors import ConfigError
     from .init import finetune_network
 
+    if args.spacing:
+        preset.preprocess.spacing = _spacing(args.spacing, args.data)
     if args.freeze_encoder and not args.init:
         raise ConfigError("--freeze-encoder needs --init PRETEXT_BUNDLE (there is no pretrained encoder to freeze).")
     if args.init:

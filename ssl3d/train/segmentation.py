@@ -63,6 +63,9 @@ class SegmentationTask(Task):
         from ..data.datasets import VolumeCache, find_cases
         from ..nets.builders import build_network
 
+        from ..data.datasets import dataset_label_names
+
+        self.label_names = {**dataset_label_names(self.data), **self.label_names}
         cache = VolumeCache(find_cases(self.data, labels=True), ctx.preset.preprocess, self.cache_dir, self.strict, ctx.logger)
         ctx.rank0_first(cache.build)
         self.cache_info = cache.info()
@@ -156,14 +159,16 @@ class SegmentationTask(Task):
     def validate(self, ctx: TrainContext, step: int) -> dict[str, Any] | None:
         if not self.val:
             return None
+        from monai.metrics import compute_dice
+
         scores = {v: [] for v in self.values}
         for image, label in self.val:
             pred = self.predict(ctx, image)
-            for v in self.values:
-                truth, guess = label[0] == v, pred == v
-                denom = truth.sum() + guess.sum()
-                if denom > 0:
-                    scores[v].append(float(2 * (truth & guess).sum() / denom))
+            values = torch.tensor(self.values, device=pred.device).view(-1, 1, 1, 1)
+            dice = compute_dice((pred[None] == values)[None].float(), (label == values)[None].float(), include_background=True, ignore_empty=True)
+            for v, d in zip(self.values, dice[0].tolist()):
+                if not np.isnan(d):  # both empty: not scored
+                    scores[v].append(d)
         per_class = {self._name(v): float(np.mean(s)) for v, s in scores.items() if s}
         mean = float(np.mean(list(per_class.values()))) if per_class else 0.0
         return {"score": mean, "dice": mean, "per_class": per_class}
