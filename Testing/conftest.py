@@ -26,6 +26,18 @@ def oblique_phantom():
     return make_phantom(1, shape=(32, 48, 48), oblique=True)
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tests that train or time small ops: no oversubscription of 2 shared cores,
+    and numbers that do not depend on the thread count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _sample(name: str):
     from ssl3d.data.samples import SampleUnavailable, load_sample
 

@@ -21,12 +21,7 @@ STEPS = 120
 HELD_OUT = (950, 951)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # Testing/conftest.py
 
 
 @pytest.fixture(scope="module")

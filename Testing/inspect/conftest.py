@@ -16,14 +16,8 @@ HELD_OUT = (900, 901)
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the 2 shared cores slow down badly when oversubscribed."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every inspection test runs on one thread (Testing/conftest.py)."""
 
 
 @pytest.fixture(scope="session")

@@ -27,13 +27,7 @@ HELD_OUT = (990, 991)  # phantom seeds never trained on
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the 2 shared cores slow down badly when oversubscribed."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # Testing/conftest.py
 
 
 # ---------------------------------------------------------------------------------------------- training

@@ -19,13 +19,7 @@ STATS = json.loads((Path(__file__).parents[1] / "data" / "fixtures" / "vf_stats.
 CROP = (64, 128, 128)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these small ops gain nothing from more, and suffer on a shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # Testing/conftest.py
 
 
 def gen(seed: int) -> torch.Generator:
