@@ -142,7 +142,6 @@ class Options:
     """Named departures from the official recipes; all off in faithful presets."""
 
     histogram_percentile: bool = False  # VF v2: histogram percentiles instead of exact ones
-    grad_clip_departure: bool = False  # documents that a clip was set where the official code has none
 
 
 @dataclass

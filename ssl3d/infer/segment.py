@@ -116,12 +116,9 @@ def window_size(bundle: Bundle) -> tuple[int, int, int] | None:
 
 def _size_multiple(network: dict) -> int:
     """Sides a whole-volume input must be divisible by (the network's total downsampling)."""
-    name = network["name"]
-    if name in ("unet-small", "cnn-small"):
-        return 2 ** (len(network.get("kwargs", {}).get("channels", (8, 16, 32, 64))) - 1)
-    if name == "swinunetr" or name.startswith("swin-"):
-        return 32
-    return 1
+    from ..nets.builders import size_multiple
+
+    return size_multiple(network["name"], network.get("kwargs", {}))
 
 
 def _pad_for_window(x: torch.Tensor, window: Sequence[int] | None, multiple: int) -> tuple[torch.Tensor, tuple[int, int, int]]:

@@ -14,7 +14,7 @@ from torch import nn
 from ..config import look_up
 from ..errors import ConfigError
 
-__all__ = ["build_network", "NETWORKS", "SWIN_SIZES"]
+__all__ = ["build_network", "size_multiple", "NETWORKS", "SWIN_SIZES"]
 
 SWIN_SIZES = {"swin-b": 48, "swin-l": 96, "swin-h": 192}
 
@@ -51,6 +51,19 @@ NETWORKS: dict[str, Callable[..., nn.Module]] = {
     "swinunetr": _swinunetr,
     "pctnet": _pctnet,
 }
+
+
+def size_multiple(name: str, kwargs: dict, default: int = 1) -> int:
+    """What every spatial side of the network's input must be divisible by (its total downsampling).
+
+    unet-small / cnn-small: 2^(levels - 1); SwinUNETR: 32; other networks (PCT-Net has a fixed input size
+    instead): ``default``.
+    """
+    if name in ("unet-small", "cnn-small"):
+        return 2 ** (len(kwargs.get("channels", (8, 16, 32, 64))) - 1)
+    if name == "swinunetr" or name in SWIN_SIZES:
+        return 32
+    return default
 
 
 def build_network(name: str, in_channels: int = 1, out_channels: int | None = 2, **kwargs: Any) -> nn.Module:

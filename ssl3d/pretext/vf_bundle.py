@@ -124,8 +124,9 @@ class VFModel:
             return pad_to_input_size(x, kwargs["input_size"], float(x.min()))
         from ..train.segmentation import pad_to_multiple
 
-        factor = 32 if self.bundle.network["name"] == "swinunetr" else 2 ** (len(kwargs.get("channels", (8, 16, 32, 64))) - 1)
-        return pad_to_multiple(x, factor)
+        from ..nets.builders import size_multiple
+
+        return pad_to_multiple(x, size_multiple(self.bundle.network["name"], kwargs, default=8))
 
 
 def load_vf_bundle(bundle: Bundle | str | Path, device: torch.device | str = "cpu") -> VFModel:

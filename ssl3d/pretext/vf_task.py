@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from ..config import FusionConfig, Preset, apply_overrides, look_up
 from ..errors import ConfigError, DatasetError
+from ..nets.builders import size_multiple
 from ..train.loop import Task, TrainContext
 from . import volume_fusion as vf
 
@@ -118,10 +119,9 @@ def network_spec(preset: Preset) -> tuple[str, dict]:
             raise ConfigError(f"PCT-Net input_size {list(kwargs['input_size'])} must equal fusion.patch {patch} (its input size is fixed).")
     elif name == "unet-small":
         kwargs.setdefault("deep_supervision", True)
-        factor = 2 ** (len(kwargs.get("channels", (8, 16, 32, 64))) - 1)
-        _divisible(patch, factor, "unet-small")
+        _divisible(patch, size_multiple(name, kwargs), "unet-small")
     elif name == "swinunetr":
-        _divisible(patch, 32, "swinunetr")
+        _divisible(patch, size_multiple(name, kwargs), "swinunetr")
     else:
         raise ConfigError(f"network {name!r} cannot be trained with Volume Fusion; use one of pctnet, unet-small, swinunetr.")
     return name, {"in_channels": 1, "out_channels": fusion.classes, **kwargs}

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from ..bundle import Bundle, as_bundle, write_bundle
 from ..config import NetworkConfig, Preset, VoCoConfig, from_dict, get_preset, to_dict
 from ..errors import BundleError, ConfigError, InputError, WeightsError
+from ..nets.builders import size_multiple
 from ..weights import MatchReport, load_foreign_state, match_state, voco_keys
 from .voco import (
     ProjectionHead,
@@ -120,12 +121,9 @@ def check_network(network: NetworkConfig, crop_out: int) -> None:
     Raises:
         ConfigError: an unsupported backbone name or a crop size it cannot take.
     """
-    if _is_swin(network.name):
-        factor = 32
-    elif network.name == "cnn-small":
-        factor = 2 ** (len(network.kwargs.get("channels", (8, 16, 32, 64))) - 1)
-    else:
+    if not (_is_swin(network.name) or network.name == "cnn-small"):
         raise ConfigError(f"network {network.name!r} cannot be a VoCo backbone; use one of swin-b, swin-l, swin-h, swinunetr, cnn-small.")
+    factor = size_multiple("swinunetr" if _is_swin(network.name) else network.name, network.kwargs)
     if crop_out % factor:
         raise ConfigError(
             f"network {network.name!r} needs crops whose side is a multiple of {factor}, got voco.crop_out {crop_out}; "

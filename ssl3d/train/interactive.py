@@ -244,12 +244,10 @@ def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def size_multiple(name: str, kwargs: dict) -> int:
-    """What every spatial side of the network's input must be divisible by."""
-    if name == "unet-small":
-        return 2 ** (len(kwargs.get("channels", (8, 16, 32, 64))) - 1)
-    if name == "swinunetr" or name.startswith("swin-"):
-        return 32
-    return 16
+    """What every spatial side of the network's input must be divisible by (16 for PCT-Net windows)."""
+    from ..nets.builders import size_multiple as network_multiple
+
+    return network_multiple(name, kwargs, default=16)
 
 
 def interactive_bundle_meta(preset: Any, guidance: GuidanceConfig, provenance: dict | None = None, metrics: dict | None = None) -> dict:

@@ -61,7 +61,7 @@ class SegmentationTask(Task):
         from monai.losses import DiceCELoss
 
         from ..data.datasets import VolumeCache, find_cases
-        from ..nets.builders import build_network
+        from ..nets.builders import build_network, size_multiple
 
         from ..data.datasets import dataset_label_names
 
@@ -87,7 +87,7 @@ class SegmentationTask(Task):
                     param.requires_grad_(key not in set(report.loaded))
         self.forward = ctx.wrap(self.model)
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=ctx.preset.train.include_background)
-        self.multiple = 32 if network.name == "swinunetr" else 2 ** (len(network.kwargs.get("channels", (8, 16, 32, 64))) - 1)
+        self.multiple = size_multiple(network.name, network.kwargs, default=8)
 
     def _split(self, ctx: TrainContext, images: list, labels: list) -> tuple[list, list]:
         """Seeded train/validation split; ``train_cases`` keeps the first N training cases (label efficiency)."""
