@@ -131,7 +131,7 @@ def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(tmp_path
                "--data", str(dataset), "--out", str(tmp_path / "two"), "--config", str(config), "--val-fraction", "0", *steps,
                "--batch-size", "2", "--cache-dir", str(tmp_path / "two-cache")]
     result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, result.stderr[:2000] + "\n...\n" + result.stderr[-1000:]  # a rank's own message comes first
     one = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")["modules"]["model"]
     two = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")["modules"]["model"]
     for key in one:

@@ -43,10 +43,17 @@ def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
     return info, device
 
 
-def cleanup_distributed() -> None:
+def cleanup_distributed(barrier: bool = False) -> None:
+    """Destroy the process group; ``barrier`` first when every rank is known to get here (normal end, cancel).
+
+    A rank that tears gloo down while its peer is still exporting can abort ("terminate called without an active
+    exception"); after an error on one rank a barrier would hang, so it is skipped then.
+    """
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -217,11 +217,17 @@ def train(
     torch.manual_seed(preset.train.seed + dist.rank)
     logger = _prepare_run(preset, run_dir, events, dist, resume, run_info or {})
     ctx = TrainContext(preset, run_dir, device, dist, logger, preset.train.seed)
+    together = False  # every rank reached the same point: leave the process group in step
     try:
-        return _run(task, ctx, resume)
+        outputs = _run(task, ctx, resume)
+        together = True
+        return outputs
+    except Cancelled:
+        together = True  # the cancel flag is all-reduced, so every rank raises it at the same step
+        raise
     finally:
         logger.close()
-        cleanup_distributed()
+        cleanup_distributed(barrier=together)
 
 
 def _run(task: Task, ctx: TrainContext, resume: bool) -> dict[str, Path]:
