@@ -38,6 +38,7 @@ SLICER_WIDGETS = {
     "qMRMLPlotWidget": ("qMRMLWidget", True, True),
     "qMRMLTableView": ("QTableView", False, True),
     "qMRMLSegmentSelectorWidget": ("qMRMLWidget", True, True),
+    "qMRMLSegmentEditorWidget": ("qMRMLWidget", True, True),
     "qSlicerMarkupsPlaceWidget": ("qSlicerWidget", False, True),
 }
 SCENE_SIGNAL = "mrmlSceneChanged(vtkMRMLScene*)"
