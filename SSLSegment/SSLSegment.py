@@ -135,7 +135,13 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         self.ui.removePairButton.clicked.connect(self.onRemovePair)
         self.ui.resetClicksButton.clicked.connect(self.onResetClicks)
         self.ui.undoClickButton.clicked.connect(self.onUndoClick)
-        self.ui.targetSegmentSelector.currentSegmentChanged.connect(self.onTargetSegmentChanged)
+        # The Segment Editor, embedded as nnInteractive does: clicks refine its selected segment, and its effects
+        # paint or erase that segment between clicks. The source volume follows the volume chosen above.
+        editor = self.ui.segmentEditorWidget
+        editor.sourceVolumeNodeSelectorVisible = False
+        editor.switchToSegmentationsButtonVisible = False
+        editor.currentSegmentIDChanged.connect(self.onTargetSegmentChanged)
+        editor.segmentationNodeChanged.connect(self.onTargetSegmentChanged)
         self.ui.clickBusyProgressBar.visible = False
         self.ui.clickCollapsibleButton.contentsCollapsed.connect(self.onClickSectionToggled)
 
@@ -152,8 +158,13 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
 
     def enter(self) -> None:
         self.initializeParameterNode()
+        self._connectSegmentEditor()
 
     def exit(self) -> None:
+        editor = self.ui.segmentEditorWidget
+        editor.setActiveEffect(None)  # no paint brush left active in the views of another module
+        editor.uninstallKeyboardShortcuts()
+        editor.removeViewObservations()
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
@@ -169,7 +180,17 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
             self.initializeParameterNode()
+            self._connectSegmentEditor()
             self.onClickSectionToggled(self.ui.clickCollapsibleButton.collapsed)  # point lists went with the scene
+
+    def _connectSegmentEditor(self) -> None:
+        """Share the scene's Segment Editor parameter node (the Segment Editor module's), so both show one selection."""
+        editor = self.ui.segmentEditorWidget
+        editor.setMRMLSegmentEditorNode(self.logic.segmentEditorNode())
+        editor.installKeyboardShortcuts()
+        editor.setupViewObservations()
+        if self._parameterNode and self._parameterNode.inputVolume:
+            editor.setSourceVolumeNode(self._parameterNode.inputVolume)
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
@@ -195,6 +216,9 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             return
         jobs = self.logic.jobs
         canSegment = SSLSegmentLogic.task(self._bundleInfo) == "segmentation" and p.inputVolume is not None
+        editor = self.ui.segmentEditorWidget
+        if p.inputVolume is not None and editor.mrmlSegmentEditorNode() is not None and editor.sourceVolumeNode() != p.inputVolume:
+            editor.setSourceVolumeNode(p.inputVolume)
         self.ui.segmentButton.enabled = jobs.running("segment") or canSegment
         fromScene = p.trainingSource == TrainingSource.SCENE
         for widget in (self.ui.scenePairsLabel, self.ui.scenePairsWidget):
@@ -276,8 +300,8 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             if not self.hasObserver(node, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onPointPlaced):
                 self.addObserver(node, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onPointPlaced)
         segmentation = self._parameterNode.outputSegmentation if self._parameterNode else None
-        if segmentation is not None:
-            self.ui.targetSegmentSelector.setCurrentNode(segmentation)
+        if segmentation is not None and self.ui.segmentEditorWidget.segmentationNode() is None:
+            self.ui.segmentEditorWidget.setSegmentationNode(segmentation)
         self.ui.clickStatusLabel.text = SSLSegmentLogic.clickStatus(self._bundleInfo)
 
     def onPointPlaced(self, caller=None, event=None) -> None:
@@ -325,16 +349,18 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             self._choosingTarget = False
 
     def _chooseTargetSegment(self, volumeNode):
-        segmentationNode = self.ui.targetSegmentSelector.currentNode()
-        segmentId = self.ui.targetSegmentSelector.currentSegmentID() if segmentationNode is not None else ""
+        editor = self.ui.segmentEditorWidget
+        segmentationNode = editor.segmentationNode()
+        segmentId = editor.currentSegmentID() if segmentationNode is not None else ""
         if segmentationNode is None and volumeNode is not None:
             segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{volumeNode.GetName()} clicks")
             segmentationNode.CreateDefaultDisplayNodes()
             segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-            self.ui.targetSegmentSelector.setCurrentNode(segmentationNode)
+            editor.setSegmentationNode(segmentationNode)
+            editor.setSourceVolumeNode(volumeNode)
         if segmentationNode is not None and not segmentId:
             segmentId = segmentationNode.GetSegmentation().AddEmptySegment("", _("Clicked structure"))
-            self.ui.targetSegmentSelector.setCurrentSegmentID(segmentId)
+            editor.setCurrentSegmentID(segmentId)
         return segmentationNode, segmentId
 
     def _removeOtherPoints(self, keep) -> None:
@@ -347,8 +373,9 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
                     node.RemoveNthControlPoint(index)
         self._clickPoints = []
 
-    def onTargetSegmentChanged(self, segmentId=None) -> None:
-        """Another segment: the next click starts a new structure (the points of the last one are cleared)."""
+    def onTargetSegmentChanged(self, selection=None) -> None:
+        """Another segment or segmentation selected in the Segment Editor: the next click starts a new structure
+        (the points of the last one are cleared)."""
         if self._clickTarget is not None and not self._choosingTarget:
             self._clicker.submit("restart")
             self._clickTarget = None
@@ -588,6 +615,17 @@ class SSLSegmentLogic(ScriptedLoadableModuleLogic):  # noqa: F405
                  "segment. Paint or erase with the Segment Editor between clicks: clicks change only the voxels "
                  "they predict differently.")
 
+    @staticmethod
+    def segmentEditorNode():
+        """The scene's Segment Editor parameter node (singleton tag "SegmentEditor"), created when missing."""
+        node = slicer.mrmlScene.GetSingletonNode("SegmentEditor", "vtkMRMLSegmentEditorNode")
+        if node is None:
+            node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLSegmentEditorNode")
+            node.UnRegister(None)  # the scene holds the only reference
+            node.SetSingletonTag("SegmentEditor")
+            node = slicer.mrmlScene.AddNode(node)
+        return node
+
     def pointList(self, kind: str):
         """The include (positive, green) or exclude (negative, red) point list, created on first use."""
         name = {"positive": "SSL include points", "negative": "SSL exclude points"}[kind]
@@ -757,7 +795,10 @@ def _flat(value) -> str:
 # Test
 #
 class SSLSegmentTest(ScriptedLoadableModuleTest):  # noqa: F405
-    """In-Slicer test: fine-tune a tiny model on a phantom segmentation, then segment a phantom with it."""
+    """In-Slicer test: fine-tune a tiny model on a phantom segmentation, segment a phantom with it, then refine
+    a segment with two clicks through the module (point lists, worker thread, the Segment Editor's segment)."""
+
+    bundle = None  # the fine-tuned bundle, shared by the segmentation and click tests
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -767,6 +808,7 @@ class SSLSegmentTest(ScriptedLoadableModuleTest):  # noqa: F405
         self.test_command_lines()
         self.test_bundle_description()
         self.test_finetune_and_segment()
+        self.test_two_clicks()
 
     def test_command_lines(self):
         args = SSLSegmentLogic.fineTuneArguments(Path("d"), Path("o"), None, "interactive", 5)
@@ -803,6 +845,7 @@ class SSLSegmentTest(ScriptedLoadableModuleTest):  # noqa: F405
         done = [e for e in events if e.get("event") == "done"]
         bundle = SSLPretrainLogic.bundleFromOutputs(done[-1].get("outputs") or {}) if done else None
         self.assertIsNotNone(bundle, "fine-tuning wrote no bundle")
+        SSLSegmentTest.bundle = bundle
         self.delayDisplay("Segmenting a phantom")
         image = make_phantom(5)[0]
         volume = mrml.volume_to_node(image, slicer.mrmlScene, "phantom 5")
@@ -814,3 +857,59 @@ class SSLSegmentTest(ScriptedLoadableModuleTest):  # noqa: F405
                  for i in range(segmentation.GetSegmentation().GetNumberOfSegments())}
         self.assertTrue(names <= set(LABELS.values()), names)
         self.delayDisplay("Test passed")
+
+    def test_two_clicks(self):
+        import numpy as np
+        from ssl3d import mrml
+        from ssl3d.data.phantoms import make_phantom
+
+        self.assertIsNotNone(self.bundle, "test_finetune_and_segment makes the bundle")
+        image, truth = make_phantom(6)
+        volume = mrml.volume_to_node(image, slicer.mrmlScene, "phantom 6")
+        inside = self._rasOf(image, np.argwhere(truth.array == 1).mean(axis=0))  # the liver's centre
+        outside = self._rasOf(image, np.argwhere(truth.array == 5).mean(axis=0))  # the spine's centre
+        slicer.util.selectModule("SSLSegment")
+        widget = slicer.modules.sslsegment.widgetRepresentation().self()
+        widget.ui.modelPathLineEdit.currentPath = str(self.bundle)
+        widget._parameterNode.inputVolume = volume
+        widget._parameterNode.device = Device.CPU
+        widget.ui.clickCollapsibleButton.collapsed = False
+        editor = widget.ui.segmentEditorWidget
+
+        self.delayDisplay("First click (include)")
+        widget.logic.pointList("positive").AddControlPoint(*inside)
+        self._waitForClicks(widget)
+        segmentationNode, segmentId = editor.segmentationNode(), editor.currentSegmentID()
+        self.assertIsNotNone(segmentationNode, "the click made no segmentation for the Segment Editor")
+        session = widget._clicker._session
+        first = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volume)
+        self.assertEqual(len(session.clicks), 1)
+        np.testing.assert_array_equal(first != 0, session.mask.array != 0)  # what the session predicted, on the grid
+
+        self.delayDisplay("Second click (exclude)")
+        widget.logic.pointList("negative").AddControlPoint(*outside)
+        self._waitForClicks(widget)
+        second = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volume)
+        self.assertEqual(len(session.clicks), 2)
+        np.testing.assert_array_equal(second != 0, session.mask.array != 0)
+
+        self.delayDisplay("Undo")
+        widget.onUndoClick()
+        self._waitForClicks(widget)
+        undone = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volume)
+        np.testing.assert_array_equal(undone != 0, first != 0)
+        self.delayDisplay("Test passed")
+
+    @staticmethod
+    def _rasOf(image, kji) -> tuple:
+        k, j, i = (float(v) for v in kji)
+        return tuple(float(v) for v in (image.ijk_to_ras @ [i, j, k, 1.0])[:3])
+
+    @staticmethod
+    def _waitForClicks(widget, timeout: float = 120.0) -> None:
+        """Let the worker finish and the module's timer write its results into the segment."""
+        deadline = time.monotonic() + timeout
+        while widget._clicker.pending() and time.monotonic() < deadline:
+            slicer.app.processEvents()
+            time.sleep(0.05)
+        widget._showClickResults()
