@@ -33,6 +33,24 @@ if (_CHECKOUT / "ssl3d" / "__init__.py").is_file() and str(_CHECKOUT) not in sys
 #: Preset and network names of each method (ssl3d.config's registry; `ssl3d pretrain --help` lists them).
 PRESETS = {"voco": ("voco-v1-cpu", "voco-v2-cpu", "voco-v1", "voco-v2"), "vf": ("vf-v1-cpu", "vf-v2-cpu", "vf-v1", "vf-v2")}
 NETWORKS = {"voco": ("swin-b", "swin-l", "swin-h", "swinunetr", "cnn-small"), "vf": ("pctnet", "unet", "swinunetr")}
+#: Sample Data module entries (category SSL3D). The phantom is generated locally by
+#: ssl3d.data.phantoms.write_phantom_sample; PHANTOM_FILES must equal its SAMPLE_FILES (a static test checks).
+SAMPLE_CATEGORY = "SSL3D"
+PHANTOM_SAMPLE = "SSL3DPhantom"
+PHANTOM_FILES = ("SSL3DPhantom-v1.nrrd", "SSL3DPhantom-v1.seg.nrrd")
+PHANTOM_NODES = ("SSL3D phantom", "SSL3D phantom organs")
+#: The "lung1" chest CT of pyradiomics, distributed under its BSD-3-Clause licence; 512 x 512 x 48 voxels,
+#: 0.57 x 0.57 x 5 mm. The URL is pinned to commit 08bea70, which the pyradiomics 3.0.1 sdist was built from
+#: (its radiomics/_version.py: full-revisionid 08bea7067e35..., "dirty": false, version "v3.0.1"); the repository
+#: has no Git LFS and no filters on data/, so this blob is byte for byte the sdist's data/lung1_image.nrrd, the
+#: file ssl3d.data.samples uses, whose SHA-256 is LUNG_CHECKSUM.
+LUNG_SAMPLE = "SSL3DLungCT"
+LUNG_URL = ("https://raw.githubusercontent.com/AIM-Harvard/pyradiomics/"
+            "08bea7067e350303eead533b471aa60697b3b8c3/data/lung1_image.nrrd")
+LUNG_FILE = "pyradiomics-lung1_image.nrrd"  # prefixed: other extensions may cache their own lung1_image.nrrd
+LUNG_NODE = "SSL3D lung CT"
+LUNG_CHECKSUM = "SHA256:379fa48bf34cfa961e6f5ec19c0c38757a30b9aa884212ef28dc29b5061c64ed"
+SAMPLE_THUMBNAILS = {PHANTOM_SAMPLE: "SSL3DPhantom.png", LUNG_SAMPLE: "SSL3DLungCT.png"}  # in Resources/Icons
 #: Output files of `ssl3d inspect` and how they are shown: (file, label in the Show box, kind).
 INSPECT_OUTPUTS = {
     "voco": (("predicted.nrrd", "Predicted weights", "heat"), ("truth.nrrd", "True weights", "heat"),
@@ -62,6 +80,75 @@ class SSLPretrain(ScriptedLoadableModule):  # noqa: F405
             "Medical Image Analysis', CVPR 2024. Volume Fusion: Wang et al., 'MIS-FM: 3D Medical Image Segmentation "
             "using Foundation Models Pretrained on a Large-Scale Unannotated Dataset', 2023."
         )
+        # Sample Data is set up once the application has started (all modules are loaded then)
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+#
+# Sample data
+#
+def registerSampleData() -> None:
+    """Add the SSL3D phantom and a real chest CT to the Sample Data module, category SSL3D."""
+    import SampleData
+
+    icons = Path(__file__).resolve().parent / "Resources" / "Icons"
+    folder = sampleCacheFolder()
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category=SAMPLE_CATEGORY,
+        sampleName=PHANTOM_SAMPLE,
+        # Generated, not downloaded. The custom downloader (the Sample Data button) writes the files into
+        # Sample Data's cache folder and then loads them the usual way; Sample Data reuses a cached file
+        # without downloading it, so the file URIs are never fetched once the files exist.
+        uris=[(folder / name).absolute().as_uri() for name in PHANTOM_FILES],
+        fileNames=list(PHANTOM_FILES),
+        nodeNames=list(PHANTOM_NODES),
+        loadFileType=["VolumeFile", "SegmentationFile"],  # older Slicers know only this keyword; newer still take it
+        customDownloader=loadPhantomSample,
+        thumbnailFileName=str(icons / SAMPLE_THUMBNAILS[PHANTOM_SAMPLE]),
+    )
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category=SAMPLE_CATEGORY,
+        sampleName=LUNG_SAMPLE,
+        uris=LUNG_URL,
+        fileNames=LUNG_FILE,
+        nodeNames=LUNG_NODE,
+        checksums=LUNG_CHECKSUM,
+        loadFileType="VolumeFile",
+        thumbnailFileName=str(icons / SAMPLE_THUMBNAILS[LUNG_SAMPLE]),
+    )
+
+
+def sampleCacheFolder() -> Path:
+    """The folder where Sample Data keeps downloads and reuses the files it finds."""
+    return Path(slicer.mrmlScene.GetCacheManager().GetRemoteCacheDirectory())
+
+
+def writePhantomSample():
+    """Write the phantom's files into Sample Data's cache unless they are there; None if the engine is missing.
+
+    ``SampleData.downloadSample("SSL3DPhantom")`` does not call custom downloaders (only the module's button
+    does): call this first, then it finds and loads these files.
+    """
+    if not ensureEngineRequirements():
+        return None
+    from ssl3d.data.phantoms import write_phantom_sample
+
+    return write_phantom_sample(sampleCacheFolder())
+
+
+def loadPhantomSample(source=None) -> list:
+    """Sample Data's custom downloader for the phantom: write it once, then load it as a downloaded sample.
+
+    Sample Data calls it with the sample's ``SampleDataSource`` and ignores what it returns; here it returns
+    the loaded nodes (image, organ segmentation), or [] when the engine's packages were not installed.
+    """
+    import SampleData
+
+    with slicer.util.tryWithErrorDisplay(_("Failed to create the SSL3D phantom."), waitCursor=True):
+        if writePhantomSample() is None:
+            return []
+        logic = SampleData.SampleDataLogic()
+        return logic.downloadFromSource(source or logic.sourceForSampleName(PHANTOM_SAMPLE))
 
 
 #
@@ -736,7 +823,8 @@ def _firstBoxCorners(boxes):
 # Test
 #
 class SSLPretrainTest(ScriptedLoadableModuleTest):  # noqa: F405
-    """In-Slicer test (Reload and Test, or `Slicer --testing`): tiny CPU pretraining and inspection on phantoms."""
+    """In-Slicer test (Reload and Test, or `Slicer --testing`): the phantom from Sample Data, and a tiny CPU
+    pretraining and inspection on phantoms."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -745,6 +833,7 @@ class SSLPretrainTest(ScriptedLoadableModuleTest):  # noqa: F405
         self.setUp()
         self.test_requirements_listed()
         self.test_command_lines()
+        self.test_phantom_sample()
         self.test_pretrain_and_inspect()
 
     def test_requirements_listed(self):
@@ -758,7 +847,29 @@ class SSLPretrainTest(ScriptedLoadableModuleTest):  # noqa: F405
         self.assertEqual(args, ["pretrain", "--method", "voco", "--preset", "voco-v1-cpu", "--data", "d", "--out", "o",
                                 "--steps", "3", "--device", "auto", "--resume"])
 
+    def test_phantom_sample(self):
+        import SampleData
+
+        from ssl3d import mrml
+        from ssl3d.data.phantoms import LABELS, SAMPLE_FILES, SAMPLE_SHAPE
+
+        self.delayDisplay("Loading the SSL3D phantom from Sample Data")
+        self.assertEqual(PHANTOM_FILES, SAMPLE_FILES)
+        paths = writePhantomSample()  # downloadSample() skips custom downloaders: it then finds these files cached
+        self.assertEqual(tuple(path.name for path in paths), PHANTOM_FILES)
+        image, organs = SampleData.downloadSamples(PHANTOM_SAMPLE)
+        self.assertTrue(image.IsA("vtkMRMLScalarVolumeNode"))
+        self.assertEqual(image.GetName(), PHANTOM_NODES[0])
+        self.assertEqual(mrml.volume_from_node(image).shape, SAMPLE_SHAPE)
+        self.assertTrue(organs.IsA("vtkMRMLSegmentationNode"))
+        segmentation = organs.GetSegmentation()
+        names = {segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())}
+        self.assertEqual(names, set(LABELS.values()))
+        self.assertEqual(writePhantomSample(), paths)  # a second call reuses the files
+
     def test_pretrain_and_inspect(self):
+        import SampleData
+
         from ssl3d import mrml
         from ssl3d.data.phantoms import make_phantom
         from ssl3d.io import write_volume
@@ -768,7 +879,8 @@ class SSLPretrainTest(ScriptedLoadableModuleTest):  # noqa: F405
         (root / "data").mkdir()
         for seed in range(3):
             write_volume(make_phantom(seed)[0], root / "data" / f"phantom{seed}.nii.gz")
-        ct = mrml.volume_to_node(make_phantom(7)[0], slicer.mrmlScene, "phantom")
+        writePhantomSample()
+        ct = SampleData.downloadSample(PHANTOM_SAMPLE)  # the volume to inspect: Sample Data's phantom
         logic = SSLPretrainLogic()
         for method, preset in (("voco", "voco-v1-cpu"), ("vf", "vf-v1-cpu")):
             self.delayDisplay(f"Pretraining {preset} for 2 steps on the CPU")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import hashlib
 import importlib
 import json
 import os
@@ -252,8 +253,14 @@ def test_catalog_entry_and_license():
 STANDINS = {
     "slicer/__init__.py": '''
         """Stand-in for Slicer's `slicer` package: just enough for the module files to import."""
+        class _App:
+            """slicer.app: records signal connections (signal, callable)."""
+            def __init__(self):
+                self.connections = []
+            def connect(self, signal, slot):
+                self.connections.append((signal, slot))
         mrmlScene = None
-        app = None
+        app = _App()
         def __getattr__(name):
             if name.startswith(("vtk", "q")):
                 cls = type(name, (), {})
@@ -300,6 +307,15 @@ STANDINS = {
         def translate(context, text):
             return text
     ''',
+    "SampleData.py": '''
+        """Stand-in for Slicer's SampleData module: records what the modules register (keywords only, as the
+        positional order differs between Slicer versions)."""
+        REGISTERED = []
+        class SampleDataLogic:
+            @staticmethod
+            def registerCustomSampleDataSource(**kwargs):
+                REGISTERED.append(kwargs)
+    ''',
     "qt.py": "def __getattr__(name):\n    return type(name, (), {})\n",
     "ctk.py": "def __getattr__(name):\n    return type(name, (), {})\n",
     "vtk.py": "def __getattr__(name):\n    return type(name, (), {})\n",
@@ -319,6 +335,16 @@ for module in (SSLPretrain, SSLSegment):
     getattr(module, name)(parent)
     report[name] = {"title": parent.title, "categories": parent.categories, "dependencies": parent.dependencies,
                     "classes": sorted(c for c in (name + "Widget", name + "Logic", name + "Test") if hasattr(module, c))}
+import slicer, SampleData  # Sample Data registration, as on startupCompleted(), with a stand-in cache folder
+slicer.mrmlScene = types.SimpleNamespace(GetCacheManager=lambda: types.SimpleNamespace(
+    GetRemoteCacheDirectory=lambda: str(Path.cwd() / "cache")))
+report["startup"] = [[signal, getattr(slot, "__name__", repr(slot))] for signal, slot in slicer.app.connections]
+SSLPretrain.registerSampleData()
+report["ssl3d_after_samples"] = sorted(m for m in sys.modules if m.startswith("ssl3d"))
+report["samples"] = [{k: (v.__name__ if callable(v) else v) for k, v in entry.items()} for entry in SampleData.REGISTERED]
+report["sample_cache"] = str(Path.cwd() / "cache")
+report["phantom_files"] = list(SSLPretrain.PHANTOM_FILES)
+slicer.mrmlScene = None
 P, S = SSLPretrain.SSLPretrainLogic, SSLSegment.SSLSegmentLogic
 report["presets"] = {method: list(names) for method, names in SSLPretrain.PRESETS.items()}
 report["pretrain"] = P.pretrainArguments("vf", "vf-v1-cpu", Path("data"), Path("run"), steps=50, batchSize=2,
@@ -435,6 +461,49 @@ def test_modules_import_with_standins_and_stay_light(module_report):
         assert module_report[module]["classes"] == sorted(f"{module}{kind}" for kind in ("Widget", "Logic", "Test"))
         assert module_report[module]["categories"] == ["Segmentation"]
     assert module_report["SSLSegment"]["dependencies"] == ["SSLPretrain"]
+
+
+#: registerCustomSampleDataSource keywords that both older (loadFileType) and newer Slicer accept.
+SAMPLE_DATA_KEYWORDS = {"category", "sampleName", "uris", "fileNames", "nodeNames", "customDownloader",
+                        "thumbnailFileName", "loadFileType", "loadFiles", "loadFileProperties", "checksums"}
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name} is not a PNG"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_sample_data_registration(module_report):
+    assert ["startupCompleted()", "registerSampleData"] in module_report["startup"]
+    assert module_report["ssl3d_after_samples"] == [], "registering samples must not import the engine"
+    samples = {entry["sampleName"]: entry for entry in module_report["samples"]}
+    assert sorted(samples) == ["SSL3DLungCT", "SSL3DPhantom"] and len(module_report["samples"]) == 2
+    for name, entry in samples.items():
+        assert set(entry) <= SAMPLE_DATA_KEYWORDS, sorted(set(entry) - SAMPLE_DATA_KEYWORDS)
+        assert entry["category"] == "SSL3D"
+        thumbnail = Path(entry["thumbnailFileName"])
+        assert thumbnail.parent == ROOT / "SSLPretrain" / "Resources" / "Icons" and thumbnail.is_file(), thumbnail
+        assert all(64 <= side <= 512 for side in _png_size(thumbnail))
+
+    phantoms = pytest.importorskip("ssl3d.data.phantoms")
+    phantom = samples["SSL3DPhantom"]
+    assert module_report["phantom_files"] == phantom["fileNames"] == list(phantoms.SAMPLE_FILES)
+    assert phantom["customDownloader"] == "loadPhantomSample"
+    assert phantom["nodeNames"] == ["SSL3D phantom", "SSL3D phantom organs"]
+    assert phantom["loadFileType"] == ["VolumeFile", "SegmentationFile"]
+    cache = Path(module_report["sample_cache"])
+    assert phantom["uris"] == [(cache / name).as_uri() for name in phantoms.SAMPLE_FILES]  # files the loader writes
+
+    lung = samples["SSL3DLungCT"]
+    assert lung["uris"].startswith("https://raw.githubusercontent.com/AIM-Harvard/pyradiomics/")
+    assert lung["uris"].endswith("/data/lung1_image.nrrd") and "customDownloader" not in lung
+    assert lung["nodeNames"] == "SSL3D lung CT" and lung["loadFileType"] == "VolumeFile"
+    assert re.fullmatch(r"SHA256:[0-9a-f]{64}", lung["checksums"])
+    samples_module = pytest.importorskip("ssl3d.data.samples")
+    cached = samples_module.cache_dir() / "samples" / "lung1_image.nrrd"
+    if cached.is_file():  # the sdist's file (checked against the archive's SHA-256 when it was fetched)
+        assert lung["checksums"] == "SHA256:" + hashlib.sha256(cached.read_bytes()).hexdigest()
 
 
 def test_module_command_lines(module_report):
