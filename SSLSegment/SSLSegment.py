@@ -4,7 +4,7 @@ Widget wiring only. Segmentation and fine-tuning run as ``ssl3d segment`` / ``ss
 background process (:mod:`ssl3d.jobs`, through SSLPretrain's ``EngineJobs``); the ``.seg.nrrd`` result becomes
 a segmentation node with the bundle's names and colours through :mod:`ssl3d.mrml`.
 
-Click to segment runs in-process: one persistent worker thread (:class:`ClickWorker`) owns a warm
+Click to segment runs in-process: one persistent worker thread (``ssl3d.infer.click_worker.ClickWorker``) owns a warm
 ``ssl3d.infer.InteractiveSession`` per (bundle, device) and the volume it was given. The worker never touches
 MRML or Qt: the main thread converts the volume node to a ``Volume`` and hands it in with the click; the
 worker hands back the changed box and the mask inside it; the main thread (the module's QTimer) writes only
@@ -14,8 +14,6 @@ those voxels into the selected segment.
 import enum
 import html
 import json
-import queue
-import threading
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -106,6 +104,8 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         self._segmentRun = None  # (folder, device) of the running segmentation
         self._chart = None
         self._pairs = []  # (volume node ID, segmentation node ID)
+        from ssl3d.infer.click_worker import ClickWorker  # stdlib only: safe before the engine's packages are installed
+
         self._clicker = ClickWorker()
         self._clickTarget = None  # (bundle, device, volume node ID, segmentation node ID, segment ID) of the clicks
         self._clickVolumeKey = None  # (volume node ID, image MTime) the worker's session holds
@@ -651,134 +651,6 @@ class SSLSegmentLogic(ScriptedLoadableModuleLogic):  # noqa: F405
         if showSurface:
             segmentation.CreateClosedSurfaceRepresentation()
         return segmentation
-
-
-class ClickWorker:
-    """One persistent thread for all click-to-segment work; it never touches MRML or Qt.
-
-    The session (model on the device, warm) is kept per (bundle, device) and set to a volume only when the
-    main thread sends a new one, so a click costs one prediction. Requests run in order:
-
-    - ``point`` (bundle, device, volume or None, volumeKey, ras, positive, target): add a click;
-    - ``undo`` / ``reset`` (target): take back the last click / all clicks;
-    - ``restart``: forget the clicks, nothing to write (a new structure starts);
-    - ``forget``: drop the volume (the scene was closed).
-
-    Each request but ``restart``/``forget`` gives one result dict: ``box`` (half-open k0, k1, j0, j1, i0, i1 on the
-    volume's grid, None when nothing changed), ``values`` (the mask in the box), ``changed`` (the voxels the
-    request changed in the box), ``ijkToRas``, ``clicks``, ``label``, ``seconds``, ``target``; or ``error``.
-    Only the changed voxels are written into the segment, so painting between clicks is kept except where a
-    later click predicts those voxels differently, and Undo restores what the click changed.
-    """
-
-    def __init__(self, sessionFactory=None) -> None:
-        self._factory = sessionFactory  # (bundle, device) -> session; default: ssl3d.infer.InteractiveSession
-        self._requests = queue.Queue()
-        self._results = queue.Queue()
-        self._thread = None
-        self._inFlight = 0
-        self._since = None
-        self._lock = threading.Lock()
-        self._session, self._sessionKey, self._volumeKey = None, None, None
-
-    def submit(self, kind: str, **request) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            if kind in ("restart", "forget"):
-                self._volumeKey = None if kind == "forget" else self._volumeKey
-                return  # nothing to forget yet
-            self._thread = threading.Thread(target=self._run, name="SSLSegment clicks", daemon=True)
-            self._thread.start()
-        with self._lock:
-            self._inFlight += 1
-            self._since = self._since or time.monotonic()
-        self._requests.put((kind, request))
-
-    def take(self) -> list:
-        results = []
-        while True:
-            try:
-                results.append(self._results.get_nowait())
-            except queue.Empty:
-                return results
-
-    def pending(self) -> bool:
-        return self._inFlight > 0 or not self._results.empty()
-
-    def busyFor(self):
-        """Seconds the oldest unfinished request has waited, None when idle."""
-        since = self._since
-        return None if since is None else time.monotonic() - since
-
-    def stop(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            self._requests.put(None)
-
-    def _run(self) -> None:
-        while True:
-            item = self._requests.get()
-            if item is None:
-                self._session = None
-                return
-            kind, request = item
-            started = time.monotonic()
-            try:
-                result = self._handle(kind, **request)
-            except Exception as error:  # reported on the main thread
-                result = {"kind": kind, "error": str(error) or type(error).__name__, "target": request.get("target")}
-            with self._lock:
-                self._inFlight -= 1
-                self._since = time.monotonic() if self._inFlight else None
-            if result is not None:
-                result["seconds"] = time.monotonic() - started
-                self._results.put(result)
-
-    def _handle(self, kind, bundle=None, device="auto", volume=None, volumeKey=None, ras=None, positive=True,
-                target=None):
-        if kind == "forget":
-            self._volumeKey = None
-            return None
-        session = self._session
-        if kind == "restart":
-            if session is not None and self._volumeKey is not None:
-                session.reset()
-            return None
-        if kind == "point":
-            if (bundle, device) != self._sessionKey:
-                self._session = self._sessionKey = self._volumeKey = None  # free the old model first
-                self._session = session = self._newSession(bundle, device)
-                self._sessionKey = (bundle, device)
-            if volume is not None or volumeKey != self._volumeKey:
-                if volume is None:
-                    raise ValueError("the volume changed; place the point again")
-                session.set_volume(volume)
-                self._volumeKey = volumeKey
-        elif session is None or self._volumeKey is None:
-            return None
-        before = session.mask.array.copy()
-        if kind == "point":
-            session.add_point(ras, positive=positive)
-        elif kind == "undo":
-            session.undo()
-        elif kind == "reset":
-            session.reset()
-        else:
-            raise ValueError(f"unknown request {kind!r}")
-        mask = session.mask
-        result = {"kind": kind, "target": target, "box": session.last_changed, "clicks": len(session.clicks),
-                  "label": getattr(session, "label_name", None), "ijkToRas": mask.ijk_to_ras}
-        if result["box"] is not None:
-            k0, k1, j0, j1, i0, i1 = result["box"]
-            region = (slice(k0, k1), slice(j0, j1), slice(i0, i1))
-            result["values"] = mask.array[region].copy()
-            result["changed"] = result["values"] != before[region]
-        return result
-
-    def _newSession(self, bundle, device):
-        if self._factory is not None:
-            return self._factory(bundle, device)
-        from ssl3d.infer import InteractiveSession
-
-        return InteractiveSession(bundle, device=device, warmup=True)
 
 
 def _flat(value) -> str:

@@ -345,3 +345,61 @@ def test_pretext_bundles_are_refused(tmp_path):
     bundle = write_bundle(tmp_path / "p", build_network("unet-small", 1, 2, channels=[4, 8]).state_dict(), meta)
     with pytest.raises(BundleError, match="clicks need"):
         InteractiveSession(bundle, device="cpu")
+
+
+def _drain(worker, timeout: float = 120.0) -> list:
+    """All results of the requests submitted so far (the Slicer module polls the same way from a timer)."""
+    import time
+
+    results, deadline = [], time.monotonic() + timeout
+    while worker.pending() and time.monotonic() < deadline:
+        results += worker.take()
+        time.sleep(0.01)
+    return results + worker.take()
+
+
+def test_click_worker_writes_what_the_session_predicts(trained, session):
+    """The Slicer module's worker thread with a real session: applying only its changed voxels to a segment
+    that the user painted gives the session's masks (where the clicks changed nothing, the paint stays)."""
+    from ssl3d.infer.click_worker import ClickWorker
+
+    image, labels = make_phantom(53, shape=(32, 48, 48))
+    liver, spine = _interior_voxels(labels.array == 1, 1, 0)[0], _interior_voxels(labels.array == 5, 1, 0)[0]
+    worker = ClickWorker()  # builds its own InteractiveSession, in its thread
+    segment = np.zeros(image.shape, np.uint8)
+    segment[0, 0, :4] = 1  # painted by the user before the clicks, far from the structures
+    expected = []
+    session.set_volume(image)
+    for n, (point, positive) in enumerate([(liver, True), (spine, False)]):
+        worker.submit("point", bundle=str(trained["bundle"]), device="cpu", volume=image if n == 0 else None,
+                      volumeKey="v1", ras=_ras(image, point), positive=positive, target="t")
+        expected.append(session.add_point(_ras(image, point), positive=positive).array.copy())
+    worker.submit("undo", target="t")
+    expected.append(expected[0])
+    results = _drain(worker)
+    worker.stop()
+    assert [r["kind"] for r in results] == ["point", "point", "undo"] and not any("error" in r for r in results)
+    assert [r["clicks"] for r in results] == [1, 2, 1]
+    for result, mask in zip(results, expected):
+        if result["box"] is not None:
+            k0, k1, j0, j1, i0, i1 = result["box"]
+            region = segment[k0:k1, j0:j1, i0:i1]
+            region[result["changed"]] = result["values"][result["changed"]]
+        assert np.array_equal(segment[1:], mask[1:]) and segment[0, 0, :4].all()  # the paint survives
+        np.testing.assert_array_equal(result["ijkToRas"], image.ijk_to_ras)
+    assert expected[0].sum() > 0  # the first click did segment something
+
+
+def test_click_worker_reports_errors_and_needs_the_volume_again(trained):
+    from ssl3d.infer.click_worker import ClickWorker
+
+    image, _ = make_phantom(54, shape=(32, 48, 48))
+    worker = ClickWorker()
+    worker.submit("point", bundle=str(trained["bundle"]), device="cpu", volume=image, volumeKey="v1",
+                  ras=(1e4, 0.0, 0.0), positive=True, target="t")
+    worker.submit("point", bundle=str(trained["bundle"]), device="cpu", volume=None, volumeKey="v2",
+                  ras=_ras(image, (16, 24, 24)), positive=True, target="t")  # a new volume key without the volume
+    results = _drain(worker)
+    worker.stop()
+    assert "outside" in results[0]["error"].lower()
+    assert "volume changed" in results[1]["error"]

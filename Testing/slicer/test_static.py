@@ -417,7 +417,8 @@ class FakeSession:
         self.history, self.last_changed = [], (0, 4, 0, 4, 0, 4)
 
 
-worker = SSLSegment.ClickWorker(FakeSession)
+from ssl3d.infer.click_worker import ClickWorker
+worker = ClickWorker(FakeSession)
 volume = types.SimpleNamespace(shape=(4, 4, 4), ijk_to_ras=np.eye(4))
 worker.submit("restart")  # before any session: nothing happens
 worker.submit("point", bundle="b", device="cpu", volume=volume, volumeKey=("v", 1), ras=(1, 0, 0), target="t")
