@@ -46,7 +46,7 @@ def _add_segment(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="BUNDLE", help="segmentation bundle folder (from 'ssl3d finetune' or 'ssl3d import-weights')")
     parser.add_argument("--input", required=True, metavar="FILE", help="the volume: NIfTI, NRRD, MHA/MHD or a DICOM folder")
     parser.add_argument("--output", required=True, metavar="FILE", help="label map: .seg.nrrd, .nii.gz, .nii, .nrrd or .mha")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N [auto]")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present and its free memory covers the model's estimated need, else CPU), cpu, cuda or cuda:N [auto]")
     parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap in [0, 1); more is smoother and slower [0.5]")
     parser.add_argument("--sw-batch", type=int, default=2, metavar="N", help="windows per forward pass; raise it on a GPU [2]")
     parser.add_argument("--amp", choices=("auto", "on", "off"), default="auto", help="half-precision forward passes: auto = on CUDA only [auto]")
@@ -83,17 +83,18 @@ def _run_segment(args: argparse.Namespace) -> int:
     from .segment import _check_task, segment, write_outputs
 
     _check_segment_args(args)
-    device = resolve_device(args.device)
+    resolve_device(args.device)  # a bad --device fails before any work; the GPU-memory check comes with the volume
     bundle = read_bundle(args.model)
     if args.point or args.negative:
-        return _segment_with_points(args, bundle, device)
+        return _segment_with_points(args, bundle, args.device)
     _check_task(bundle)
     volume = read_volume(args.input)
     amp = None if args.amp == "auto" else args.amp == "on"
     with EventWriter(args.events) as events:
         events.emit("start", step=0, message=f"segment {args.input}")
         progress = lambda done, total: events.emit("progress", step=done, total=total)  # noqa: E731
-        result = segment(bundle, volume, device, args.overlap, args.sw_batch, amp, bool(args.probabilities), progress=progress)
+        note = lambda message: _device_note(args, events, message)  # noqa: E731
+        result = segment(bundle, volume, args.device, args.overlap, args.sw_batch, amp, bool(args.probabilities), progress=progress, log=note)
         del volume
         outputs = write_outputs(result, args.output, args.probabilities)
         events.emit("done", step=result.info["windows"], total=result.info["windows"], outputs=outputs)
@@ -109,6 +110,14 @@ def _run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device_note(args: argparse.Namespace, events, message: str) -> None:
+    """The device choice's note: a ``log`` event, and one line for a human (a warning when the GPU was asked for)."""
+    warning = args.device.strip().lower() != "auto"
+    events.emit("log", message=message, level="warning" if warning else "info")
+    if args.events != "-":
+        print(f"warning: {message}" if warning else message, file=sys.stderr if warning else sys.stdout, flush=True)
+
+
 def _parse_point(text: str, option: str) -> tuple[float, float, float]:
     from ..errors import InputError
 
@@ -122,7 +131,7 @@ def _parse_point(text: str, option: str) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
-def _segment_with_points(args: argparse.Namespace, bundle, device) -> int:
+def _segment_with_points(args: argparse.Namespace, bundle, device: str) -> int:
     """Click mode: one structure as a 0/1 label map (named after the bundle's class at the click)."""
     from ..io import read_volume
     from .interactive import segment_with_points

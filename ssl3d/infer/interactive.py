@@ -73,7 +73,9 @@ class InteractiveSession:
 
     Args:
         bundle: an ``interactive`` or ``segmentation`` bundle (path or loaded).
-        device: ``auto`` (CUDA when present), ``cpu``, ``cuda[:N]`` or a torch.device.
+        device: ``auto`` (CUDA when present and its free memory covers the clicks' estimate, see
+            :func:`~ssl3d.infer.memory.device_for_bundle`; ``device_choice.message`` says why not),
+            ``cpu``, ``cuda[:N]`` or a torch.device (used as is).
         warmup: run the network once at load so the first click is as fast as the next.
         max_roi: the ROI grows to at most this many windows per axis.
 
@@ -83,7 +85,7 @@ class InteractiveSession:
 
     def __init__(self, bundle: Bundle | str, device: str | torch.device = "auto", warmup: bool = True, max_roi: int = 3) -> None:
         from ..data.preprocess import PreprocessConfig
-        from ..device import resolve_device
+        from .memory import device_for_bundle
         from .segment import load_model
 
         self.bundle = as_bundle(bundle)
@@ -92,7 +94,8 @@ class InteractiveSession:
         if max_roi < 1:
             raise InputError(f"max_roi must be >= 1, got {max_roi}.")
         self.interactive = self.bundle.task == "interactive"
-        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.device_choice = None if isinstance(device, torch.device) else device_for_bundle(self.bundle, device, clicks=True, max_roi=max_roi)
+        self.device = device if self.device_choice is None else torch.device(self.device_choice.device)
         self.guidance = _read_guidance(self.bundle) if self.interactive else None
         self.preprocessing = PreprocessConfig(**self.bundle.meta["preprocessing"])
         self.window, self.multiple, self.fixed = _window(self.bundle)

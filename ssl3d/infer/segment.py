@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from ..bundle import Bundle, as_bundle
+from ..device import DeviceChoice
 from ..errors import BundleError, ConfigError, InputError
 from ..io import LPS_TO_RAS, Volume, volume_suffix, write_volume
 
@@ -312,6 +313,19 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return resolve_device(device)
 
 
+def _choose_device(
+    bundle: Bundle, device: str | torch.device, shape: Sequence[int], window: Sequence[int], sw_batch: int, amp: bool | None, probabilities: bool
+) -> DeviceChoice:
+    """A torch.device as given; a spec through the GPU-memory check of :mod:`ssl3d.infer.memory` (padded ``shape``)."""
+    from ..device import choose_device
+    from .memory import estimate_segment_memory
+
+    if isinstance(device, torch.device):
+        return DeviceChoice(str(device))
+    need = lambda: estimate_segment_memory(bundle, sw_batch, window, shape, probabilities, amp is not False).total  # noqa: E731
+    return choose_device(device, need)
+
+
 def segment(
     bundle: Bundle | str | os.PathLike,
     volume: Volume,
@@ -322,13 +336,16 @@ def segment(
     probabilities: bool = False,
     model: torch.nn.Module | None = None,
     progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> SegmentResult:
     """Segment ``volume`` with a segmentation bundle; the labels come back on the volume's own grid.
 
     Args:
         bundle: a segmentation bundle (folder or loaded).
         volume: the image; any orientation, spacing and size the bundle's preprocessing accepts.
-        device: ``auto`` (CUDA when present), ``cpu``, ``cuda[:N]`` or a torch.device.
+        device: ``auto`` (CUDA when present and its free memory covers the estimate of
+            :func:`~ssl3d.infer.memory.estimate_segment_memory`, else the CPU), ``cpu``, ``cuda[:N]`` (kept,
+            with a note when it looks too small) or a torch.device (used as is, as with ``model``).
         overlap: sliding-window overlap in [0, 1).
         sw_batch: windows per forward pass.
         amp: half-precision forward passes; None: on CUDA only.
@@ -336,6 +353,8 @@ def segment(
             :meth:`SegmentResult.probability`.
         model: the bundle's network already loaded (keeps a model warm between calls).
         progress: called with (windows done, windows in all).
+        log: called with a one-line note before the windows run when the device choice has one (a fallback
+            to the CPU, a GPU that may be too small); the note is also ``info["device_message"]``.
 
     Raises:
         BundleError: not a segmentation bundle, or weights that do not fit the network.
@@ -349,27 +368,36 @@ def segment(
         raise ConfigError(f"overlap must be in [0, 1), got {overlap}.")
     if sw_batch < 1:
         raise ConfigError(f"sw_batch must be >= 1, got {sw_batch}.")
-    device = _resolve_device(device)
-    amp = device.type == "cuda" if amp is None else bool(amp)
-    model = model if model is not None else load_model(bundle, device)
+    _resolve_device(device)  # a bad spec fails before any work
     times = {}
     start = time.perf_counter()
     x, mapping = preprocess(volume, PreprocessConfig(**bundle.meta["preprocessing"]))
     times["preprocess_s"] = time.perf_counter() - start
     shape = tuple(int(s) for s in x.shape[2:])
     x, window = _pad_for_window(x, window_size(bundle), _size_multiple(bundle.network))
+    padded = tuple(int(s) for s in x.shape[2:])
+    if model is not None:  # a loaded model stays where it is
+        device = _resolve_device(device)
+    choice = _choose_device(bundle, device, padded, window, sw_batch, amp, probabilities)
+    if choice.message and log is not None:
+        log(choice.message)
+    device = torch.device(choice.device)
+    amp = device.type == "cuda" if amp is None else bool(amp)
+    model = model if model is not None else load_model(bundle, device)
+    windows_start = time.perf_counter()
     x = x.to(device)
     labels, probs, classes = label_map(x, window, model, overlap, sw_batch, amp, shape, probabilities, progress)
-    padded = tuple(int(s) for s in x.shape[2:])
     del x
-    times["windows_s"] = time.perf_counter() - start - times["preprocess_s"]
+    times["windows_s"] = time.perf_counter() - windows_start
+    paste_start = time.perf_counter()
     label_volume = mapping.to_input_grid(torch.from_numpy(labels), label=True)
-    times["paste_s"] = time.perf_counter() - start - times["preprocess_s"] - times["windows_s"]
+    times["paste_s"] = time.perf_counter() - paste_start
     info = {
         "windows": _count_windows(padded, window, overlap),
         "window": list(window),
         "model_shape": list(shape),
         "device": str(device),
+        "device_message": choice.message,
         "amp": amp,
         **{k: round(v, 3) for k, v in times.items()},
     }
