@@ -248,7 +248,25 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
             if not ensureEngineRequirements():
                 return
-            self._startSegmentation(self._parameterNode.device.value)
+            device = self._parameterNode.device.value
+            if device == Device.CUDA.value and not self._gpuMemoryAllows():
+                device = "cpu"
+            self._startSegmentation(device)
+
+    def _gpuMemoryAllows(self) -> bool:
+        """GPU chosen explicitly: check its free memory against the model's estimate; ask before going on.
+
+        (With Auto the segment job makes the same check itself and falls back to the CPU with a log line.)
+        """
+        from ssl3d import mrml
+        from ssl3d.infer import device_for_bundle
+
+        p = self._parameterNode
+        choice = device_for_bundle(pathOrNone(p.modelPath), "cuda", volume=mrml.volume_from_node(p.inputVolume))
+        if not choice.message:
+            return True
+        return not slicer.util.confirmYesNoDisplay(
+            _("{message}\n\nSegment on the CPU instead (slower)?").format(message=choice.message))
 
     def _startSegmentation(self, device: str) -> None:
         from ssl3d import mrml
@@ -430,6 +448,8 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             label = f" ({result['label']})" if result.get("label") else ""
             self.ui.clickStatusLabel.text = _("{count} click(s){label}, {seconds:.2f} s.").format(
                 count=result.get("clicks", 0), label=label, seconds=result.get("seconds", 0.0))
+            if result.get("note"):  # where the model runs, when not where it was asked to
+                self.ui.clickStatusLabel.text += " " + result["note"]
         self.ui.undoClickButton.enabled = bool(self._clickPoints)
         busy = self._clicker.busyFor()
         self.ui.clickBusyProgressBar.visible = busy is not None and busy > BUSY_AFTER_S

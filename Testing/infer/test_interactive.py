@@ -403,3 +403,25 @@ def test_click_worker_reports_errors_and_needs_the_volume_again(trained):
     worker.stop()
     assert "outside" in results[0]["error"].lower()
     assert "volume changed" in results[1]["error"]
+
+
+def test_click_worker_passes_on_the_device_note_once(trained):
+    """A session that did not get the GPU it was asked for says so with its first result only."""
+    from types import SimpleNamespace
+
+    from ssl3d.infer.click_worker import ClickWorker
+
+    def factory(bundle, device):
+        made = InteractiveSession(bundle, device="cpu", warmup=False)
+        made.device_choice = SimpleNamespace(message="cuda:0 has 0.1 GB free but the model needs about 2.5 GB: using the CPU (slower).")
+        return made
+
+    image, labels = make_phantom(55, shape=(32, 48, 48))
+    liver = _interior_voxels(labels.array == 1, 2, 0)
+    worker = ClickWorker(factory)
+    for n, point in enumerate(liver):
+        worker.submit("point", bundle=str(trained["bundle"]), device="auto", volume=image if n == 0 else None,
+                      volumeKey="v", ras=_ras(image, point), positive=True, target="t")
+    results = _drain(worker)
+    worker.stop()
+    assert "using the CPU" in results[0]["note"] and results[1]["note"] == ""

@@ -28,7 +28,8 @@ class ClickWorker:
 
     Each request but ``restart``/``forget`` gives one result dict: ``box`` (half-open k0, k1, j0, j1, i0, i1 on the
     volume's grid, None when nothing changed), ``values`` (the mask in the box), ``changed`` (the voxels the
-    request changed in the box), ``ijkToRas``, ``clicks``, ``label``, ``seconds``, ``target``; or ``error``.
+    request changed in the box), ``ijkToRas``, ``clicks``, ``label``, ``seconds``, ``target``, ``note`` (the new
+    session's device message, else empty); or ``error``.
     Only the changed voxels are written into the segment, so painting between clicks is kept except where a
     later click predicts those voxels differently, and Undo restores what the click changed.
     """
@@ -99,7 +100,7 @@ class ClickWorker:
         if kind == "forget":
             self._volumeKey = None
             return None
-        session = self._session
+        session, note = self._session, ""
         if kind == "restart":
             if session is not None and self._volumeKey is not None:
                 session.reset()
@@ -109,6 +110,8 @@ class ClickWorker:
                 self._session = self._sessionKey = self._volumeKey = None  # free the old model first
                 self._session = session = self._newSession(bundle, device)
                 self._sessionKey = (bundle, device)
+                choice = getattr(session, "device_choice", None)  # e.g. "the GPU is too small: using the CPU"
+                note = choice.message if choice is not None else ""
             if volume is not None or volumeKey != self._volumeKey:
                 if volume is None:
                     raise ValueError("the volume changed; place the point again")
@@ -126,7 +129,7 @@ class ClickWorker:
         else:
             raise ValueError(f"unknown request {kind!r}")
         mask = session.mask
-        result = {"kind": kind, "target": target, "box": session.last_changed, "clicks": len(session.clicks),
+        result = {"kind": kind, "target": target, "note": note, "box": session.last_changed, "clicks": len(session.clicks),
                   "label": getattr(session, "label_name", None), "ijkToRas": mask.ijk_to_ras}
         if result["box"] is not None:
             k0, k1, j0, j1, i0, i1 = result["box"]
