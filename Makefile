@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench venv clean wheels
 
 venv: $(STAMP)
 
@@ -22,7 +22,12 @@ test: $(STAMP)
 	$(PY) -m pytest -q --durations=20 Testing
 
 bench: $(STAMP)
-	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
+	for f in $(filter-out benchmarks/wheelhouse.py,$(wildcard benchmarks/*.py)); do $(PY) $$f || exit 1; done
+
+# GPU figures: `make wheels` here (needs the package index), then on the GPU machine, with wheels/ brought
+# along: `bash benchmarks/gpu_all.sh` (no package index needed there). Options: benchmarks/wheelhouse.py --help.
+wheels: $(STAMP)
+	$(PY) benchmarks/wheelhouse.py --out wheels
 
 clean:
 	rm -rf $(VENV) demo_out

@@ -10,7 +10,7 @@ negative, positive) at points inside the body, with a ``reset`` between sequence
 never grows: the best case) and at the session's default cap (the target). The reference is the naive
 way: the same network on the whole model-space volume, once per click.
 
-Run: ``.venv/bin/python benchmarks/click_latency.py [--threads 2] [--clicks 24] [--bundle DIR]``.
+Run: ``.venv/bin/python benchmarks/click_latency.py [--threads 2] [--clicks 24] [--bundle DIR] [--device auto|cpu|cuda]``.
 Ends with ``target click-latency-cpu: X s (goal 3 s) ok|short`` and, with CUDA, the same for the GPU
 (goal 0.25 s); without CUDA the GPU line says it was skipped.
 """
@@ -102,17 +102,23 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (the goal is for 2 cores) [2]")
     parser.add_argument("--clicks", type=int, default=24, help="timed clicks after 3 warm-up clicks [24]")
     parser.add_argument("--bundle", type=Path, help="an interactive bundle [random weights, interactive-cpu]")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: CPU, and the GPU when CUDA is there; cpu or cuda: only that one [auto]")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device")
     torch.set_num_threads(args.threads)
+    devices = ([("cpu", torch.device("cpu"))] if args.device != "cuda" else []) + (
+        [("gpu", torch.device("cuda"))] if args.device != "cpu" and torch.cuda.is_available() else [])
     from ssl3d.data.samples import SampleUnavailable, load_sample
 
     try:
         image, label = load_sample("lung1")
     except SampleUnavailable as exc:
         print(f"lung1 unavailable ({exc}); nothing measured")
-        print(f"target click-latency-cpu: not measured (goal {GOALS['cpu']:g} s) short")
+        for name, _ in devices:
+            print(f"target click-latency-{name}: not measured (goal {GOALS[name]:g} s) short")
         return 1
-    devices = [("cpu", torch.device("cpu"))] + ([("gpu", torch.device("cuda"))] if torch.cuda.is_available() else [])
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} CPU threads"
           + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no CUDA"))
     print(f"volume: lung1 {image.shape[::-1]} voxels (i, j, k), spacing {np.round(image.spacing, 3).tolist()} mm")
@@ -124,11 +130,12 @@ def main() -> int:
     for (name, cap), r in results.items():
         print(f"{name:<6} {cap:>7} {r['load_s']:>7.2f} {r['set_volume_s']:>12.2f} {r['median_s']:>9.3f} {r['p95_s']:>7.3f} {r['max_s']:>7.3f} "
               f"{r['roi_voxels']:>10} {r['whole_volume_s']:>22.3f}")
-    print(f"model grid (D, H, W): {results['cpu', 1]['model_grid']}; {args.clicks} timed clicks per row; ROI cap in windows per axis "
+    print(f"model grid (D, H, W): {next(iter(results.values()))['model_grid']}; {args.clicks} timed clicks per row; ROI cap in windows per axis "
           f"(1: never grows, the best case; {DEFAULT_CAP}: the session default, the target)")
     for name in ("cpu", "gpu"):
         if (name, DEFAULT_CAP) not in results:
-            print(f"target click-latency-gpu: skipped, no CUDA device (goal {GOALS['gpu']:g} s)")
+            why = "no CUDA device" if name == "gpu" and args.device != "cpu" else f"--device {args.device}"
+            print(f"target click-latency-{name}: skipped, {why} (goal {GOALS[name]:g} s)")
             continue
         value = results[name, DEFAULT_CAP]["p95_s"]
         print(f"target click-latency-{name}: {value:.3f} s (goal {GOALS[name]:g} s) {'ok' if value <= GOALS[name] else 'short'}")

@@ -20,7 +20,8 @@ Each is timed ``--runs`` times, interleaved, and the fastest run counts (the mac
 The half-precision path is AMP: float16 autocast on CUDA (the default there), bfloat16 autocast on CPU
 (opt-in, ``--amp on``; CPU's default is float32). Blending stays float32 in both.
 
-Usage: ``python benchmarks/segment_speed.py [--runs 3] [--quick] [--model BUNDLE] [--steps 30]``.
+Usage: ``python benchmarks/segment_speed.py [--runs 3] [--quick] [--model BUNDLE] [--steps 30] [--device auto|cpu|cuda]``.
+The targets are measured per device; the GPU ones carry a ``-cuda`` suffix.
 """
 
 from __future__ import annotations
@@ -151,7 +152,11 @@ def main() -> int:
     parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap [0.5]")
     parser.add_argument("--sw-batch", type=int, default=2, help="windows per forward pass [2]")
     parser.add_argument("--volume", choices=("lung1", "lung2", "phantom"), default="lung1", help="input: a real CT sample or a phantom [lung1]")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: CPU, and the GPU when CUDA is there; cpu or cuda: only that one (the bundle trains on CPU) [auto]")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device")
     from ssl3d.bundle import read_bundle
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
@@ -161,7 +166,8 @@ def main() -> int:
         bundle = read_bundle(args.model or trained_bundle(args.keep or Path(tmp), args.steps))
         print(f"network: {bundle.network['name']} {bundle.network['kwargs']} from {bundle.path} ({time.perf_counter() - start:.0f} s to get it)", flush=True)
         x, window, what = model_input(bundle, args.volume, args.quick)
-        devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+        devices = ([torch.device("cpu")] if args.device != "cuda" else []) + (
+            [torch.device("cuda")] if args.device != "cpu" and torch.cuda.is_available() else [])
         results = {d.type: measure(bundle, x, window, d, args.overlap, args.sw_batch, runs) for d in devices}
     windows = _count(x, window, args.overlap)
     print(f"\n{what} -> model-space volume {tuple(x.shape[2:])}, window {window}, overlap {args.overlap}, {windows} windows, sw-batch {args.sw_batch}, fastest of {runs}")
@@ -178,6 +184,9 @@ def main() -> int:
         _target(f"segment-vs-monai{tag}", r["ssl3d"] / r["MONAI"], ratio_goal, f"{r['ssl3d'] / r['MONAI']:.3f}x", f"{ratio_goal}x", lower=True)
         _target(f"segment-vs-forward{tag}", r["ssl3d-all"] / r["bare"], 1.15, f"{r['ssl3d-all'] / r['bare']:.3f}x", "1.15x", lower=True)
         _target(f"segment-half{tag}", r["agreement"], 0.9999, f"{100 * r['agreement']:.4f} %", "99.99 %", lower=False)
+    if args.device == "auto" and not torch.cuda.is_available():
+        for name, goal in (("logits", "<= 1e-4"), ("vs-monai", "<= 0.7x"), ("vs-forward", "<= 1.15x"), ("half", ">= 99.99 %")):
+            print(f"target segment-{name}-cuda: skipped, no CUDA device (goal {goal})")
     return 0
 
 
