@@ -28,7 +28,8 @@ from slicer.i18n import translate
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import *  # noqa: F403
 from slicer.util import VTKObservationMixin
-from SSLPretrain import Device, EngineJobs, SSLPretrainLogic, ensureEngineRequirements, pathOrNone
+from SSLPretrain import (PHANTOM_SAMPLE, Device, EngineJobs, SSLPretrainLogic, ensureEngineRequirements, pathOrNone,
+                         writePhantomSample)
 
 MODEL_SETTING = "SSL3D/SSLSegment/modelPath"
 POINT_COLORS = {"positive": (0.2, 0.8, 0.3), "negative": (0.9, 0.2, 0.2)}
@@ -738,9 +739,11 @@ class SSLSegmentTest(ScriptedLoadableModuleTest):  # noqa: F405
         bundle = SSLPretrainLogic.bundleFromOutputs(done[-1].get("outputs") or {}) if done else None
         self.assertIsNotNone(bundle, "fine-tuning wrote no bundle")
         SSLSegmentTest.bundle = bundle
-        self.delayDisplay("Segmenting a phantom")
-        image = make_phantom(5)[0]
-        volume = mrml.volume_to_node(image, slicer.mrmlScene, "phantom 5")
+        self.delayDisplay("Segmenting the SSL3D phantom of Sample Data")
+        import SampleData
+
+        writePhantomSample()  # Sample Data's downloadSample does not run custom downloaders: it finds these files
+        volume = SampleData.downloadSamples(PHANTOM_SAMPLE)[0]
         mrml.export_volume(volume, root / "input.nii.gz")
         logic.jobs.run(logic.segmentArguments(bundle, root / "input.nii.gz", root / SEGMENT_OUTPUT, "cpu"), root)
         info = SSLPretrainLogic.readBundleInfo(bundle)
