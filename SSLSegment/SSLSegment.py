@@ -190,7 +190,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         editor.setMRMLSegmentEditorNode(self.logic.segmentEditorNode())
         editor.installKeyboardShortcuts()
         editor.setupViewObservations()
-        if self._parameterNode and self._parameterNode.inputVolume:
+        if self._parameterNode and self._parameterNode.inputVolume and editor.segmentationNode() is not None:
             editor.setSourceVolumeNode(self._parameterNode.inputVolume)
 
     def initializeParameterNode(self) -> None:
@@ -218,7 +218,8 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         jobs = self.logic.jobs
         canSegment = SSLSegmentLogic.task(self._bundleInfo) == "segmentation" and p.inputVolume is not None
         editor = self.ui.segmentEditorWidget
-        if p.inputVolume is not None and editor.mrmlSegmentEditorNode() is not None and editor.sourceVolumeNode() != p.inputVolume:
+        if (p.inputVolume is not None and editor.mrmlSegmentEditorNode() is not None and editor.segmentationNode() is not None
+                and editor.sourceVolumeNode() != p.inputVolume):  # the editor takes a source volume only with a segmentation
             editor.setSourceVolumeNode(p.inputVolume)
         self.ui.segmentButton.enabled = jobs.running("segment") or canSegment
         fromScene = p.trainingSource == TrainingSource.SCENE
@@ -263,7 +264,8 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         from ssl3d.infer import device_for_bundle
 
         p = self._parameterNode
-        choice = device_for_bundle(pathOrNone(p.modelPath), "cuda", volume=mrml.volume_from_node(p.inputVolume))
+        choice = device_for_bundle(pathOrNone(p.modelPath), "cuda", volume=mrml.volume_from_node(p.inputVolume),
+                                   other_process=True)  # the segment job runs in its own process
         if not choice.message:
             return True
         return not slicer.util.confirmYesNoDisplay(
@@ -770,12 +772,18 @@ class SSLSegmentTest(ScriptedLoadableModuleTest):  # noqa: F405
         widget._parameterNode.device = Device.CPU
         widget.ui.clickCollapsibleButton.collapsed = False
         editor = widget.ui.segmentEditorWidget
+        clicks = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "two clicks")  # empty: no other test's segments
+        clicks.CreateDefaultDisplayNodes()
+        clicks.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+        editor.setSegmentationNode(clicks)
+        editor.setSourceVolumeNode(volume)
 
         self.delayDisplay("First click (include)")
         widget.logic.pointList("positive").AddControlPoint(*inside)
         self._waitForClicks(widget)
         segmentationNode, segmentId = editor.segmentationNode(), editor.currentSegmentID()
-        self.assertIsNotNone(segmentationNode, "the click made no segmentation for the Segment Editor")
+        self.assertEqual(segmentationNode, clicks)
+        self.assertTrue(segmentId, "the click made no segment for the Segment Editor")
         session = widget._clicker._session
         first = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volume)
         self.assertEqual(len(session.clicks), 1)

@@ -67,13 +67,16 @@ class DeviceChoice:
     message: str = ""
 
 
-def choose_device(requested: str = "auto", need_bytes: int | Callable[[], int | None] | None = None) -> DeviceChoice:
+def choose_device(requested: str = "auto", need_bytes: int | Callable[[], int | None] | None = None,
+                  other_process: bool = False) -> DeviceChoice:
     """The device for a job that needs ``need_bytes`` of GPU memory (module docstring).
 
     Args:
         requested: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
         need_bytes: the estimate, or a function computing it (called only when a GPU is in play), or None
             to skip the check (``auto`` then takes the GPU, as :func:`resolve_device`).
+        other_process: the job runs in another process (e.g. Slicer starting ``ssl3d segment``): see
+            :func:`gpu_free_bytes`.
 
     Raises:
         ConfigError: an unknown spec, or ``cuda`` asked where there is none (as :func:`resolve_device`).
@@ -87,7 +90,7 @@ def choose_device(requested: str = "auto", need_bytes: int | Callable[[], int | 
         need = need_bytes() if callable(need_bytes) else need_bytes
         if need is None:
             return DeviceChoice(name)
-        free = gpu_free_bytes(device.index or 0)
+        free = gpu_free_bytes(device.index or 0, other_process)
     except Exception as exc:  # the check is advisory: when it cannot be made, the GPU is used as before
         return DeviceChoice(name, message=f"could not check the memory of {name} ({type(exc).__name__}: {exc}); using it.")
     if free >= need:
@@ -103,19 +106,28 @@ def format_bytes(n: int) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
-def gpu_free_bytes(index: int = 0) -> int:
-    """Free memory of CUDA device ``index`` that a new job could use, without creating a CUDA context.
+def gpu_free_bytes(index: int = 0, other_process: bool = False) -> int:
+    """Free memory of CUDA device ``index`` that a new job could use.
+
+    For a job in this process: with a CUDA context already here, CUDA's figure plus what torch's cache
+    holds unused; else NVML's, which creates no context; else CUDA's (creating the context the job needs
+    anyway). For a job in ``other_process``: NVML only (this process's cache is no use to it, and a context
+    created here, e.g. in Slicer, would hold about half a gigabyte of the GPU for nothing).
 
     Raises:
-        RuntimeError: neither NVML nor CUDA could report it.
+        RuntimeError: the free memory could not be read that way.
     """
     import torch
 
-    if torch.cuda.is_initialized():  # this process holds a context already: ask CUDA, count torch's unused cache
+    if not other_process and torch.cuda.is_initialized():
         free, _ = torch.cuda.mem_get_info(index)
         return int(free + torch.cuda.memory_reserved(index) - torch.cuda.memory_allocated(index))
     free = _nvml_free_bytes(index)
-    return int(free) if free is not None else int(torch.cuda.mem_get_info(index)[0])
+    if free is not None:
+        return int(free)
+    if other_process:
+        raise RuntimeError("NVML cannot report it (no NVML library, or several GPUs without CUDA_DEVICE_ORDER=PCI_BUS_ID)")
+    return int(torch.cuda.mem_get_info(index)[0])
 
 
 def _nvml_free_bytes(index: int) -> int | None:
@@ -136,9 +148,9 @@ def _nvml_free_bytes(index: int) -> int | None:
             return None
         nvml_index = torch.cuda._get_nvml_device_index(index)  # honours CUDA_VISIBLE_DEVICES (private: guarded)
         library = ctypes.CDLL("nvml.dll" if sys.platform == "win32" else "libnvidia-ml.so.1")
-    except Exception:
-        return None
-    if library.nvmlInit_v2() != 0:
+        if library.nvmlInit_v2() != 0:
+            return None
+    except Exception:  # no NVML, or a driver without these entry points
         return None
     try:
         handle, memory = ctypes.c_void_p(), Memory()

@@ -48,17 +48,20 @@ def test_forward_peak_counts_tensors_alive_at_once(inplace, peak):
 
 
 def test_estimate_grows_with_window_and_sw_batch(seg_cpu_bundle):
-    small = estimate_segment_memory(seg_cpu_bundle, sw_batch=1, window=(16, 16, 16))
-    large = estimate_segment_memory(seg_cpu_bundle, sw_batch=1, window=(32, 32, 32))
-    batch = estimate_segment_memory(seg_cpu_bundle, sw_batch=4, window=(32, 32, 32))
+    shape = (64, 128, 128)  # several windows per slab, so sw_batch of them run together
+    small = estimate_segment_memory(seg_cpu_bundle, sw_batch=1, window=(16, 16, 16), shape=shape)
+    large = estimate_segment_memory(seg_cpu_bundle, sw_batch=1, window=(32, 32, 32), shape=shape)
+    batch = estimate_segment_memory(seg_cpu_bundle, sw_batch=4, window=(32, 32, 32), shape=shape)
     assert small.total < large.total < batch.total
     assert 7.8 < large.activations / small.activations < 8.2  # a convolutional network: linear in voxels
     assert 3.9 < batch.activations / large.activations < 4.1  # and in the batch
-    assert estimate_segment_memory(seg_cpu_bundle, sw_batch=4, window=(32, 32, 32)) == batch  # deterministic
+    assert estimate_segment_memory(seg_cpu_bundle, sw_batch=4, window=(32, 32, 32), shape=shape) == batch  # deterministic
+    one_wide = estimate_segment_memory(seg_cpu_bundle, sw_batch=4, window=(32, 32, 32), shape=(64, 32, 32))
+    assert one_wide.activations == large.activations  # a slab of one window runs it alone, whatever sw_batch
 
 
 def test_estimate_in_range_for_seg_cpu_bundle(seg_cpu_bundle):
-    estimate = estimate_segment_memory(seg_cpu_bundle, amp=False)  # 16^3 windows, sw_batch 2
+    estimate = estimate_segment_memory(seg_cpu_bundle, amp=False, shape=(32, 32, 32))  # 16^3 windows, sw_batch 2
     weights = sum(t.numel() * t.element_size() for t in seg_cpu_bundle.state_dict().values())
     classes = len(seg_cpu_bundle.meta["labels"]) + 1
     logits = 2 * classes * 16**3 * 4
@@ -141,6 +144,18 @@ def test_free_memory_from_nvml_without_context_else_cuda_with_its_cache(fake_gpu
     assert choose_device("auto", 1 * GB).free_bytes == 10 * GB and fake_gpu["asked"] == [0]
 
 
+def test_a_job_in_another_process_reads_nvml_only(fake_gpu, monkeypatch):
+    """Slicer checking for its segment subprocess: no CUDA context here, this process's cache not counted."""
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)  # e.g. clicks ran on the GPU in Slicer
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda index=None: 3 * GB)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda index=None: 1 * GB)
+    monkeypatch.setattr(device_module, "_nvml_free_bytes", lambda index: 5 * GB)
+    assert choose_device("auto", 6 * GB, other_process=True).device == "cpu"  # 5 GB free, not 5 + 2 cached
+    monkeypatch.setattr(device_module, "_nvml_free_bytes", lambda index: None)
+    choice = choose_device("cuda", 6 * GB, other_process=True)
+    assert choice.device == "cuda:0" and "could not check" in choice.message and fake_gpu["asked"] == []
+
+
 # ---------------------------------------------------------------------------------------------- users
 
 
@@ -175,3 +190,17 @@ def test_cli_segment_auto_falls_back_with_one_line(fake_gpu, tmp_path, phantom, 
     assert len(notes) == 1 and notes[0].endswith("using the CPU (slower).") and any("(cpu, AMP off)" in line for line in out)
     logs = [json.loads(line) for line in events.read_text().splitlines() if '"log"' in line]
     assert [(e["message"], e["level"]) for e in logs] == [(notes[0], "info")]
+
+
+def test_cli_segment_with_points_says_where_it_runs(fake_gpu, tmp_path, phantom, seg_cpu_bundle, capsys):
+    fake_gpu["free"] = 100 * MB
+    image = phantom[0]
+    write_volume(image, tmp_path / "ct.nii.gz")
+    centre = ",".join(str(v // 2) for v in image.shape[::-1])  # i,j,k of the middle voxel
+    events = tmp_path / "events.jsonl"
+    assert main(["segment", "--model", str(seg_cpu_bundle.path), "--input", str(tmp_path / "ct.nii.gz"), "--output",
+                 str(tmp_path / "one.nrrd"), "--point", centre, "--ijk", "--events", str(events)]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "100 MB free" in line]
+    assert len(notes) == 1 and notes[0].endswith("using the CPU (slower).")
+    kinds = [json.loads(line)["event"] for line in events.read_text().splitlines()]
+    assert kinds == ["start", "log", "done"]

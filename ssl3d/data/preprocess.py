@@ -215,6 +215,7 @@ def _separable_paste(pred, m: np.ndarray, mapping: GridMapping, label: bool, fil
             high *= weight
             low += high
             data = low
+            del low, high  # peak memory: the interpolated array alone is carried on
     # dims now hold input axes in model order; (C, k, j, i) puts input axis a at dim 3 - a
     out = np.ascontiguousarray(np.transpose(data, (0, *[3 - source_of[a] for a in (2, 1, 0)])), dtype=dtype)
     for a in range(3):

@@ -88,12 +88,12 @@ class ClickWorker:
                 result = self._handle(kind, **request)
             except Exception as error:  # reported on the main thread
                 result = {"kind": kind, "error": str(error) or type(error).__name__, "target": request.get("target")}
+            if result is not None:  # queued before the count drops, so pending() never reads False in between
+                result["seconds"] = time.monotonic() - started
+                self._results.put(result)
             with self._lock:
                 self._inFlight -= 1
                 self._since = time.monotonic() if self._inFlight else None
-            if result is not None:
-                result["seconds"] = time.monotonic() - started
-                self._results.put(result)
 
     def _handle(self, kind, bundle=None, device="auto", volume=None, volumeKey=None, ras=None, positive=True,
                 target=None):

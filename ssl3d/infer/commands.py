@@ -133,6 +133,7 @@ def _parse_point(text: str, option: str) -> tuple[float, float, float]:
 
 def _segment_with_points(args: argparse.Namespace, bundle, device: str) -> int:
     """Click mode: one structure as a 0/1 label map (named after the bundle's class at the click)."""
+    from ..events import EventWriter
     from ..io import read_volume
     from .interactive import segment_with_points
     from .segment import SegmentResult, write_outputs
@@ -140,8 +141,12 @@ def _segment_with_points(args: argparse.Namespace, bundle, device: str) -> int:
     points = [_parse_point(p, "--point") for p in args.point]
     negatives = [_parse_point(p, "--negative") for p in args.negative]
     volume = read_volume(args.input)
-    mask = segment_with_points(bundle, volume, points, negatives, device, ijk=args.ijk)
-    outputs = write_outputs(SegmentResult(mask, [(1, "structure", (230, 25, 75))], {}), args.output)
+    with EventWriter(args.events) as events:
+        events.emit("start", step=0, message=f"segment {args.input} with points")
+        note = lambda message: _device_note(args, events, message)  # noqa: E731
+        mask = segment_with_points(bundle, volume, points, negatives, device, ijk=args.ijk, log=note)
+        outputs = write_outputs(SegmentResult(mask, [(1, "structure", (230, 25, 75))], {}), args.output)
+        events.emit("done", step=1, total=1, outputs=outputs)
     if args.events != "-":
         print(f"{int(mask.array.sum())} voxels selected")
         for name, path in outputs.items():

@@ -34,7 +34,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -403,10 +403,12 @@ def segment_with_points(
     negatives: Sequence[Sequence[float]] = (),
     device: str | torch.device = "auto",
     ijk: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> Volume:
     """The mask of ``volume`` (uint8, on its grid) after the positive ``points``, then the ``negatives``.
 
-    Points are RAS millimetres, or voxel indices (i, j, k) as Slicer shows them with ``ijk=True``.
+    Points are RAS millimetres, or voxel indices (i, j, k) as Slicer shows them with ``ijk=True``. ``log``
+    gets the device choice's note (e.g. a fallback to the CPU) when there is one.
 
     Raises:
         InputError: no positive point, or a point outside the volume.
@@ -415,6 +417,8 @@ def segment_with_points(
     if not points:
         raise InputError("segmenting with points needs at least one positive point (--point).")
     session = InteractiveSession(bundle, device, warmup=False)
+    if log is not None and session.device_choice is not None and session.device_choice.message:
+        log(session.device_choice.message)
     session.set_volume(volume)
     for point, positive in [(p, True) for p in points] + [(p, False) for p in negatives]:
         if ijk:

@@ -190,7 +190,11 @@ def estimate_segment_memory(
         window = [-(-int(s) // multiple) * multiple for s in (shape or (_WHOLE_VOLUME,) * 3)]
     window = tuple(int(w) for w in window)
     shape = tuple(max(int(s), w) for s, w in zip(shape or window, window))  # segment pads to the window
-    weights, peak, out = _probe(_network_key(bundle), int(sw_batch), window)  # type: ignore[arg-type]
+    # segment batches the windows of one slab (one D start): a slab that is one window wide runs them one
+    # by one whatever sw_batch says (whole-volume bundles, small volumes); wider slabs keep sw_batch
+    single = shape[1] <= window[1] and shape[2] <= window[2]
+    sw_batch = 1 if single else int(sw_batch)
+    weights, peak, out = _probe(_network_key(bundle), sw_batch, window)  # type: ignore[arg-type]
     classes, inputs = out[1], _in_channels(bundle.network)
     voxels, plane, depth = math.prod(window), shape[1] * shape[2], window[0]
     buffers = _FLOAT * (
@@ -241,6 +245,7 @@ def device_for_bundle(
     volume: Volume | None = None,
     clicks: bool = False,
     max_roi: int = 3,
+    other_process: bool = False,
 ) -> DeviceChoice:
     """Where to run a bundle: :func:`ssl3d.device.choose_device` with this module's estimate.
 
@@ -257,6 +262,8 @@ def device_for_bundle(
         clicks: estimate an interactive session's clicks (:func:`estimate_click_memory`) instead of
             whole-volume segmentation (:func:`estimate_segment_memory`).
         max_roi: the session's ``max_roi``.
+        other_process: the bundle will run in another process (Slicer starting an ``ssl3d segment`` job):
+            free memory then comes from NVML only, and no CUDA context is created here.
 
     Raises:
         ConfigError: an unknown device spec, or CUDA asked where there is none.
@@ -269,7 +276,7 @@ def device_for_bundle(
             return estimate_click_memory(bundle, max_roi, shape).total
         return estimate_segment_memory(bundle, sw_batch, shape=shape).total
 
-    return choose_device(requested, need)
+    return choose_device(requested, need, other_process)
 
 
 def model_shape(volume: Volume, preprocessing: dict) -> tuple[int, int, int]:

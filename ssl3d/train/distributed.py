@@ -5,12 +5,15 @@ Only rank 0 writes files and events. BatchNorm statistics stay per rank, as in t
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
 import torch
 
 __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "all_reduce_flag"]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,9 +55,13 @@ def cleanup_distributed(barrier: bool = False) -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        if barrier:
-            dist.barrier()
-        dist.destroy_process_group()
+        try:
+            if barrier:
+                dist.barrier()
+        except Exception as error:  # a peer already gone: the job's own outcome matters more than this
+            _log.warning("barrier before leaving the process group failed: %s", error)
+        finally:
+            dist.destroy_process_group()
 
 
 def all_reduce_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
