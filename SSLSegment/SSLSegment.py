@@ -264,7 +264,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         from ssl3d.infer import device_for_bundle
 
         p = self._parameterNode
-        choice = device_for_bundle(pathOrNone(p.modelPath), "cuda", volume=mrml.volume_from_node(p.inputVolume),
+        choice = device_for_bundle(pathOrNone(p.modelPath), "cuda", volume=mrml.volume_from_node(p.inputVolume, copy=False),
                                    other_process=True)  # the segment job runs in its own process
         if not choice.message:
             return True

@@ -104,11 +104,12 @@ def _to_world(node: Any) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ volumes
-def volume_from_node(node: Any) -> Volume:
+def volume_from_node(node: Any, copy: bool = True) -> Volume:
     """A copy of a scalar or label map volume node as a Volume, in world RAS.
 
     The array is (k, j, i), as ``slicer.util.arrayFromVolume`` gives it; ``ijk_to_ras`` is the node's
-    IJK->RAS matrix with its linear parent transforms applied.
+    IJK->RAS matrix with its linear parent transforms applied. ``copy=False`` shares the node's voxels
+    (valid while its image data lives; for reading geometry and voxels on the main thread, never to keep).
 
     Raises:
         InputError: no node, no image data, more than one component per voxel, or a non-linear transform.
@@ -122,7 +123,9 @@ def volume_from_node(node: Any) -> Volume:
         raise InputError(f"volume '{node.GetName()}' must have one component per voxel, "
                          f"it has {image.GetNumberOfScalarComponents()}.")
     dims = image.GetDimensions()
-    array = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[::-1]).copy()
+    array = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[::-1])
+    if copy:
+        array = array.copy()
     local = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(local)
     return Volume(array, _to_world(node) @ _to_numpy(local))

@@ -64,8 +64,10 @@ def test_volume_round_trip_oblique(scene):
     np.testing.assert_array_equal(back.array, volume.array)
     np.testing.assert_allclose(back.ijk_to_ras, volume.ijk_to_ras, atol=1e-9)
     # the array is a copy: changing the node does not change the Volume
+    shared = mrml.volume_from_node(node, copy=False)  # geometry checks: no copy of the voxels
     node.GetImageData().GetPointData().GetScalars().SetValue(0, 999)
-    assert back.array.flat[0] == 0
+    assert back.array.flat[0] == 0 and shared.array.flat[0] == 999
+    np.testing.assert_allclose(shared.ijk_to_ras, volume.ijk_to_ras, atol=1e-9)
 
 
 def test_volume_from_node_applies_nested_linear_transforms(scene):
