@@ -7,7 +7,6 @@ here by a QTimer. Volumes cross the process boundary as files written and read b
 
 import enum
 import json
-import queue
 import shutil
 import sys
 from pathlib import Path
@@ -247,7 +246,7 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
 
     def cleanup(self) -> None:
         self.timer.stop()
-        self.logic.jobs.cancelAll()
+        self.logic.jobs.cancel_all()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -390,10 +389,10 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
         self.ui.statusLabel.text = ""
 
     def onTimer(self) -> None:
-        self._showRunEvents(self.logic.jobs.takeEvents("pretrain"))
+        self._showRunEvents(self.logic.jobs.take_events("pretrain"))
         if self._follower is not None:
             self._showRunEvents(self._follower.poll())
-        self._showInspectEvents(self.logic.jobs.takeEvents("inspect"))
+        self._showInspectEvents(self.logic.jobs.take_events("inspect"))
         for role, finished in (("pretrain", self.onPretrainFinished), ("inspect", self.onInspectFinished)):
             job = self.logic.jobs.finished(role)
             if job is not None:
@@ -592,79 +591,18 @@ def ensureEngineRequirements() -> bool:
     return outcome.ready
 
 
-class EngineJobs:
-    """Engine jobs by role ("pretrain", "inspect", ...), each with its events queued for the main thread.
-
-    GUI-free: the widget's QTimer calls :meth:`takeEvents` and :meth:`finished`; tests and scripts call
-    :meth:`run`. Also used by the SSLSegment module.
-    """
-
-    def __init__(self) -> None:
-        self._jobs = {}
-        self._queues = {}
-
-    def start(self, role: str, args: list, runDir=None):
-        """Start ``ssl3d ARGS`` with Slicer's Python; its events queue up for :meth:`takeEvents`."""
-        from ssl3d import jobs
-
-        if self.running(role):
-            raise RuntimeError(f"a {role} job is already running.")
-        self._queues[role] = queue.Queue()
-        self._jobs[role] = jobs.Job.engine(args, run_dir=runDir, on_event=self._queues[role].put, python=pythonSlicer())
-        return self._jobs[role]
-
-    def running(self, role: str) -> bool:
-        job = self._jobs.get(role)
-        return job is not None and job.running
-
-    def takeEvents(self, role: str) -> list:
-        """The events received since the last call (the job's reader thread fills the queue)."""
-        events, pending = [], self._queues.get(role)
-        while pending is not None and not pending.empty():
-            events.append(pending.get_nowait())
-        return events
-
-    def finished(self, role: str):
-        """The job once it has ended and all its events were taken (then forgotten), else None."""
-        job = self._jobs.get(role)
-        if job is None or job.running or not self._queues[role].empty():
-            return None
-        del self._jobs[role]
-        return job
-
-    def cancel(self, role: str) -> None:
-        """Cancel file + SIGTERM: the job saves a checkpoint and stops; its process tree is killed after a grace period."""
-        if self.running(role):
-            self._jobs[role].cancel()
-
-    def cancelAll(self) -> None:
-        for role in list(self._jobs):
-            self.cancel(role)
-
-    def run(self, args: list, runDir=None, timeout: Optional[float] = None) -> list:
-        """Run a job to its end (tests, scripts) and return its events.
-
-        Raises:
-            ssl3d.errors.JobError: the job failed (its one-line message); Cancelled after a cancel.
-        """
-        job = self.start("run", args, runDir)
-        job.wait(timeout)
-        events = self.takeEvents("run")
-        del self._jobs["run"]
-        job.raise_for_status()
-        return events
-
-
 class SSLPretrainLogic(ScriptedLoadableModuleLogic):  # noqa: F405
     """Builds engine command lines, runs them as background jobs, and loads their outputs into the scene.
 
-    Usable without the GUI (tests, the Python console): ``jobs.start`` a job, then poll ``jobs.takeEvents``
-    and ``jobs.finished``, or ``jobs.run`` it to the end.
+    Usable without the GUI (tests, the Python console): ``jobs`` is an :class:`ssl3d.jobs.JobBoard`:
+    ``jobs.start`` a job, then poll ``jobs.take_events`` and ``jobs.finished``, or ``jobs.run`` it to the end.
     """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)  # noqa: F405
-        self.jobs = EngineJobs()
+        from ssl3d.jobs import JobBoard  # light: psutil is imported only to kill a job's process tree
+
+        self.jobs = JobBoard(python=pythonSlicer())
 
     def getParameterNode(self):
         return SSLPretrainParameterNode(super().getParameterNode())

@@ -1,7 +1,7 @@
 """SSLSegment: segment volumes with SSL3D model bundles, fine-tune them from the scene, click to segment.
 
 Widget wiring only. Segmentation and fine-tuning run as ``ssl3d segment`` / ``ssl3d finetune`` jobs in a
-background process (:mod:`ssl3d.jobs`, through SSLPretrain's ``EngineJobs``); the ``.seg.nrrd`` result becomes
+background process (:class:`ssl3d.jobs.JobBoard`); the ``.seg.nrrd`` result becomes
 a segmentation node with the bundle's names and colours through :mod:`ssl3d.mrml`.
 
 Click to segment runs in-process: one persistent worker thread (``ssl3d.infer.click_worker.ClickWorker``) owns a warm
@@ -28,7 +28,7 @@ from slicer.i18n import translate
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import *  # noqa: F403
 from slicer.util import VTKObservationMixin
-from SSLPretrain import (PHANTOM_SAMPLE, Device, EngineJobs, SSLPretrainLogic, ensureEngineRequirements, pathOrNone,
+from SSLPretrain import (PHANTOM_SAMPLE, Device, SSLPretrainLogic, ensureEngineRequirements, pathOrNone, pythonSlicer,
                          writePhantomSample)
 
 MODEL_SETTING = "SSL3D/SSLSegment/modelPath"
@@ -153,7 +153,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
 
     def cleanup(self) -> None:
         self.timer.stop()
-        self.logic.jobs.cancelAll()
+        self.logic.jobs.cancel_all()
         self._clicker.stop()
         self.removeObservers()
 
@@ -542,13 +542,13 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
     # ---------------------------------------------------------------------------------- events
     def onTimer(self) -> None:
         jobs = self.logic.jobs
-        for event in jobs.takeEvents("segment"):
+        for event in jobs.take_events("segment"):
             if event.get("event") == "progress" and event.get("total"):
                 self.ui.segmentProgressBar.maximum = int(event["total"])
                 self.ui.segmentProgressBar.value = int(event.get("step") or 0)
             elif event.get("event") == "log" and event.get("message"):
                 self.ui.segmentStatusLabel.text = event["message"]
-        self._showFineTuneEvents(jobs.takeEvents("finetune"))
+        self._showFineTuneEvents(jobs.take_events("finetune"))
         for role, finished in (("segment", self.onSegmentFinished), ("finetune", self.onFineTuneFinished)):
             job = jobs.finished(role)
             if job is not None:
@@ -566,7 +566,9 @@ class SSLSegmentLogic(ScriptedLoadableModuleLogic):  # noqa: F405
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)  # noqa: F405
-        self.jobs = EngineJobs()
+        from ssl3d.jobs import JobBoard
+
+        self.jobs = JobBoard(python=pythonSlicer())
 
     def getParameterNode(self):
         return SSLSegmentParameterNode(super().getParameterNode())

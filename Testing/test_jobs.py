@@ -161,3 +161,24 @@ def test_engine_info():
     job = Job.engine(["info"])
     assert job.wait(60) == 0, job.error_message
     assert job.name == "ssl3d info"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ssl3d.__main__") is None, reason="the ssl3d CLI is not there yet")
+def test_job_board_one_job_per_role_events_then_finished(tmp_path):
+    from ssl3d.jobs import JobBoard
+
+    board = JobBoard()
+    job = board.start("info", ["info"])
+    with pytest.raises(RuntimeError, match="already running"):
+        board.start("info", ["info"])
+    events, finished, deadline = [], None, time.monotonic() + 60
+    while finished is None and time.monotonic() < deadline:  # as a GUI timer polls
+        events += board.take_events("info")
+        finished = board.finished("info")
+        time.sleep(0.02)
+    assert finished is job and job.returncode == 0 and not board.running("info")
+    assert events and events == job.events  # every event, in order, through the queue
+    assert board.finished("info") is None and board.take_events("info") == []  # handed over once
+    with pytest.raises(JobError):
+        board.run(["segment", "--model", str(tmp_path / "missing"), "--input", "x.nii.gz", "--output", "y.nii.gz"])
+    board.cancel_all()  # nothing running: nothing to do

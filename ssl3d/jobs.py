@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import queue
 import re
 import signal
 import subprocess
@@ -34,14 +35,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Sequence
-
-import psutil
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from .errors import Cancelled, JobError
 from .events import EventFollower, make_event, parse_event
 
-__all__ = ["CANCELLED_EXIT_CODE", "CANCEL_FILE", "EVENTS_FILE", "Job", "follow_run"]
+__all__ = ["CANCELLED_EXIT_CODE", "CANCEL_FILE", "EVENTS_FILE", "Job", "JobBoard", "follow_run"]
 
 #: Exit code of an engine job that stopped because it was cancelled (after saving a checkpoint);
 #: 128 + SIGINT, as shells report an interrupted program.
@@ -52,6 +51,9 @@ EVENTS_FILE = "events.jsonl"  # every run folder's events, read by follow_run
 STDERR_LINES = 200  # stderr lines kept for error reports
 _DRAIN_S = 5.0  # how long to wait for the output pipes after the process has exited
 _ERROR_LINE = re.compile(r"^(?:.*?: )?error: (.+)$")  # "error: msg" (ssl3d CLI), "prog: error: msg" (argparse)
+
+if TYPE_CHECKING:
+    import psutil  # imported where used: a Slicer without it yet can still build a JobBoard
 
 EventCallback = Callable[[dict], None]
 _log = logging.getLogger(__name__)
@@ -338,6 +340,69 @@ class Job:
         return f"<Job {self.name} pid={self._process.pid} {state}>"
 
 
+class JobBoard:
+    """Engine jobs by role ("pretrain", "segment", ...), one at a time per role, each with its events queued.
+
+    What a GUI needs around :class:`Job`: its timer calls :meth:`take_events` and :meth:`finished` on the
+    main thread while each job's reader thread fills that role's queue; scripts and tests call :meth:`run`.
+    ``python`` runs the jobs (Slicer passes its PythonSlicer; default: this interpreter).
+    """
+
+    def __init__(self, python: str | None = None) -> None:
+        self.python = python
+        self._jobs: dict[str, Job] = {}
+        self._queues: dict[str, queue.Queue] = {}
+
+    def start(self, role: str, args: Sequence[str], run_dir: str | os.PathLike | None = None) -> Job:
+        """Start ``ssl3d ARGS`` for ``role``; a RuntimeError when that role's job is still running."""
+        if self.running(role):
+            raise RuntimeError(f"a {role} job is already running.")
+        self._queues[role] = queue.Queue()
+        self._jobs[role] = Job.engine(args, run_dir=run_dir, on_event=self._queues[role].put, python=self.python)
+        return self._jobs[role]
+
+    def running(self, role: str) -> bool:
+        job = self._jobs.get(role)
+        return job is not None and job.running
+
+    def take_events(self, role: str) -> list[dict]:
+        """The events received since the last call."""
+        events, pending = [], self._queues.get(role)
+        while pending is not None and not pending.empty():
+            events.append(pending.get_nowait())
+        return events
+
+    def finished(self, role: str) -> Job | None:
+        """The job once it has ended and all its events were taken (then forgotten), else None."""
+        job = self._jobs.get(role)
+        if job is None or job.running or not self._queues[role].empty():
+            return None
+        del self._jobs[role]
+        return job
+
+    def cancel(self, role: str) -> None:
+        """Cancel file + stop signal: the job saves a checkpoint and stops; its tree is killed after the grace period."""
+        if self.running(role):
+            self._jobs[role].cancel()
+
+    def cancel_all(self) -> None:
+        for role in list(self._jobs):
+            self.cancel(role)
+
+    def run(self, args: Sequence[str], run_dir: str | os.PathLike | None = None, timeout: float | None = None) -> list[dict]:
+        """Run a job to its end and return its events.
+
+        Raises:
+            JobError: the job failed (its one-line message); Cancelled after a cancel.
+        """
+        job = self.start("run", args, run_dir)
+        job.wait(timeout)
+        events = self.take_events("run")
+        del self._jobs["run"]
+        job.raise_for_status()
+        return events
+
+
 def follow_run(run_dir: str | os.PathLike) -> EventFollower:
     """Follow the events of a run started elsewhere (a terminal, a cluster) from ``run_dir/events.jsonl``.
 
@@ -382,6 +447,8 @@ def _exit_summary(name: str, code: int) -> str:
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
+    import psutil
+
     try:
         return psutil.Process(pid).children(recursive=True)
     except psutil.Error:
@@ -396,6 +463,8 @@ def _merge(first: Iterable[psutil.Process], second: Iterable[psutil.Process]) ->
 
 def _alive(process: psutil.Process) -> bool:
     """Running and not a zombie (a killed grandchild stays a zombie until some parent reaps it)."""
+    import psutil
+
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
@@ -403,6 +472,8 @@ def _alive(process: psutil.Process) -> bool:
 
 
 def _kill(process: psutil.Process) -> None:
+    import psutil
+
     try:
         process.kill()  # psutil checks that the pid still belongs to this process
     except psutil.Error:

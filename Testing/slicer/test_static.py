@@ -368,13 +368,13 @@ report["pretext"] = P.describePretext({"pretext": {"method": "voco", "preset": "
                                        "network": {"name": "cnn-small"}, "provenance": {"steps": 40}})
 SSLPretrain.SSLPretrainLogic(); SSLSegment.SSLSegmentLogic()
 
-import time  # a real engine job through EngineJobs, drained as the widget's QTimer does
-jobs = SSLPretrain.EngineJobs()
+import time  # a real engine job through the logic's JobBoard, drained as the widget's QTimer does
+jobs = SSLPretrain.SSLPretrainLogic().jobs
 jobs.start("help", ["pretrain", "--help"])
 events, finished, deadline = [], None, time.monotonic() + 60
 while finished is None and time.monotonic() < deadline:
     time.sleep(0.05)
-    events += jobs.takeEvents("help")
+    events += jobs.take_events("help")
     finished = jobs.finished("help")
 report["job"] = {"returncode": finished.returncode if finished else None, "running": jobs.running("help"),
                  "kinds": sorted({e["event"] for e in events}), "text": " ".join(e.get("message", "") for e in events)}
