@@ -110,7 +110,8 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         self._clicker = ClickWorker()
         self._clickTarget = None  # (bundle, device, volume node ID, segmentation node ID, segment ID) of the clicks
         self._clickVolumeKey = None  # (volume node ID, image MTime) the worker's session holds
-        self._clickPoints = []  # point list IDs of the clicks, oldest first, for Undo
+        self._clickPoints = []  # (click number, point list ID) of the clicks, oldest first, for Undo
+        self._clickCount = 0  # numbers the clicks, so a failed one is found among those queued
         self._choosingTarget = False
 
     def setup(self) -> None:
@@ -354,9 +355,11 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             volume, volumeKey = None, (volumeNode.GetID(), volumeNode.GetImageData().GetMTime())
             if volumeKey != self._clickVolumeKey:  # the volume is converted on the main thread, once
                 volume, self._clickVolumeKey = mrml.volume_from_node(volumeNode), volumeKey
-            self._clickPoints.append(caller.GetID())
+            self._clickCount += 1
+            self._clickPoints.append((self._clickCount, caller.GetID()))
             self._clicker.submit("point", bundle=target[0], device=target[1], volume=volume, volumeKey=volumeKey,
-                                 ras=tuple(float(v) for v in point), positive=positive, target=target)
+                                 ras=tuple(float(v) for v in point), positive=positive, target=target,
+                                 tag=self._clickCount)
             kind = _("Include") if positive else _("Exclude")
             self.ui.clickStatusLabel.text = _("{kind} point at {ras} (R,A,S mm)...").format(kind=kind, ras=mrml.format_ras(point))
             self.timer.start()
@@ -409,7 +412,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         """Take back the last click: its point goes and the segment gets back the voxels the click changed."""
         if not self._clickPoints or self._clickTarget is None:
             return
-        node = slicer.mrmlScene.GetNodeByID(self._clickPoints.pop())
+        node = slicer.mrmlScene.GetNodeByID(self._clickPoints.pop()[1])
         if node is not None and node.GetNumberOfControlPoints():
             node.RemoveNthControlPoint(node.GetNumberOfControlPoints() - 1)
         self._clicker.submit("undo", target=self._clickTarget)
@@ -436,8 +439,8 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
                 self.ui.clickStatusLabel.text = _("Click failed: {message}").format(message=result["error"])
                 if result["kind"] == "point":
                     self._clickVolumeKey = None  # send the volume again with the next click
-                    if self._clickPoints:
-                        self._clickPoints.pop()  # that point has no step to undo
+                    # that click has no step to undo (later queued clicks may have succeeded)
+                    self._clickPoints = [entry for entry in self._clickPoints if entry[0] != result.get("tag")]
                 continue
             target = result.get("target")
             if target is None or result.get("box") is None:

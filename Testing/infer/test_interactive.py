@@ -396,13 +396,14 @@ def test_click_worker_reports_errors_and_needs_the_volume_again(trained):
     image, _ = make_phantom(54, shape=(32, 48, 48))
     worker = ClickWorker()
     worker.submit("point", bundle=str(trained["bundle"]), device="cpu", volume=image, volumeKey="v1",
-                  ras=(1e4, 0.0, 0.0), positive=True, target="t")
+                  ras=(1e4, 0.0, 0.0), positive=True, target="t", tag=1)
     worker.submit("point", bundle=str(trained["bundle"]), device="cpu", volume=None, volumeKey="v2",
-                  ras=_ras(image, (16, 24, 24)), positive=True, target="t")  # a new volume key without the volume
+                  ras=_ras(image, (16, 24, 24)), positive=True, target="t", tag=2)  # a new volume key without the volume
     results = _drain(worker)
     worker.stop()
     assert "outside" in results[0]["error"].lower()
     assert "volume changed" in results[1]["error"]
+    assert [r["tag"] for r in results] == [1, 2]  # the module finds which queued click failed
 
 
 def test_click_worker_passes_on_the_device_note_once(trained):

@@ -29,7 +29,7 @@ class ClickWorker:
     Each request but ``restart``/``forget`` gives one result dict: ``box`` (half-open k0, k1, j0, j1, i0, i1 on the
     volume's grid, None when nothing changed), ``values`` (the mask in the box), ``changed`` (the voxels the
     request changed in the box), ``ijkToRas``, ``clicks``, ``label``, ``seconds``, ``target``, ``note`` (the new
-    session's device message, else empty); or ``error``.
+    session's device message, else empty), ``tag`` (the request's ``tag``, given back as it came); or ``error``.
     Only the changed voxels are written into the segment, so painting between clicks is kept except where a
     later click predicts those voxels differently, and Undo restores what the click changed.
     """
@@ -83,13 +83,14 @@ class ClickWorker:
                 self._session = None
                 return
             kind, request = item
+            tag = request.pop("tag", None)
             started = time.monotonic()
             try:
                 result = self._handle(kind, **request)
             except Exception as error:  # reported on the main thread
                 result = {"kind": kind, "error": str(error) or type(error).__name__, "target": request.get("target")}
             if result is not None:  # queued before the count drops, so pending() never reads False in between
-                result["seconds"] = time.monotonic() - started
+                result["seconds"], result["tag"] = time.monotonic() - started, tag
                 self._results.put(result)
             with self._lock:
                 self._inFlight -= 1
