@@ -12,7 +12,7 @@ Input: one float32 volume [1, 128, 256, 256] (v2, as ``fixtures/vf_stats.json``)
     vf-v1          ssl3d / reference, one thread, batch of 4                 goal >= 3x
 
 Usage: ``python benchmarks/vf_samples.py [--runs R] [--quick]``. With CUDA present, GPU times of the
-ssl3d path are printed too (no target: the GPU goal is a share of a training step).
+ssl3d path are printed too (no target here: the GPU goal is a share of a training step, measured by vf_step.py).
 """
 
 from __future__ import annotations
