@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q --durations=20 Testing
 
 bench: $(STAMP)
-	for f in $(filter-out benchmarks/wheelhouse.py,$(wildcard benchmarks/*.py)); do $(PY) $$f || exit 1; done
+	for f in $(filter-out benchmarks/wheelhouse.py benchmarks/step_timing.py,$(wildcard benchmarks/*.py)); do $(PY) $$f || exit 1; done
 
 # GPU figures: `make wheels` here (needs the package index), then on the GPU machine, with wheels/ brought
 # along: `bash benchmarks/gpu_all.sh` (no package index needed there). Options: benchmarks/wheelhouse.py --help.

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from ssl3d.pretext.vf_task import FusionTask
 from ssl3d.train.distributed import DistInfo
 from ssl3d.train.logger import RunLogger
 from ssl3d.train.loop import TrainContext
-from ssl3d.train.optim import build_optimizer
+from step_timing import time_steps
 
 GOAL_CUDA = 0.05
 VOLUME_SHAPE = {"cpu": (48, 96, 96), "cuda": (128, 256, 256)}  # (k, j, i)
@@ -45,11 +44,6 @@ def _write_volumes(folder: Path, shape: tuple[int, int, int], count: int = 3) ->
     return folder
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure(name: str, device: torch.device, steps: int, warmup: int) -> dict:
     preset = get_preset(name)
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,25 +53,7 @@ def measure(name: str, device: torch.device, steps: int, warmup: int) -> dict:
         ctx = TrainContext(preset, root, device, DistInfo(), logger, 0)
         task = FusionTask(data, root / "cache", val_fraction=0.0, val_samples=2)
         task.setup(ctx)
-        params = [p for p in task.parameters() if p.requires_grad]
-        optimizer = build_optimizer(params, preset.optim)
-        scaler = torch.amp.GradScaler("cuda", enabled=ctx.amp)
-        gen = total = 0.0
-        for step in range(warmup + steps):
-            _sync(device)
-            start = time.perf_counter()
-            batch = task.batch(ctx, step, range(preset.train.batch_size))
-            _sync(device)
-            made = time.perf_counter()
-            with torch.autocast(device.type, enabled=ctx.amp):
-                losses = task.losses(ctx, batch, step)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(losses["total"]).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            _sync(device)
-            if step >= warmup:
-                gen, total = gen + made - start, total + time.perf_counter() - start
+        gen, total, batch = time_steps(task, ctx, steps, warmup)
         logger.close()
     patch = tuple(batch[0].shape[2:])
     return {"step_s": total / steps, "gen_s": gen / steps, "share": gen / total, "batch": preset.train.batch_size, "patch": patch}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -28,7 +27,7 @@ from ssl3d.pretext.voco_task import VoCoTask
 from ssl3d.train.distributed import DistInfo
 from ssl3d.train.logger import RunLogger
 from ssl3d.train.loop import TrainContext
-from ssl3d.train.optim import build_optimizer
+from step_timing import time_steps
 
 GOALS = {"cpu": 0.10, "cuda": 0.05}
 
@@ -43,11 +42,6 @@ class _SyntheticTask(VoCoTask):
         return [torch.rand(shape, generator=g).to(ctx.device) for _ in range(4)], {}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure(name: str, device: torch.device, steps: int, warmup: int) -> dict:
     preset = get_preset(name)
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,25 +49,7 @@ def measure(name: str, device: torch.device, steps: int, warmup: int) -> dict:
         ctx = TrainContext(preset, Path(tmp), device, DistInfo(), logger, 0)
         task = _SyntheticTask(tmp, Path(tmp))
         task.setup(ctx)
-        params = [p for p in task.parameters() if p.requires_grad]
-        optimizer = build_optimizer(params, preset.optim)
-        scaler = torch.amp.GradScaler("cuda", enabled=ctx.amp)
-        gen = total = 0.0
-        for step in range(warmup + steps):
-            _sync(device)
-            start = time.perf_counter()
-            batch = task.batch(ctx, step, range(preset.train.batch_size))
-            _sync(device)
-            made = time.perf_counter()
-            with torch.autocast(device.type, enabled=ctx.amp):
-                losses = task.losses(ctx, batch, step)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(losses["total"]).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            _sync(device)
-            if step >= warmup:
-                gen, total = gen + made - start, total + time.perf_counter() - start
+        gen, total, batch = time_steps(task, ctx, steps, warmup)
     spec = sample_spec(preset)
     crops = preset.train.batch_size * (spec.n_random + spec.n_base)
     return {"step_s": total / steps, "gen_s": gen / steps, "share": gen / total, "crops": crops}
