@@ -303,7 +303,8 @@ _VOCO_SRC = "Luffy03/VoCo @ ba7b7bd (10k recipe)"
 _VOCO2_SRC = "Luffy03/Large-Scale-Medical @ 1ad538b (Self-supervised/)"
 _VF1_SRC = "HiLab-git/PyMIC @ a906dfc + PyMIC_examples @ a581dc8"
 _VF2_SRC = "HiLab-git/PyMIC @ 8bcebd6 (crop4vf.py)"
-_SWIN_B = NetworkConfig("swinunetr", {"feature_size": 48, "use_v2": True})
+# use_checkpoint: gradient checkpointing as the official VoCo codes (memory only; numbers unchanged)
+_SWIN_B = NetworkConfig("swinunetr", {"feature_size": 48, "use_v2": True, "use_checkpoint": True})
 _VOCO_OPTIM = OptimConfig("adamw", lr=1e-4, weight_decay=0.01, amsgrad=True)
 _VOCO_SCHEDULE = ScheduleConfig("warmup_cosine", warmup_steps=5000)
 _CNN_SMALL = NetworkConfig("cnn-small", {"channels": [8, 16, 32, 64]})
@@ -324,40 +325,43 @@ def _register_defaults() -> None:
         "voco-v2", "voco", "VoCo large-scale extension: 3x3 grid, shared backbone, EMA heads", _VOCO2_SRC, v2_pre, _SWIN_B,
         _VOCO_OPTIM, _VOCO_SCHEDULE, TrainConfig(2_000_000, 2, amp=True, ema=0.9, checkpoint_every=20_000, log_every=10),
         voco=VoCoConfig(2, 3, 64, 64, 64, 2, (192, 192, 64), 1024, 1024, 3, 0.2, "head", 0.2, 0.2, 0.5, 0.1)))
-    cpu_pre = PreprocessConfig("RAS", None, "window:-175,250", 0.3, None, (64, 64, 32), "trilinear", True)
+    # CPU presets cache float16 (half the disk; bounded windows lose < 3e-4); faithful presets keep float32
+    cpu_pre = PreprocessConfig("RAS", None, "window:-175,250", 0.3, None, (64, 64, 32), "trilinear", True, "float16")
     register_preset(Preset(
         "voco-v1-cpu", "voco", "VoCo v1 algorithm on a small CNN encoder and 16^3 crops (2 cores)", _VOCO_SRC, cpu_pre,
         _CNN_SMALL, OptimConfig("adamw", lr=1e-3, weight_decay=0.01, amsgrad=True), ScheduleConfig("warmup_cosine", 10),
         TrainConfig(200, 4, ema=0.9, checkpoint_every=50), voco=VoCoConfig(1, 4, 16, 16, 16, 4, None, 256, 256, 3)))
-    cpu2_pre = PreprocessConfig("RAS", (4.0, 4.0, 4.0), "window:-175,250", 0.0, (48, 48, 16))
+    cpu2_pre = PreprocessConfig("RAS", (4.0, 4.0, 4.0), "window:-175,250", 0.0, (48, 48, 16), dtype="float16")
     register_preset(Preset(
         "voco-v2-cpu", "voco", "VoCo v2 algorithm on a small CNN encoder and 16^3 crops (2 cores)", _VOCO2_SRC, cpu2_pre,
         _CNN_SMALL, OptimConfig("adamw", lr=1e-3, weight_decay=0.01, amsgrad=True), ScheduleConfig("warmup_cosine", 10),
         TrainConfig(200, 4, ema=0.9, checkpoint_every=50),
         voco=VoCoConfig(2, 3, 16, 16, 16, 4, (48, 48, 16), 256, 256, 3, 0.2, "head", 0.2, 0.2, 0.5, 0.1)))
+    # both VF generations read the LUNA pipeline's input: HU clipped to [-1000, 1000] and mapped to [-1, 1]
     vf_pre = PreprocessConfig(None, None, "window:-1000,1000,-1,1")
+    vf_cpu_pre = PreprocessConfig(None, None, "window:-1000,1000,-1,1", dtype="float16")
     register_preset(Preset(
         "vf-v1", "vf", "Volume Fusion as in the MIS-FM paper (random boxes), PCT-Net", _VF1_SRC, vf_pre, _PCTNET, _VF_OPTIM,
         ScheduleConfig("step", step_size=40_000, gamma=0.5), TrainConfig(120_000, 2, val_every=500, checkpoint_every=500),
         fusion=FusionConfig(1)))
     register_preset(Preset(
         "vf-v2", "vf", "VolF: two resized crops of one volume, grid blocks, PCT-Net", _VF2_SRC,
-        PreprocessConfig(None, None, "none"), _PCTNET, _VF_OPTIM,
+        vf_pre, _PCTNET, _VF_OPTIM,
         ScheduleConfig("step", step_size=20_000, gamma=0.5), TrainConfig(80_000, 2, val_every=1000, checkpoint_every=1000),
         fusion=FusionConfig(2, deep_supervision="halving")))
     register_preset(Preset(
-        "vf-v1-cpu", "vf", "Volume Fusion v1 on the small UNet with 16x32x32 patches (2 cores)", _VF1_SRC, vf_pre, _UNET_SMALL_DS,
+        "vf-v1-cpu", "vf", "Volume Fusion v1 on the small UNet with 16x32x32 patches (2 cores)", _VF1_SRC, vf_cpu_pre, _UNET_SMALL_DS,
         _VF_OPTIM, ScheduleConfig("step", step_size=100, gamma=0.5), TrainConfig(60, 4, val_every=30, checkpoint_every=30),
         # box sizes scaled with the patch; 10-40 boxes keep the official background share (~48 %, vf_stats.json)
         fusion=FusionConfig(1, (16, 32, 32), block_range=(10, 40), size_min=(2, 2, 2), size_max=(10, 20, 20))))
     register_preset(Preset(
-        "vf-v2-cpu", "vf", "VolF on the small UNet with 16x32x32 patches (2 cores)", _VF2_SRC, PreprocessConfig(None, None, "none"),
+        "vf-v2-cpu", "vf", "VolF on the small UNet with 16x32x32 patches (2 cores)", _VF2_SRC, vf_cpu_pre,
         _UNET_SMALL_DS, OptimConfig("adam", lr=4e-3, weight_decay=1e-5), ScheduleConfig("step", step_size=1000, gamma=0.5),
         TrainConfig(300, 4, val_every=300, checkpoint_every=300, log_every=10),
         fusion=FusionConfig(2, (16, 32, 32), block_min=(2, 4, 4), block_max=(5, 8, 8), deep_supervision="halving")))
     register_preset(Preset(
         "seg-cpu", "segmentation", "Small UNet segmentation at 2.5 mm with 32^3 patches (2 cores)", "ssl3d",
-        PreprocessConfig("RAS", (2.5, 2.5, 2.5), "window:-175,250", None, pad_to=(32, 32, 32)), _UNET_SMALL,
+        PreprocessConfig("RAS", (2.5, 2.5, 2.5), "window:-175,250", None, pad_to=(32, 32, 32), dtype="float16"), _UNET_SMALL,
         OptimConfig("adamw", lr=1e-2, weight_decay=1e-5), ScheduleConfig("constant"),
         TrainConfig(120, 2, val_every=60, checkpoint_every=60, patch=(32, 32, 32))))
     register_preset(Preset(
@@ -375,7 +379,7 @@ def _register_defaults() -> None:
         TrainConfig(6000, 2, val_every=250, checkpoint_every=250, patch=(64, 128, 128), pos_fraction=0.0, flip_p=0.5)))
     register_preset(Preset(
         "interactive-cpu", "interactive", "Click-to-segment small UNet (image + 2 guidance channels) on 2 cores", "ssl3d",
-        PreprocessConfig("RAS", (2.5, 2.5, 2.5), "window:-175,250", None, pad_to=(32, 32, 32)),
+        PreprocessConfig("RAS", (2.5, 2.5, 2.5), "window:-175,250", None, pad_to=(32, 32, 32), dtype="float16"),
         NetworkConfig("unet-small", {"channels": [8, 16, 32, 64], "in_channels": 3}),
         OptimConfig("adamw", lr=1e-2, weight_decay=1e-5), ScheduleConfig("warmup_cosine", 5),
         TrainConfig(100, 2, val_every=50, checkpoint_every=50, patch=(32, 32, 32))))

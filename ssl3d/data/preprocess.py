@@ -46,7 +46,7 @@ class PreprocessConfig:
     resize: tuple[int, int, int] | None = None
     resize_mode: str = "trilinear"
     align_corners: bool = True
-    dtype: str = "float32"
+    dtype: str = "float32"  # how the dataset cache stores images (float32|float16); tensors are float32
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -298,7 +298,8 @@ def preprocess(volume: Volume, config: PreprocessConfig, label: Volume | None = 
     array, lab_array, step = _crop_and_pad(array, lab_array, config, step)
     array, lab_array, step = _resize(array, lab_array, config, step)
     mapping = GridMapping(volume.shape, volume.ijk_to_ras.copy(), tuple(array.shape[1:][::-1]), step)
-    tensor = _to_network(array.astype(config.dtype, copy=False))
+    # config.dtype is the cache's storage dtype; networks always get float32
+    tensor = _to_network(array.astype(np.float32, copy=False))
     if lab_array is None:
         return tensor, mapping
     return tensor, _to_network(np.rint(lab_array).astype(np.uint8)), mapping
