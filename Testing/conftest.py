@@ -47,6 +47,22 @@ def _sample(name: str):
         pytest.skip(f"real CT sample {name} unavailable: {exc}")
 
 
+#: Fixtures that load the real CT samples; every test using one (directly or through another fixture) is marked.
+REAL_DATA_FIXTURES = frozenset({"lung1", "lung2"})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark tests that need the real CT samples ``real_data`` (``-m "not real_data"`` then runs offline).
+
+    A parameter naming a sample fixture counts too: such tests load it with ``request.getfixturevalue``.
+    """
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        used = set(getattr(item, "fixturenames", ())) | {v for v in params.values() if isinstance(v, str)}
+        if REAL_DATA_FIXTURES & used:
+            item.add_marker(pytest.mark.real_data)
+
+
 @pytest.fixture(scope="session")
 def lung1():
     return _sample("lung1")

@@ -1,11 +1,12 @@
 import gzip
-import shutil
+import re
+import struct
 
 import numpy as np
 import pytest
 
 from ssl3d.errors import InputError, VolumeReadError
-from ssl3d.io import Volume, read_volume, write_volume
+from ssl3d.io import LPS_TO_RAS, Volume, read_volume, write_volume
 
 FORMATS = [".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"]
 
@@ -90,12 +91,39 @@ def test_dicom_series_from_real_ct(tmp_path, lung1):
     np.testing.assert_allclose(back.direction, image.direction, atol=1e-6)
 
 
-def test_seg_nrrd_is_read(tmp_path, phantom):
-    _, labels = phantom
-    write_volume(labels, tmp_path / "x.nrrd")
-    shutil.copy(tmp_path / "x.nrrd", tmp_path / "x.seg.nrrd")
+def _segmentation(masks, oblique=True):
+    """A Slicer segmentation (slicerio) of ``masks`` (i, j, k), each a segment; overlapping ones go to new layers."""
+    slicerio = pytest.importorskip("slicerio")
+    ijk_to_lps = _oblique_volume().ijk_to_ras if oblique else np.eye(4)
+    segmentation = slicerio.create_segmentation(masks[0].shape, LPS_TO_RAS @ ijk_to_lps)
+    for n, mask in enumerate(masks):
+        slicerio.add_segment(segmentation, mask, {"name": f"organ {n}"})
+    return slicerio, segmentation
+
+
+def _boxes(overlap):
+    a, b = np.zeros((2, 11, 9, 7), bool)  # (segment, i, j, k)
+    a[1:5, 2:6, 1:4] = True
+    b[(4 if overlap else 6):9, 3:8, 2:6] = True
+    return [a, b]
+
+
+def test_single_layer_seg_nrrd_is_read_as_its_label_map(tmp_path):
+    slicerio, segmentation = _segmentation(_boxes(overlap=False))
+    assert segmentation["voxels"].ndim == 3 and [s["labelValue"] for s in segmentation["segments"]] == [1, 2]
+    slicerio.write_segmentation(str(tmp_path / "x.seg.nrrd"), segmentation)
+    assert b"Segment1_LabelValue:=2" in (tmp_path / "x.seg.nrrd").read_bytes()[:4096]
     back = read_volume(tmp_path / "x.seg.nrrd")
-    np.testing.assert_array_equal(back.array, labels.array)
+    np.testing.assert_array_equal(back.array, segmentation["voxels"].transpose(2, 1, 0))
+    np.testing.assert_allclose(back.ijk_to_ras, LPS_TO_RAS @ segmentation["ijkToLPS"], atol=1e-5)
+
+
+def test_multi_layer_seg_nrrd_is_refused_with_advice(tmp_path):
+    slicerio, segmentation = _segmentation(_boxes(overlap=True))
+    assert segmentation["voxels"].shape == (2, 11, 9, 7)  # two layers: the segments overlap
+    slicerio.write_segmentation(str(tmp_path / "x.seg.nrrd"), segmentation)
+    with pytest.raises(VolumeReadError, match=r"x\.seg\.nrrd: .*2 overlapping segment layers.*slicerio.*label map"):
+        read_volume(tmp_path / "x.seg.nrrd")
 
 
 def test_missing_file_names_it(tmp_path):
@@ -167,16 +195,129 @@ def test_2d_4d_vector_inputs_are_refused(tmp_path):
         read_volume(tmp_path / "rgb.nrrd")
 
 
-def test_nan_and_zero_spacing_are_refused(tmp_path):
+def test_nan_is_refused(tmp_path):
     array = np.zeros((3, 4, 5), np.float32)
     array[1, 2, 3] = np.nan
     _write_sitk(tmp_path / "nan.nrrd", array)
     with pytest.raises(VolumeReadError, match="nan.nrrd: the volume holds 1 NaN"):
         read_volume(tmp_path / "nan.nrrd")
-    header = "NRRD0004\ntype: short\ndimension: 3\nsizes: 2 2 2\nspace: left-posterior-superior\nspace directions: (0,0,0) (0,1,0) (0,0,1)\nencoding: raw\nendian: little\n\n"
-    (tmp_path / "zero.nrrd").write_bytes(header.encode() + bytes(16))
-    with pytest.raises(VolumeReadError, match="zero.nrrd"):
-        read_volume(tmp_path / "zero.nrrd")
+
+
+def _zero_spacing(tmp_path, suffix):
+    """A file whose first voxel size is 0 (ITK and nibabel would silently read it as 1 mm)."""
+    if suffix == ".nrrd":
+        header = ("NRRD0004\ntype: short\ndimension: 3\nsizes: 2 2 2\nspace: left-posterior-superior\n"
+                  "space directions: (0,0,0) (0,1,0) (0,0,1)\nencoding: raw\nendian: little\n\n")
+        data = header.encode() + bytes(16)
+    else:
+        plain = ".mha" if suffix == ".mha" else ".nii"
+        data = write_volume(_oblique_volume(), tmp_path / f"v{plain}", compress=False).read_bytes()
+        if suffix == ".mha":
+            start = data.index(b"ElementSpacing = ")
+            end = data.index(b"\n", start)
+            data = data[:start] + b"ElementSpacing = 0 1.3 2.9" + data[end:]
+        else:  # NIfTI-1: pixdim[1] is the float32 at byte 80
+            data = data[:80] + struct.pack("<f", 0.0) + data[84:]
+            data = gzip.compress(data) if suffix == ".nii.gz" else data
+    (tmp_path / f"zero{suffix}").write_bytes(data)
+    return tmp_path / f"zero{suffix}"
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".mha", ".nrrd"])
+def test_zero_spacing_is_refused(tmp_path, suffix):
+    path = _zero_spacing(tmp_path, suffix)
+    with pytest.raises(VolumeReadError, match=rf"zero{re.escape(suffix)}: spacing must be positive, got \(0\.0, "):
+        read_volume(path)
+
+
+@pytest.mark.parametrize("shape", [(1, 6, 7), (5, 1, 7), (5, 6, 1)])
+def test_single_slice_is_refused_as_2d(tmp_path, shape):
+    path = write_volume(Volume(np.zeros(shape, np.int16), np.eye(4)), tmp_path / "slice.nrrd")
+    with pytest.raises(VolumeReadError, match=r"slice.nrrd: must be a 3D volume, it is a single 2D slice"):
+        read_volume(path)
+
+
+# ------------------------------------------------------------------ truncated and corrupt files, per format
+# (suffix, compressed, damage); a flipped byte is only detectable in compressed data (their checksums).
+DAMAGE = [
+    (".nrrd", False, "cut"), (".nrrd", True, "cut"), (".nrrd", True, "flip"),
+    (".mha", False, "cut"), (".mha", True, "cut"), (".mha", True, "flip"),
+    (".mhd", False, "cut"), (".mhd", True, "cut"), (".mhd", True, "flip"),
+]
+
+
+@pytest.mark.parametrize(("suffix", "compressed", "damage"), DAMAGE)
+def test_truncated_or_corrupt_files_are_refused_quietly(tmp_path, capfd, suffix, compressed, damage):
+    volume = _oblique_volume()  # random voxels: the compressed data are nearly as long as the raw data
+    header = write_volume(volume, tmp_path / f"v{suffix}", compress=compressed)
+    data_file = header.with_suffix(".zraw" if compressed else ".raw") if suffix == ".mhd" else header
+    data = bytearray(data_file.read_bytes())
+    if damage == "cut":
+        del data[-300:]
+    else:
+        data[len(data) - len(data) // 4] ^= 0xFF
+    data_file.write_bytes(bytes(data))
+    capfd.readouterr()
+    expected = "truncated.*: the header needs" if not compressed else "the compressed data is truncated or corrupt"
+    with pytest.raises(VolumeReadError, match=rf"v{re.escape(suffix)}.*: {expected}"):
+        read_volume(header)
+    assert capfd.readouterr().err == ""  # checked before ITK, which would print its own complaints
+
+
+def test_compressed_round_trip_passes_the_checks(tmp_path):
+    volume = _oblique_volume()
+    for suffix in (".nrrd", ".mha", ".mhd"):
+        for compressed in (False, True):
+            back = read_volume(write_volume(volume, tmp_path / f"v{int(compressed)}{suffix}", compress=compressed))
+            np.testing.assert_array_equal(back.array, volume.array)
+
+
+# ------------------------------------------------------------------------------------ DICOM series
+def _write_series(folder, slices=6, spacing=2.5):
+    """A tiny CT series written with SimpleITK, one file per slice, 001.dcm ... (positions 0020|0032 set)."""
+    import SimpleITK as sitk
+
+    array = np.arange(slices * 8 * 8, dtype=np.int16).reshape(slices, 8, 8) - 100
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.8, 0.8, spacing))
+    folder.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    uid = "1.2.826.0.1.3680043.2.1125.9"
+    for k in range(slices):
+        piece = image[:, :, k]
+        position = image.TransformIndexToPhysicalPoint((0, 0, k))
+        tags = {"0020|000e": uid, "0020|0032": "\\".join(f"{p:.6f}" for p in position), "0020|0037": "1\\0\\0\\0\\1\\0",
+                "0020|0013": str(k + 1), "0008|0060": "CT", "0008|0018": f"{uid}.{k + 1}"}
+        for tag, value in tags.items():
+            piece.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{k + 1:03d}.dcm"))
+        writer.Execute(piece)
+    return array
+
+
+def test_dicom_series_is_read_with_its_slice_spacing(tmp_path):
+    array = _write_series(tmp_path / "series")
+    back = read_volume(tmp_path / "series")
+    np.testing.assert_array_equal(back.array, array)
+    np.testing.assert_allclose(back.spacing, [0.8, 0.8, 2.5], atol=1e-6)
+
+
+def test_dicom_series_with_a_damaged_slice_is_refused(tmp_path):
+    _write_series(tmp_path / "series")
+    damaged = tmp_path / "series" / "003.dcm"
+    damaged.write_bytes(damaged.read_bytes()[:-200])  # GDCM would drop it from the series, silently
+    with pytest.raises(VolumeReadError, match=r"003\.dcm: .*cannot be parsed"):
+        read_volume(tmp_path / "series")
+
+
+def test_dicom_series_with_a_missing_slice_is_refused(tmp_path, capfd):
+    _write_series(tmp_path / "series")
+    (tmp_path / "series" / "004.dcm").unlink()
+    capfd.readouterr()
+    with pytest.raises(VolumeReadError, match=r"series: the DICOM slices are unevenly spaced: 003\.dcm and 005\.dcm lie 5 mm apart"):
+        read_volume(tmp_path / "series")
+    assert capfd.readouterr().err == ""  # no ITK warning on top of the error
 
 
 def test_write_refuses_unknown_format_and_leaves_nothing(tmp_path, phantom):

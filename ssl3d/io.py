@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import tempfile
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,8 +125,10 @@ def read_volume(path: str | os.PathLike) -> Volume:
     """Read a NIfTI, NRRD, MHA/MHD file or a DICOM series folder as a :class:`Volume`.
 
     Raises:
-        VolumeReadError: the file is missing, unreadable, truncated/corrupt, not 3D scalar, has
-            non-finite values or a zero/non-finite spacing. The message names the file.
+        VolumeReadError: the file is missing, unreadable, truncated/corrupt (compressed data are
+            decompressed and checksum-verified first), not 3D scalar (a single slice counts as 2D; a
+            multi-layer ``.seg.nrrd`` is refused with advice), has non-finite values or a zero/non-finite
+            spacing; a DICOM series has a damaged file or a missing/uneven slice. The message names the file.
     """
     path = Path(path)
     if not path.exists():
@@ -154,11 +158,13 @@ def _read_dicom_series(folder: Path):
     import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(folder)) or ()
+    series = [reader.GetGDCMSeriesFileNames(str(folder), uid) for uid in reader.GetGDCMSeriesIDs(str(folder)) or ()]
     if not series:
         raise VolumeReadError(f"{folder}: a folder must hold a DICOM series, none was found.")
     # The series with the most slices is the image; scouts and secondary captures are smaller.
-    files = max((reader.GetGDCMSeriesFileNames(str(folder), uid) for uid in series), key=len)
+    files = max(series, key=len)
+    _check_unlisted_dicom_files(folder, {Path(name).name for names in series for name in names})
+    _check_slice_positions(folder, files)
     reader.SetFileNames(files)
     try:
         return reader.Execute()
@@ -166,18 +172,79 @@ def _read_dicom_series(folder: Path):
         raise VolumeReadError(f"{folder}: the DICOM series cannot be read.") from None
 
 
+def _dicom_header(path: Path):
+    """A reader holding ``path``'s DICOM header, or None when GDCM cannot parse the file."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    return reader
+
+
+def _check_unlisted_dicom_files(folder: Path, listed: set[str]) -> None:
+    """GDCM leaves out files it cannot parse; a damaged slice would silently vanish from the series."""
+    for entry in sorted(folder.iterdir()):
+        if entry.name in listed or entry.name.startswith(".") or entry.name.upper() == "DICOMDIR" or not entry.is_file():
+            continue
+        with open(entry, "rb") as handle:
+            magic = handle.read(132)[128:]
+        looks_dicom = magic == b"DICM" or entry.suffix.lower() in (".dcm", ".dicom", ".ima")
+        if looks_dicom and _dicom_header(entry) is None:
+            raise VolumeReadError(f"{entry}: this DICOM file of the series folder {folder} cannot be parsed (truncated or damaged).")
+
+
+def _check_slice_positions(folder: Path, files) -> None:
+    """Refuse gaps and uneven steps between slice positions (0020|0032): ITK would read one spacing for all."""
+    positions, normal = [], None
+    for name in files:
+        header = _dicom_header(Path(name))
+        if header is None:
+            raise VolumeReadError(f"{name}: this slice of the DICOM series in {folder} cannot be parsed.")
+        size = header.GetSize()
+        if not header.HasMetaDataKey("0020|0032") or (len(size) > 2 and size[2] > 1):
+            return  # no positions, or multi-frame files: ITK's geometry is all there is
+        positions.append(_dicom_numbers(header.GetMetaData("0020|0032")))
+        if normal is None and header.HasMetaDataKey("0020|0037"):
+            cosines = _dicom_numbers(header.GetMetaData("0020|0037"))
+            normal = np.cross(cosines[:3], cosines[3:6]) if cosines.size == 6 else None
+    if len(positions) < 3 or any(p.size != 3 for p in positions):
+        return
+    positions = np.asarray(positions)
+    if normal is None or not np.linalg.norm(normal) > 0:
+        normal = positions[-1] - positions[0]
+    steps = np.abs(np.diff(positions @ (normal / max(np.linalg.norm(normal), 1e-12))))
+    typical = float(np.median(steps))
+    uneven = np.flatnonzero(np.abs(steps - typical) > 0.01 * typical + 1e-3)
+    if typical <= 1e-3 or uneven.size:
+        at = int(uneven[0]) if uneven.size else int(np.argmin(steps))
+        raise VolumeReadError(
+            f"{folder}: the DICOM slices are unevenly spaced: {Path(files[at]).name} and {Path(files[at + 1]).name} "
+            f"lie {steps[at]:.4g} mm apart, the other slices {typical:.4g} mm (a missing, damaged or extra slice).")
+
+
+def _dicom_numbers(value: str) -> np.ndarray:
+    try:
+        return np.asarray([float(v) for v in value.strip().split("\\")], dtype=np.float64)
+    except ValueError:
+        return np.zeros(0)
+
+
 def _check_complete(path: Path, suffix: str) -> None:
-    """Detect truncated/corrupt files that ITK would silently read as partially filled volumes."""
+    """Detect truncated/corrupt files that ITK would silently read as partially filled or wrong volumes, and
+    header errors ITK hides (zero voxel sizes set to 1) or reports vaguely, before ITK sees the file."""
     if path.stat().st_size == 0:
         raise VolumeReadError(f"{path}: the file is empty.")
-    if path.name.lower().endswith(".gz") or _is_gzip(path):
-        size = _gzip_size(path)
-    else:
-        size = path.stat().st_size
     if suffix in (".nii", ".nii.gz"):
-        expected = _nifti_expected_size(path)
-        if expected is not None and size < expected:
-            raise VolumeReadError(f"{path}: truncated: the header needs {expected} bytes of data, the file has {size}.")
+        _check_nifti(path)
+    elif suffix in (".nrrd", ".seg.nrrd"):
+        _check_nrrd(path)
+    else:
+        _check_metaimage(path)
 
 
 def _is_gzip(path: Path) -> bool:
@@ -197,15 +264,204 @@ def _gzip_size(path: Path) -> int:
     return total
 
 
-def _nifti_expected_size(path: Path) -> int | None:
+def _header_numbers(path: Path, name: str, text: str | None, default: str = "0") -> list[float]:
+    """The numbers of a header field (``default`` when absent), or a VolumeReadError naming the field."""
+    try:
+        return [float(v) for v in (text if text is not None else default).split()]
+    except ValueError:
+        raise VolumeReadError(f"{path}: the header field {name!r} must hold numbers, got {text!r}.") from None
+
+
+def _header_int(path: Path, name: str, text: str | None, default: int = 0) -> int:
+    numbers = _header_numbers(path, name, text, "")
+    return int(numbers[0]) if numbers else default
+
+
+def _check_spacing(path: Path, spacing) -> None:
+    values = tuple(float(v) for v in spacing)
+    if not all(np.isfinite(v) and v > 0 for v in values):
+        raise VolumeReadError(f"{path}: spacing must be positive, got {values}.")
+
+
+# NIfTI
+
+
+def _check_nifti(path: Path) -> None:
+    compressed = path.name.lower().endswith(".gz") or _is_gzip(path)
+    size = _gzip_size(path) if compressed else path.stat().st_size
+    header = _nifti_header(path, compressed)
+    shape = header.get_data_shape()
+    expected = int(header.get_data_offset()) + int(np.prod(shape)) * header.get_data_dtype().itemsize
+    if size < expected:
+        raise VolumeReadError(f"{path}: truncated: the header needs {expected} bytes of data, the file has {size}.")
+    _check_spacing(path, header["pixdim"][1:1 + min(len(shape), 3)])
+
+
+def _nifti_header(path: Path, compressed: bool):
+    """The header as stored: nibabel's checks would replace a zero voxel size by 1, as ITK does."""
     import nibabel
 
+    opener = gzip.open if compressed else open
     try:
-        header = nibabel.load(str(path)).header
+        with opener(path, "rb") as handle, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a bad header gets one error below, not warnings first
+            first = handle.read(4)
+            handle.seek(0)
+            if 540 in (int.from_bytes(first, "little"), int.from_bytes(first, "big")):
+                return nibabel.Nifti2Header.from_fileobj(handle, check=False)
+            return nibabel.Nifti1Header.from_fileobj(handle, check=False)
     except Exception as exc:  # nibabel raises many types for bad headers
         raise VolumeReadError(f"{path}: not a valid NIfTI header ({exc}).") from None
-    shape = header.get_data_shape()
-    return int(header.get_data_offset()) + int(np.prod(shape)) * header.get_data_dtype().itemsize
+
+
+# NRRD and MetaImage: text header, then raw or compressed data in the file or a separate one
+
+_NRRD_TYPE_SIZES = {"char": 1, "int8": 1, "short": 2, "int16": 2, "int": 4, "int32": 4, "longlong": 8, "int64": 8, "float": 4, "double": 8}
+_MET_TYPE_SIZES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4, "MET_LONG": 4,
+                   "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8}
+_CODECS = {"raw": None, "gzip": "gzip", "gz": "gzip", "bzip2": "bzip2", "bz2": "bzip2"}
+_MAX_LINE = 1 << 16
+
+
+def _nrrd_type_size(name: str) -> int | None:
+    """Bytes per value of an NRRD ``type`` ('unsigned short int', 'uint16_t', 'ushort', ... -> 2)."""
+    words = [w for w in name.lower().removesuffix("_t").split() if w not in ("signed", "unsigned")]
+    key = "".join(words[:-1] if len(words) > 1 and words[-1] == "int" else words)
+    return _NRRD_TYPE_SIZES.get(key[1:] if key.startswith("u") and key[1:] in _NRRD_TYPE_SIZES else key)
+
+
+def _nrrd_header(path: Path) -> tuple[dict[str, str], dict[str, str], int]:
+    """(fields by lower-case name, key:=value pairs, offset of attached data)."""
+    fields: dict[str, str] = {}
+    pairs: dict[str, str] = {}
+    with open(path, "rb") as handle:
+        if not handle.readline(_MAX_LINE).startswith(b"NRRD000"):
+            raise VolumeReadError(f"{path}: not an NRRD file (it does not start with 'NRRD000').")
+        while line := (raw := handle.readline(_MAX_LINE)).decode("latin-1").rstrip("\r\n"):
+            if line.startswith("#"):
+                continue
+            key, sep, value = line.partition(":=")
+            if sep and ": " not in key:
+                pairs[key] = value
+                continue
+            key, sep, value = line.partition(":")
+            if not sep:
+                raise VolumeReadError(f"{path}: not a valid NRRD header line: {line[:80]!r}.")
+            fields[key.strip().lower()] = value.strip()
+        offset = handle.tell()
+    if not raw and "data file" not in fields and "datafile" not in fields:
+        raise VolumeReadError(f"{path}: truncated: the NRRD header ends without its blank line and data.")
+    return fields, pairs, offset
+
+
+def _check_nrrd(path: Path) -> None:
+    fields, pairs, offset = _nrrd_header(path)
+    sizes = [int(n) for n in fields.get("sizes", "").split() if n.lstrip("-").isdigit()]
+    directions = re.findall(r"\([^)]*\)|none", fields.get("space directions", ""))
+    if len(sizes) == 4 and directions[:1] == ["none"] and any(k.startswith("Segment") for k in pairs):
+        raise VolumeReadError(
+            f"{path}: a segmentation with {sizes[0]} overlapping segment layers, not one label map; read it with "
+            "slicerio (read_segmentation, then extract_segments) or export a label map from Slicer.")
+    vectors = [_nrrd_vector(v) for v in directions if v != "none"]
+    spacings = [v for v in _header_numbers(path, "spacings", fields.get("spacings"), "") if not np.isnan(v)]
+    _check_spacing(path, [np.linalg.norm(v) for v in vectors] + spacings)
+    itemsize, codec = _nrrd_type_size(fields.get("type", "")), _CODECS.get(fields.get("encoding", "").lower(), "")
+    if itemsize is None or codec == "" or not sizes or _header_int(path, "line skip", fields.get("line skip")):
+        return  # text encodings and line skips: ITK's own checks
+    data_file = fields.get("data file", fields.get("datafile"))
+    if data_file is not None:
+        if len(data_file.split()) > 1 or data_file.upper() == "LIST":
+            return  # several data files
+        offset = 0
+    skip = _header_int(path, "byte skip", fields.get("byte skip"))
+    _check_data(path, data_file, offset, skip, int(np.prod(sizes)) * itemsize, codec)
+
+
+def _nrrd_vector(text: str) -> np.ndarray:
+    try:
+        return np.asarray([float(v) for v in text.strip("()").split(",")], dtype=np.float64)
+    except ValueError:
+        return np.full(3, np.nan)
+
+
+def _metaimage_header(path: Path) -> tuple[dict[str, str], int]:
+    """(fields by lower-case name, offset of the data that follows ``ElementDataFile``)."""
+    fields: dict[str, str] = {}
+    with open(path, "rb") as handle:
+        while "elementdatafile" not in fields:
+            line = handle.readline(_MAX_LINE).decode("latin-1").strip()
+            key, sep, value = line.partition("=")
+            if not sep:
+                what = "the header ends before its ElementDataFile line" if not line else f"not a MetaImage header line: {line[:80]!r}"
+                raise VolumeReadError(f"{path}: not a readable MetaImage file ({what}).")
+            fields[key.strip().lower()] = value.strip()
+        return fields, handle.tell()
+
+
+def _check_metaimage(path: Path) -> None:
+    fields, offset = _metaimage_header(path)
+    name = "ElementSpacing" if "elementspacing" in fields else "ElementSize"
+    _check_spacing(path, _header_numbers(path, name, fields.get(name.lower()), ""))
+    dims = [int(n) for n in fields.get("dimsize", "").split() if n.isdigit()]
+    itemsize = _MET_TYPE_SIZES.get(fields.get("elementtype", "").upper())
+    data_file = fields["elementdatafile"]
+    if itemsize is None or not dims or len(data_file.split()) > 1 or data_file.upper() == "LIST":
+        return  # unknown types and file lists: ITK's own checks
+    expected = int(np.prod(dims)) * itemsize * _header_int(path, "ElementNumberOfChannels", fields.get("elementnumberofchannels"), 1)
+    header_size = _header_int(path, "HeaderSize", fields.get("headersize"))
+    local = data_file.upper() == "LOCAL"
+    if local and header_size:
+        return  # a header size inside a one-file image: rare, left to ITK
+    codec = "zlib" if fields.get("compresseddata", "").lower() == "true" else None
+    start = offset if local else max(header_size, 0)
+    _check_data(path, None if local else data_file, start, -1 if header_size == -1 else 0, expected, codec)
+
+
+def _check_data(path: Path, data_file: str | None, offset: int, skip: int, expected: int, codec: str | None) -> None:
+    """The data holds at least ``expected`` bytes (raw) or exactly ``skip + expected`` once decompressed.
+
+    ``skip`` == -1: raw data are the file's last ``expected`` bytes.
+    """
+    data, where = path, ""
+    if data_file is not None:
+        data, where = path.parent / data_file, f" (data file {data_file})"
+        if not data.is_file():
+            raise VolumeReadError(f"{path}: the data file {data_file} named in its header does not exist.")
+    if codec is None:
+        available, needed = data.stat().st_size - offset, expected + max(skip, 0)
+        if available < needed:
+            raise VolumeReadError(f"{path}: truncated{where}: the header needs {needed} bytes of data, the file has {max(available, 0)}.")
+    elif skip != -1:
+        total = _inflated_size(data, offset, codec, f"{path}{where}")
+        if total != expected + skip:
+            raise VolumeReadError(f"{path}: the compressed data{where} holds {total} bytes, the header needs {expected + skip}.")
+
+
+def _inflater(codec: str):
+    import bz2
+
+    return bz2.BZ2Decompressor() if codec == "bzip2" else zlib.decompressobj(47)  # 47: zlib or gzip framing
+
+
+def _inflated_size(data: Path, offset: int, codec: str, name: str) -> int:
+    """Decompressed byte count of the stream(s) from ``offset``, every checksum verified; small reads keep
+    the memory bounded (deflate expands at most ~1000x)."""
+    magic = {"gzip": b"\x1f\x8b", "bzip2": b"BZh"}.get(codec)
+    inflater, total, pending = _inflater(codec), 0, b""
+    try:
+        with open(data, "rb") as handle:
+            handle.seek(offset)
+            while chunk := pending or handle.read(1 << 16):
+                total += len(inflater.decompress(chunk))
+                pending = b""
+                if inflater.eof:  # concatenated gzip/bzip2 members continue; other trailing bytes are ignored
+                    pending = inflater.unused_data or handle.read(1 << 16)
+                    if magic is None or not pending.startswith(magic):
+                        return total
+                    inflater = _inflater(codec)
+    except (zlib.error, OSError, EOFError, ValueError) as exc:
+        raise VolumeReadError(f"{name}: the compressed data is truncated or corrupt ({exc}).") from None
+    raise VolumeReadError(f"{name}: the compressed data is truncated or corrupt (the stream ends early).")
 
 
 def _sitk_to_volume(image, path: Path) -> Volume:
@@ -219,6 +475,8 @@ def _sitk_to_volume(image, path: Path) -> Volume:
         size = image.GetSize()
     if image.GetDimension() != 3:
         raise VolumeReadError(f"{path}: must be a 3D volume, it is {image.GetDimension()}D with size {size}.")
+    if min(size) < 2:
+        raise VolumeReadError(f"{path}: must be a 3D volume, it is a single 2D slice (size {size} along i, j, k).")
     spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
     if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
         raise VolumeReadError(f"{path}: spacing must be positive, got {tuple(spacing)}.")

@@ -55,6 +55,8 @@ def sample_paths(name: str) -> tuple[Path, Path]:
     image, label = folder / f"{name}_image.nrrd", folder / f"{name}_label.nrrd"
     if not (image.is_file() and label.is_file()):
         _fetch(folder)
+        if not (image.is_file() and label.is_file()):
+            raise SampleUnavailable(f"{_ARCHIVE}: the downloaded release holds no {image.name} and {label.name}.")
     return image, label
 
 
