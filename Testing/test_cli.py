@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -43,3 +44,101 @@ def test_user_error_exit_2_and_error_event(tmp_path, capsys):
 def test_python_dash_m_entry_point():
     result = subprocess.run([sys.executable, "-m", "ssl3d", "info", "--presets"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "vf-v2-cpu" in result.stdout
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc, where no folder can be created")
+@pytest.mark.parametrize("command", [["demo", "--quick", "--events", "/proc/nope/e.jsonl"], ["info", "--events", "/proc/nope/x.jsonl"]])
+def test_unwritable_events_target_is_a_user_error(command, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main([*command, *(["--out", str(out)] if command[0] == "demo" else [])]) == 2
+    assert "/proc/nope" in _one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_events_target_checked_before_anything_is_written(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["demo", "--quick", "--out", str(tmp_path / "o"), "--events", str(afile / "e.jsonl")]) == 2
+    assert str(afile) in _one_error_line(capsys)
+    assert main(["info", "--events", str(tmp_path)]) == 2
+    assert "is a folder" in _one_error_line(capsys)
+    assert not (tmp_path / "o").exists() and afile.read_text() == "x"
+
+
+def test_demo_out_that_is_a_file(tmp_path, capsys):
+    out = tmp_path / "demo_out"
+    out.write_text("mine")
+    assert main(["demo", "--quick", "--out", str(out)]) == 2
+    assert _one_error_line(capsys).startswith(f"error: --out {out}: is a file")
+    assert out.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["demo_out"]
+
+
+def test_demo_seed_help_states_the_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "random seed of the job [0]" in " ".join(capsys.readouterr().out.split())
+
+
+def _fake_command(monkeypatch, run):
+    """Register a throw-away subcommand ``fake`` (``--out``, ``--events``) that calls ``run(args)``."""
+    from ssl3d.cli import COMMANDS, register_command
+
+    def add(parser):
+        parser.add_argument("--out")
+        parser.add_argument("--events")
+
+    monkeypatch.setitem(COMMANDS, "fake", None)
+    register_command("fake", "a test command", add, run)
+
+
+def test_os_error_about_a_user_path_is_a_user_error(tmp_path, monkeypatch, capsys):
+    def run(args):
+        open(os.path.join(args.out, "sub", "file.txt"), "w")  # FileNotFoundError naming a file inside --out
+
+    _fake_command(monkeypatch, run)
+    events = tmp_path / "e.jsonl"
+    assert main(["fake", "--out", str(tmp_path / "missing"), "--events", str(events)]) == 2
+    line = _one_error_line(capsys)
+    assert line == f"error: {tmp_path / 'missing' / 'sub' / 'file.txt'}: No such file or directory."
+    assert json.loads(events.read_text())["message"] == line[len("error: "):]
+
+
+def test_os_error_about_another_path_is_a_bug(tmp_path, monkeypatch, capsys):
+    def run(args):
+        open(os.path.join(os.path.dirname(__file__), "no-such-package-file"))
+
+    _fake_command(monkeypatch, run)
+    events = tmp_path / "e.jsonl"
+    with pytest.raises(FileNotFoundError):
+        main(["fake", "--out", str(tmp_path / "o"), "--events", str(events)])
+    assert json.loads(events.read_text())["message"].startswith("internal error: FileNotFoundError")
+
+
+def test_ctrl_c_exits_130_without_traceback(monkeypatch, capsys):
+    def run(args):
+        raise KeyboardInterrupt
+
+    _fake_command(monkeypatch, run)
+    assert main(["fake"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_events_target_is_the_error_channel(tmp_path, phantom, capsys):
+    """A job that fails after its start: --events gets start + error, --out nothing."""
+    from ssl3d.io import write_volume
+
+    image = write_volume(phantom[0], tmp_path / "ct.nii.gz")
+    events, out = tmp_path / "e.jsonl", tmp_path / "o"
+    assert main(["inspect", "voco", "--model", str(tmp_path / "nobundle"), "--input", str(image), "--out", str(out),
+                 "--events", str(events), "--device", "cpu"]) == 2
+    line = _one_error_line(capsys)
+    records = [json.loads(x) for x in events.read_text().splitlines()]
+    assert [r["event"] for r in records] == ["start", "error"] and records[-1]["message"] == line[len("error: "):]
+    assert not out.exists()

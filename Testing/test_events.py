@@ -1,5 +1,6 @@
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -51,3 +52,41 @@ def test_run_json(tmp_path):
     write_run_json(tmp_path, {"a": (1, 2)}, ["ssl3d", "demo"], cache={"dir": "x"})
     data = json.loads((tmp_path / "run.json").read_text())
     assert data["command"] == "ssl3d demo" and data["config"] == {"a": [1, 2]} and data["cache"] == {"dir": "x"}
+
+
+@pytest.mark.parametrize("event, fields, field", [
+    ("progress", {"step": "3"}, "step"),  # a string where the schema wants an integer
+    ("progress", {"total": 2.5}, "total"),
+    ("progress", {"step": True}, "step"),  # bool is an int to Python, not to the schema
+    ("progress", {"lr": "1e-4"}, "lr"),
+    ("progress", {"samples_per_s": [1.0]}, "samples_per_s"),
+    ("progress", {"eta_s": {}}, "eta_s"),
+    ("metric", {"name": "dice", "value": "0.8"}, "value"),
+    ("progress", {"loss": {"total": "0.5"}}, "loss"),
+    ("metric", {"name": "dice", "value": 0.8, "per_class": [0.9]}, "per_class"),
+])
+def test_ill_typed_fields_are_refused(event, fields, field):
+    with pytest.raises(InputError, match=f"field '{field}' must .*got {re.escape(repr(fields[field]))}"):
+        EventWriter(None).emit(event, **fields)
+
+
+def test_numbers_may_be_numpy_torch_or_null(tmp_path):
+    with EventWriter(tmp_path / "e.jsonl") as events:
+        events.emit("metric", step=np.int64(2), total=torch.tensor(4), name="dice", value=None, per_class={"liver": np.nan})
+    record = read_events(tmp_path / "e.jsonl")[0]
+    assert (record["step"], record["total"], record["value"], record["per_class"]) == (2, 4, None, {"liver": None})
+
+
+def test_reader_refuses_ill_typed_events_and_follower_skips_them(tmp_path):
+    path = tmp_path / "e.jsonl"
+    path.write_text('{"event": "start", "time": 1, "step": 0}\nlibrary output\n{"event": "progress", "time": 2, "step": "one"}\n')
+    with pytest.raises(InputError, match=r"e\.jsonl line 3: progress event: field 'step' must be an integer, got 'one'"):
+        read_events(path)
+    assert [r["event"] for r in EventFollower(path).poll()] == ["start"]
+
+
+def test_writer_that_cannot_open_its_file_names_it(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    target = tmp_path / "afile" / "e.jsonl"
+    with pytest.raises(InputError, match=f"{re.escape(str(target))}: cannot open the events file for writing: "):
+        EventWriter(target)

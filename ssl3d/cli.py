@@ -1,12 +1,16 @@
 """The ``ssl3d`` command (also ``python -m ssl3d``): subcommands registered by features.
 
-A user error prints one ``error: ...`` line (and an ``error`` event) and exits 2; a cancelled job exits 130.
+A user error (a typed :class:`~ssl3d.errors.InputError`, or an ``OSError`` about a path the user gave) prints
+one ``error: ...`` line and exits 2; a cancelled or interrupted (Ctrl-C) job exits 130. The ``--events``
+target is the error channel: whatever failed, it receives an ``error`` event (after the ``start`` and
+``progress`` events the command had written); nothing else is written on a user error.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -46,11 +50,15 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USER_ERROR)
 
 
-def add_common_options(parser: argparse.ArgumentParser, preset: bool = True) -> None:
-    """Options every job shares: device, events, seed, config file and preset."""
+def add_common_options(parser: argparse.ArgumentParser, preset: bool = True, seed: int | None = None) -> None:
+    """Options every job shares: device, events, seed and, with ``preset``, config file and preset.
+
+    ``seed``: the default of ``--seed`` for a command without presets (else the preset's seed applies).
+    """
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N [auto]")
     parser.add_argument("--events", metavar="FILE|-", help="write JSON-lines events to FILE, or to stdout with '-'")
-    parser.add_argument("--seed", type=int, help="random seed of the job [the preset's]")
+    default = "the preset's" if seed is None else seed
+    parser.add_argument("--seed", type=int, default=seed, help=f"random seed of the job [{default}]")
     if preset:
         parser.add_argument("--preset", help="named preset (see 'ssl3d info --presets')")
         parser.add_argument("--config", metavar="FILE", help="a JSON/YAML preset file (e.g. a run's config.yaml); options given on the command line override it")
@@ -72,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _emit_error(args: argparse.Namespace, message: str) -> None:
+    """The ``error`` event on the ``--events`` target (best effort: that target may be what failed)."""
     target = getattr(args, "events", None)
     if target:
         from .events import EventWriter
@@ -79,8 +88,42 @@ def _emit_error(args: argparse.Namespace, message: str) -> None:
         try:
             with EventWriter(target) as events:
                 events.emit("error", message=message)
-        except OSError:
+        except (OSError, SSL3DError):
             pass
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    message = " ".join(message.split())
+    _emit_error(args, message)
+    sys.stderr.write(f"error: {message}\n")
+    return code
+
+
+def _user_paths(args: argparse.Namespace) -> list[str]:
+    """Absolute forms of every string option value (the paths the user gave, among other strings)."""
+    values = [v for v in vars(args).values() if isinstance(v, str)]
+    values += [x for v in vars(args).values() if isinstance(v, list) for x in v if isinstance(x, str)]
+    return [os.path.abspath(v) for v in values if v and v != "-"]
+
+
+def _user_path_error(exc: OSError, args: argparse.Namespace) -> str | None:
+    """``FILE: reason`` when ``exc`` is about a user path (it, a file inside it, or a folder above it).
+
+    Anything else, e.g. a file of the package itself, is a bug and keeps its traceback.
+    """
+    def related(a: str, b: str) -> bool:
+        try:
+            return os.path.commonpath([a, b]) in (a, b)
+        except ValueError:  # different drives (Windows)
+            return False
+
+    paths = _user_paths(args)
+    for name in (exc.filename, exc.filename2):
+        if not isinstance(name, (str, os.PathLike)):
+            continue
+        if any(related(os.path.abspath(os.fspath(name)), p) for p in paths):
+            return f"{os.fspath(name)}: {exc.strerror or exc}."
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,23 +133,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     try:
+        from .events import check_events_target
+
+        check_events_target(getattr(args, "events", None))  # before the command writes anything
         return int(args._run(args) or 0)
     except Cancelled as exc:
         sys.stderr.write(f"cancelled: {exc}\n")
         return EXIT_CANCELLED
     except InputError as exc:
-        message = " ".join(str(exc).split())
-        _emit_error(args, message)
-        sys.stderr.write(f"error: {message}\n")
-        return EXIT_USER_ERROR
+        return _fail(args, str(exc), EXIT_USER_ERROR)
     except SSL3DError as exc:
-        message = " ".join(str(exc).split())
-        _emit_error(args, message)
-        sys.stderr.write(f"error: {message}\n")
-        return 1
+        return _fail(args, str(exc), 1)
+    except OSError as exc:
+        message = _user_path_error(exc, args)
+        if message is None:
+            _emit_error(args, f"internal error: {type(exc).__name__}: {exc}")
+            raise
+        return _fail(args, message, EXIT_USER_ERROR)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return EXIT_CANCELLED
+    except Exception as exc:  # a bug: the traceback stays, the events target still hears of it
+        _emit_error(args, f"internal error: {type(exc).__name__}: {exc}")
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -48,12 +48,29 @@ def register_stage(name: str, title: str, run: Callable[[DemoContext], None]) ->
     STAGES.append(Stage(name, title, run))
 
 
+def _make_out(out: Path) -> None:
+    """Create the output folder, or refuse it with a typed error naming it (before any stage runs)."""
+    from .errors import InputError
+
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file; the demo writes a folder of results there (default demo_out).")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot create the folder: {exc.strerror or exc} ({exc.filename}).") from None
+
+
 def run_demo(out: Path, quick: bool = False, device: str = "auto", seed: int = 0, events=None) -> dict:
+    """Run every registered stage into ``out``; returns the summary written to ``out/demo.json``.
+
+    Raises:
+        InputError: a bad ``device``, or ``out`` is a file or cannot be created (nothing written then).
+    """
     from .device import resolve_device
     from .events import EventWriter, write_run_json
 
-    device = str(resolve_device(device))
-    out.mkdir(parents=True, exist_ok=True)
+    device, out = str(resolve_device(device)), Path(out)
+    _make_out(out)
     events = events or EventWriter(None)
     ctx = DemoContext(out, quick, device, seed, events)
     write_run_json(out, {"quick": quick, "device": device, "seed": seed, "stages": [s.name for s in STAGES]})
@@ -263,23 +280,44 @@ def _inspect_stage(ctx: DemoContext) -> None:
 register_stage("inspect", "Pretext inspection: VoCo position maps (and Volume Fusion maps when trained)", _inspect_stage)
 
 
+# The report's picture sections: demo output name -> (heading, how to read it); other pictures go last.
+def _picture_sections() -> dict[str, tuple[str, str]]:
+    from .report import VF_GUIDE, VOCO_GUIDE
+
+    return {
+        "phantom montage": ("Phantoms", "CT-like phantoms (second row: an oblique one) with their organ labels, read back from "
+                            "NIfTI; preprocessing and the way back to the input grid reproduce the label map exactly."),
+        "segmentation of a held-out phantom": ("Segmentation of a held-out phantom", "Top row: the true organ labels; bottom "
+                                               "row: the labels of the fine-tuned model (random init)."),
+        "segmentation of the lung1 CT": ("Segmentation of a real CT (pyradiomics lung1)", "The phantom-trained model on a real "
+                                         "chest CT: the labels are expected to be wrong; the picture shows that the label map "
+                                         "lands on the CT's own grid."),
+        "click to segment (two clicks in the liver)": ("Click to segment", "The mask of the interactive model after two "
+                                                       "positive clicks in the liver of a held-out phantom."),
+        "VoCo inspection": ("VoCo inspection: where does the model place a crop?", VOCO_GUIDE),
+        "VF inspection": ("Volume Fusion inspection: which fusion coefficient per voxel?", VF_GUIDE),
+    }
+
+
 def _report_stage(ctx: DemoContext) -> None:
-    """demo_out/report.html: every picture of the run and the SSL-vs-random Dice table, stated plainly."""
+    """demo_out/report.html: every picture of the run, each with a heading and how to read it, and the
+    SSL-vs-random Dice table, stated plainly."""
     from .report import write_report
 
     pictures = {k: v for k, v in ctx.outputs.items() if str(v).endswith(".png")}
-    sections = [{"title": "Phantoms", "text": "CT-like phantoms (one oblique) with organ labels; the round trip through "
-                 "preprocessing is exact.", "images": [p for k, p in pictures.items() if "phantom montage" in k]}]
+    known = _picture_sections()
+    sections = [{"title": title, "text": text, "images": [pictures[key]]} for key, (title, text) in known.items() if key in pictures]
     if "dice_table" in ctx.shared:
-        sections.append({
+        sections.insert(min(1, len(sections)), {
             "title": "Fine-tuning: self-supervised init vs random init (held-out phantoms, Dice)",
             "text": "Same data, steps and seed for every row. At this scale (a few phantoms, a few dozen CPU steps) the "
                     "difference between rows is not evidence for or against pretraining: it is a check that the "
                     "pipeline runs end to end. Real comparisons need real data and GPU-scale training.",
             "table": ctx.shared["dice_table"],
         })
-    others = [p for k, p in pictures.items() if "phantom montage" not in k]
-    sections.append({"title": "Pictures", "text": ", ".join(k for k in pictures if "phantom montage" not in k), "images": others})
+    others = {k: p for k, p in pictures.items() if k not in known}
+    if others:
+        sections.append({"title": "Other pictures", "text": ", ".join(others), "images": list(others.values())})
     ctx.outputs["report"] = write_report(ctx.out / "report.html", "SSL3D demo", sections)
 
 
@@ -289,14 +327,14 @@ register_stage("report", "Report: demo_out/report.html", _report_stage)
 def _add(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out", help="output folder [demo_out]")
     parser.add_argument("--quick", action="store_true", help="the short variant used by the test suite (about a minute)")
-    add_common_options(parser, preset=False)
+    add_common_options(parser, preset=False, seed=0)  # no presets: each stage uses its own recipe
 
 
 def _run(args: argparse.Namespace) -> int:
     from .events import EventWriter
 
     with EventWriter(args.events) as events:
-        run_demo(Path(args.out), quick=args.quick, device=args.device, seed=args.seed or 0, events=events)
+        run_demo(Path(args.out), quick=args.quick, device=args.device, seed=args.seed, events=events)
     return 0
 
 

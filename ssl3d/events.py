@@ -32,12 +32,14 @@ from typing import IO, Any, Iterator
 
 from .errors import InputError
 
-__all__ = ["SCHEMA", "EVENT_TYPES", "EventWriter", "read_events", "parse_event", "EventFollower", "write_run_json"]
+__all__ = ["SCHEMA", "EVENT_TYPES", "EventWriter", "read_events", "parse_event", "validate_event", "check_events_target",
+           "EventFollower", "write_run_json"]
 
 SCHEMA = 1
 EVENT_TYPES = ("start", "progress", "metric", "checkpoint", "log", "done", "error")
-_NUMBER_FIELDS = ("lr", "samples_per_s", "eta_s", "value")
+_NUMBER_FIELDS = ("time", "lr", "samples_per_s", "eta_s", "value")  # a number, or null (NaN/inf are written as null)
 _INT_FIELDS = ("step", "total")
+_NUMBER_MAPS = ("loss", "per_class")  # {name: number or null}
 
 
 def _clean(value: Any) -> Any:
@@ -55,21 +57,81 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def make_event(event: str, **fields: Any) -> dict:
-    """Validate and build one event record (adds ``time``)."""
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def validate_event(record: dict) -> dict:
+    """Check an event record against the schema; returns it unchanged.
+
+    Raises:
+        InputError: ``event`` is not one of :data:`EVENT_TYPES`, or a field has the wrong type
+            (``step``/``total``: integer; ``time``, ``lr``, ``samples_per_s``, ``eta_s``, ``value``: number
+            or null; ``loss``, ``per_class``: an object of numbers or nulls).
+    """
+    event = record.get("event")
     if event not in EVENT_TYPES:
         raise InputError(f"event must be one of {EVENT_TYPES}, got {event!r}.")
+    for name in _INT_FIELDS:
+        if name in record and not (isinstance(record[name], int) and not isinstance(record[name], bool)):
+            raise InputError(f"{event} event: field {name!r} must be an integer, got {record[name]!r}.")
+    for name in _NUMBER_FIELDS:
+        if record.get(name) is not None and not _is_number(record[name]):
+            raise InputError(f"{event} event: field {name!r} must be a number or null, got {record[name]!r}.")
+    for name in _NUMBER_MAPS:
+        if name not in record:
+            continue
+        values = record[name]
+        if not isinstance(values, dict) or not all(v is None or _is_number(v) for v in values.values()):
+            raise InputError(f"{event} event: field {name!r} must map names to numbers, got {values!r}.")
+    return record
+
+
+def make_event(event: str, **fields: Any) -> dict:
+    """Validate and build one event record (adds ``time``).
+
+    Raises:
+        InputError: an unknown event or a field of the wrong type (see :func:`validate_event`).
+    """
     record = {"event": event, "time": round(time.time(), 3)}
     record.update(_clean(fields))
     if event == "error":
         record["message"] = " ".join(str(record.get("message", "")).split())
-    return record
+    return validate_event(record)
+
+
+def check_events_target(target: str | os.PathLike | None) -> None:
+    """Refuse an events target that cannot be a file, before a job writes anything (no side effects).
+
+    Catches a folder, a parent that is a file, and a folder without write permission; what only opening
+    tells (e.g. a read-only mount) is caught by :class:`EventWriter`.
+
+    Raises:
+        InputError: naming the target and why.
+    """
+    if target is None or str(target) == "-":
+        return
+    path = Path(target)
+    if path.is_dir():
+        raise InputError(f"--events {target}: is a folder; give a file name, or '-' for stdout.")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"--events {target}: {parent} is not a folder.")
+    writable = path if path.exists() else parent
+    if not os.access(writable, os.W_OK):
+        raise InputError(f"--events {target}: {writable} is not writable.")
 
 
 class EventWriter:
     """Writes events as JSON lines to a file, to stdout (``"-"``), or nowhere (``None``).
 
     Only rank 0 of a distributed job should write; pass ``enabled=False`` elsewhere.
+
+    Raises:
+        InputError: the file (or its folder) cannot be created or opened, naming the file and the OS reason;
+            :meth:`emit`: an event that breaks the schema.
     """
 
     def __init__(self, target: str | os.PathLike | None, enabled: bool = True) -> None:
@@ -79,11 +141,17 @@ class EventWriter:
             return
         if str(target) == "-":
             self._stream = sys.stdout
-        else:
-            path = Path(target)
+            return
+        path = Path(target)
+        try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._stream = open(path, "a", encoding="utf-8")
-            self._owned = True
+        except OSError as exc:
+            # mkdir says "File exists" when a file stands where a folder is needed
+            reason = "Not a directory" if isinstance(exc, FileExistsError) else exc.strerror or str(exc)
+            where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+            raise InputError(f"{path}: cannot open the events file for writing: {reason}{where}.") from None
+        self._owned = True
 
     def emit(self, event: str, **fields: Any) -> dict:
         """Write one event and flush, so readers see it at once; returns the record."""
@@ -105,8 +173,7 @@ class EventWriter:
         self.close()
 
 
-def parse_event(line: str) -> dict | None:
-    """Parse one line; ``None`` for blank lines or lines that are not an event (e.g. library output)."""
+def _parse(line: str) -> dict | None:
     line = line.strip()
     if not line.startswith("{"):
         return None
@@ -119,13 +186,39 @@ def parse_event(line: str) -> dict | None:
     return record
 
 
+def parse_event(line: str) -> dict | None:
+    """Parse one line of a stream; ``None`` for blank lines, lines that are not an event (e.g. library
+    output) and events that break the schema (a follower of a live stream skips them, never stops)."""
+    record = _parse(line)
+    if record is None:
+        return None
+    try:
+        return validate_event(record)
+    except InputError:
+        return None
+
+
 def read_events(path: str | os.PathLike) -> list[dict]:
-    """All events of a file, in order; a torn last line (a writer still running) is ignored."""
+    """All events of a file, in order; lines that are not events and a torn last line (a writer still
+    running) are ignored.
+
+    Raises:
+        InputError: no such file, or an event that breaks the schema (naming the line, field and value).
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no events file.")
+    records = []
     with open(path, encoding="utf-8") as handle:
-        return [record for line in handle if (record := parse_event(line)) is not None]
+        for number, line in enumerate(handle, 1):
+            record = _parse(line)
+            if record is None:
+                continue
+            try:
+                records.append(validate_event(record))
+            except InputError as exc:
+                raise InputError(f"{path} line {number}: {exc}") from None
+    return records
 
 
 class EventFollower:

@@ -6,7 +6,28 @@ import html
 import os
 from pathlib import Path
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "VOCO_GUIDE", "VF_GUIDE"]
+
+# How to read the inspection pictures (ssl3d.inspect: voco.png, fusion.png), for any report that shows them.
+VOCO_GUIDE = (
+    "One axial slice through the middle of the volume the model sees (patient's right on the left, anterior up), cut by "
+    "white lines into the grid of base crops; the cyan box is one random crop. Left: the model's score p for each cell "
+    "(the number, and a heat tint from black through red and yellow to white as p grows); middle: the training target, the "
+    "share of the crop's area in each cell (it sums to 1); right: the crop slid over the whole grid, each position tinted "
+    "by the share of the predicted weight that falls on the cells it really overlaps (white = all of it). A model that has "
+    "learnt where crops lie makes the left panel look like the middle one and the right one bright; the line below gives "
+    "the predicted and true cell, whether the top-1 guess is right, the L1 distance to the target, the entropy of p "
+    "(lower = surer) and chance (1 / number of cells)."
+)
+VF_GUIDE = (
+    "Three axial slices (rows) of a fused sample: the volume is cut into blocks and each block blended with another "
+    "crop of the volume, fused = alpha * foreground + (1 - alpha) * background, alpha one of the classes in the legend "
+    "(untinted: alpha 0, pure background). Columns: the fused image the network sees, the true alpha per block, the alpha "
+    "it predicts per voxel, and the error |delta alpha| in class steps drawn in the same colours (the first colour = one "
+    "step off; untinted = right). A model that has learnt the task reproduces the true-alpha column and leaves the error "
+    "column mostly untinted; the line below gives the balanced accuracy (mean recall over the classes) against chance "
+    "(1 / number of classes), the foreground Dice and the mean confidence."
+)
 
 _STYLE = "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}img{max-width:100%;border:1px solid #ccc}" \
          "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th:first-child,td:first-child{text-align:left}"
