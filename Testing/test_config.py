@@ -13,20 +13,67 @@ def test_every_preset_round_trips_through_json_and_yaml(tmp_path):
         assert load_config(save_config(preset, tmp_path / "p.yaml")) == preset
 
 
-def test_faithful_presets_take_the_official_values():
-    v1 = get_preset("voco-v1")
-    assert (v1.voco.grid, v1.voco.base_crop, v1.voco.crop_out, v1.preprocess.resize) == (4, 96, 64, (384, 384, 96))
-    assert (v1.optim.name, v1.optim.lr, v1.optim.weight_decay, v1.optim.amsgrad) == ("adamw", 1e-4, 0.01, True)
-    assert v1.schedule.warmup_steps == 5000 and v1.train.grad_clip is None and v1.train.ema == 0.9
-    v2 = get_preset("voco-v2")
-    assert (v2.voco.grid, v2.voco.base_crop, v2.voco.teacher, v2.voco.student_dropout) == (3, 64, "head", 0.2)
-    assert v2.preprocess.spacing == (1.5, 1.5, 1.5)
-    vf1, vf2 = get_preset("vf-v1"), get_preset("vf-v2")
-    assert vf1.fusion.patch == (64, 128, 128) and vf1.train.steps == 120_000 and vf1.schedule.step_size == 40_000
-    assert vf2.train.steps == 80_000 and vf2.schedule.step_size == 20_000 and vf2.fusion.deep_supervision == "halving"
-    for preset in (vf1, vf2):
-        assert not preset.train.amp and preset.train.grad_clip is None
-        assert (preset.optim.name, preset.optim.lr, preset.optim.weight_decay) == ("adam", 1e-3, 1e-5)
+# The official values, field by field, as ../shared/reference/voco.md (v1: Luffy03/VoCo 10k recipe; v2:
+# Large-Scale-Medical Self-supervised/, labelled-abdomen pipeline) and misfm.md (vf-v1: PyMIC a906dfc +
+# PyMIC_examples a581dc8; vf-v2: crop4vf.py + PyMIC_examples HEAD) state them. VF flips (p 0.5 per axis) are
+# fixed in the generator, not preset fields.
+_VOCO_COMMON = {
+    "network.name": "swinunetr", "network.kwargs": {"feature_size": 48, "use_v2": True, "use_checkpoint": True},
+    "optim.name": "adamw", "optim.lr": 1e-4, "optim.weight_decay": 0.01, "optim.amsgrad": True, "optim.betas": [0.9, 0.999],
+    "schedule.name": "warmup_cosine", "schedule.warmup_steps": 5000, "schedule.cosine_steps": 0,  # cosine over the run
+    "train.batch_size": 2, "train.amp": True, "train.grad_clip": None, "train.ema": 0.9,
+    "preprocess.orientation": "RAS", "preprocess.intensity": "window:-175,250", "preprocess.dtype": "float32",
+    "voco.crop_out": 64, "voco.num_random": 2, "voco.head_layers": 3,
+    "voco.flip_p": 0.2, "voco.rot90_p": 0.2, "voco.shift_offset": 0.1,
+}
+_VF_COMMON = {
+    "network.name": "pctnet", "network.kwargs": {"resolution_mode": 1},
+    "optim.name": "adam", "optim.lr": 1e-3, "optim.weight_decay": 1e-5, "optim.amsgrad": False,
+    "schedule.name": "step", "schedule.gamma": 0.5, "train.amp": False, "train.grad_clip": None, "train.ema": None,
+    "preprocess.orientation": None, "preprocess.spacing": None, "preprocess.intensity": "window:-1000,1000,-1,1",
+    "preprocess.foreground_threshold": None, "preprocess.pad_to": None, "preprocess.resize": None,
+    "fusion.patch": [64, 128, 128], "fusion.classes": 5,
+}
+OFFICIAL = {
+    "voco-v1": {
+        **_VOCO_COMMON, "train.steps": 250_000,
+        "preprocess.spacing": None, "preprocess.foreground_threshold": 0.3, "preprocess.pad_to": None,
+        "preprocess.resize": [384, 384, 96], "preprocess.resize_mode": "trilinear", "preprocess.align_corners": True,
+        "voco.version": 1, "voco.grid": 4, "voco.base_crop": 96, "voco.random_crop": 96, "voco.window": None,
+        "voco.head_hidden": 2048, "voco.head_out": 2048, "voco.student_dropout": 0.0, "voco.teacher": "full", "voco.shift_p": 0.1,
+    },
+    "voco-v2": {
+        **_VOCO_COMMON, "train.steps": 2_000_000,
+        "preprocess.spacing": [1.5, 1.5, 1.5], "preprocess.foreground_threshold": 0.0, "preprocess.pad_to": [192, 192, 64],
+        "preprocess.resize": None,
+        "voco.version": 2, "voco.grid": 3, "voco.base_crop": 64, "voco.random_crop": 64, "voco.window": [192, 192, 64],
+        "voco.head_hidden": 1024, "voco.head_out": 1024, "voco.student_dropout": 0.2, "voco.teacher": "head", "voco.shift_p": 0.5,
+    },
+    "vf-v1": {
+        **_VF_COMMON, "train.steps": 120_000, "train.batch_size": 2, "schedule.step_size": 40_000, "train.val_every": 500,
+        "fusion.version": 1, "fusion.block_range": [10, 40], "fusion.size_min": [8, 8, 8], "fusion.size_max": [40, 80, 80],
+        "fusion.deep_supervision": "equal",  # PyMIC weights [1, 1, 1, 1] until 2024-09
+    },
+    "vf-v2": {
+        **_VF_COMMON, "train.steps": 80_000, "schedule.step_size": 20_000, "train.val_every": 1000,
+        "fusion.version": 2, "fusion.foreground_ratio": 0.7, "fusion.block_min": [5, 8, 8], "fusion.block_max": [20, 32, 32],
+        "fusion.scale": [0.7, 1.5], "fusion.gamma": [0.7, 1.5], "fusion.inversion_p": 0.25,
+        "fusion.deep_supervision": "halving",  # weights 1/2^i
+    },
+}
+
+
+def _field(data: dict, dotted: str):
+    for part in dotted.split("."):
+        data = data[part]
+    return data
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL))
+def test_faithful_presets_take_the_official_values(name):
+    data = to_dict(get_preset(name))
+    wrong = {key: (_field(data, key), value) for key, value in OFFICIAL[name].items() if _field(data, key) != value}
+    assert not wrong, f"{name}: field: (preset, official) {wrong}"
 
 
 def test_lookup_suggests_the_closest_name():

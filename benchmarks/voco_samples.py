@@ -8,12 +8,13 @@ v1) -> ``RandFlipd`` on axes 0, 1, 2 (p 0.2 each) -> ``RandRotate90d(p 0.2, max_
 and the closed-form labels. v1: 2 random + 16 base crops of 96³ from a 384x384x96 volume; v2: 2 random
 + 9 base crops of 64³ from 192x192x64, no resize.
 
-ssl3d: :class:`ssl3d.pretext.voco_samples.VocoSampler` with the base crops cached per volume (the
-steady state of training, where each volume is visited ~50 times in v1), one sample per call (the
-reference's unit; no collation) and two volumes per call (one batch tensor, collation included); the
-first visit of a volume (cache build + sample) is shown too. Protocol: 1 warm-up, then the median of
-``--runs`` calls (10 for the reference, as the fixture). With CUDA present the generator is also timed
-on the GPU.
+ssl3d: the training path itself, ``VoCoTask.batch`` (volume pick, v2 random window, draws, crop cutting,
+resize, augmentation, labels, into the step's batch buffer) on an in-memory volume of the preset's model
+space (v1 384x384x96; v2 a 240x240x80 volume the 192x192x64 window is cut from each step), one sample per
+call (the reference's unit) and two volumes per call (one batch); v1 in the steady state (base crops cached
+per volume; each volume is visited ~50 times in v1) and at a first visit (base crops computed). Protocol:
+1 warm-up, then the median of ``--runs`` calls (10 for the reference, as the fixture). With CUDA present the
+training path is also timed on the GPU (host volume, pinned copies).
 
 Run: ``.venv/bin/python benchmarks/voco_samples.py``.
 """
@@ -36,8 +37,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ssl3d.config import apply_overrides, get_preset
 from ssl3d.pretext.voco import position_labels
-from ssl3d.pretext.voco_samples import V1_SAMPLES, V2_SAMPLES, SampleSpec, VocoSampler
+from ssl3d.pretext.voco_bundle import sample_spec
+from ssl3d.pretext.voco_samples import BaseCropCache, SampleSpec
+from ssl3d.pretext.voco_task import VoCoTask
 
 GOALS = {"voco-v1": 3.0, "voco-v2": 8.0}
 BASELINE = Path(__file__).resolve().parents[1] / "Testing" / "data" / "fixtures" / "voco_crop_baseline.json"
@@ -94,24 +98,56 @@ def _median(fn: Callable[[], object], runs: int, sync: Callable[[], None] = lamb
     return statistics.median(times)
 
 
-def measure(name: str, spec: SampleSpec, runs: int) -> dict[str, float]:
+class _InMemoryTask(VoCoTask):
+    """VoCoTask on one in-memory volume (no dataset, no cache, no network): what ``batch`` does per step."""
+
+    def __init__(self, volume: torch.Tensor) -> None:
+        super().__init__("memory", "memory", val_crops=0)
+        self.volume = volume
+
+    def _load_volumes(self, ctx):
+        return [self.volume], {}
+
+
+def _task(name: str, volume: torch.Tensor, batch: int, device: torch.device):
+    from ssl3d.train.distributed import DistInfo
+    from ssl3d.train.loop import TrainContext
+
+    preset = apply_overrides(get_preset(name), {"train.batch_size": batch})
+    ctx = TrainContext(preset, Path("."), device, DistInfo(), None, 0)
+    task = _InMemoryTask(volume)
+    task.setup_samples(ctx)
+    step = iter(range(10**9))
+    return task, lambda: task.batch(ctx, next(step), range(batch))
+
+
+def measure(name: str, runs: int) -> dict[str, float]:
     from monai.data import MetaTensor
 
+    preset = get_preset(name)
+    spec = sample_spec(preset)
     gen = torch.Generator().manual_seed(505)
     official_layout = torch.rand((1, spec.size, spec.size, spec.depth), generator=gen)  # (C, x, y, z)
-    volume = official_layout.permute(0, 3, 2, 1).contiguous()  # model space (C, z, y, x)
     data = {"image": MetaTensor(official_layout)}
     np.random.seed(0)
     row = {"official": _median(lambda: official_sample(data, spec), max(10, runs // 3))}
-    sampler = VocoSampler(spec, torch.Generator().manual_seed(1))
-    row["ours_b1"] = _median(lambda: sampler([volume], keys=[name]), runs)
-    row["ours_b2"] = _median(lambda: sampler([volume, volume], keys=[name, name]), runs) / 2
-    row["first_visit"] = _median(lambda: VocoSampler(spec, sampler.generator)([volume], keys=[name]), runs)
+    pad = (16, 48, 48) if preset.voco.window else (0, 0, 0)  # v2: a volume larger than the window
+    volume = torch.rand((1, spec.depth + pad[0], spec.size + pad[1], spec.size + pad[2]), generator=gen)
+    cpu = torch.device("cpu")
+    _, one = _task(name, volume, 1, cpu)
+    row["ours_b1"] = _median(one, runs)
+    _, two = _task(name, volume, 2, cpu)
+    row["ours_b2"] = _median(two, runs) / 2
+    task, first = _task(name, volume, 1, cpu)
+
+    def first_visit():
+        task.base_cache = BaseCropCache(spec)  # v1: the base crops are computed again
+        first()
+
+    row["first_visit"] = _median(first_visit, runs)
     if torch.cuda.is_available():
-        device_volume = volume.cuda()
-        gpu_sampler = VocoSampler(spec, torch.Generator().manual_seed(2))
-        pair = [device_volume, device_volume]
-        row["gpu_b2"] = _median(lambda: gpu_sampler(pair, keys=[name, name]), runs, torch.cuda.synchronize) / 2
+        _, gpu = _task(name, volume, 2, torch.device("cuda"))
+        row["gpu_b2"] = _median(gpu, runs, torch.cuda.synchronize) / 2
     return row
 
 
@@ -139,16 +175,16 @@ def main() -> None:
     torch.set_num_threads(1)
     import monai
 
-    rows = {name: measure(name, spec, args.runs) for name, spec in (("voco-v1", V1_SAMPLES), ("voco-v2", V2_SAMPLES))}
+    rows = {name: measure(name, args.runs) for name in ("voco-v1", "voco-v2")}
     fixture = _baseline()
     print(f"VoCo sample generation, seconds per sample, 1 CPU thread ({_cpu_name()}; "
           f"torch {torch.__version__}, MONAI {monai.__version__})")
     labels = [
         ("official MONAI pipeline, measured now", "official"),
-        ("ssl3d, base crops cached, 1 volume/call", "ours_b1"),
-        ("ssl3d, base crops cached, 2 volumes/call", "ours_b2"),
-        ("ssl3d, first visit (cache build + sample)", "first_visit"),
-    ] + ([("ssl3d on CUDA, cached, 2 volumes/call", "gpu_b2")] if torch.cuda.is_available() else [])
+        ("ssl3d VoCoTask.batch, 1 volume/call", "ours_b1"),
+        ("ssl3d VoCoTask.batch, 2 volumes/call", "ours_b2"),
+        ("ssl3d, first visit (v1: base crops computed)", "first_visit"),
+    ] + ([("ssl3d VoCoTask.batch on CUDA, 2 volumes/call", "gpu_b2")] if torch.cuda.is_available() else [])
     print(f"{'pipeline':<44}{'voco-v1':>12}{'voco-v2':>12}")
     if fixture:
         text = "official, fixture (2-core Xeon, 1 thread)"

@@ -1,7 +1,7 @@
 """VoCo training step: time per step and the share of it spent generating samples on the device.
 
 A step is what the training loop runs: ``task.batch`` (draws, crop cutting, resize, augmentation, labels
-from cached volumes on the device), the student forward, the EMA, the teacher forward, the loss,
+from host volumes, what is cut moved to the device), the student forward, the EMA, the teacher forward, the loss,
 backward and the optimizer step (AMP + GradScaler on CUDA, as the presets say). Volumes are random
 tensors of the preset's model-space size (the generator's cost does not depend on the values).
 Protocol: ``--warmup`` steps, then ``--steps`` timed steps with the device synchronised around the
@@ -33,13 +33,14 @@ GOALS = {"cpu": 0.10, "cuda": 0.05}
 
 
 class _SyntheticTask(VoCoTask):
-    """VoCoTask on random volumes of the preset's size (no dataset, no cache)."""
+    """VoCoTask on random host volumes of the preset's size (no dataset, no cache): as in training, the
+    volumes stay in host memory and each step moves what it cuts to the device (pinned copies on CUDA)."""
 
     def _load_volumes(self, ctx):
         size = ctx.preset.voco.window or ctx.preset.preprocess.resize
         g = torch.Generator().manual_seed(0)
         shape = (1, size[2], size[1], size[0])
-        return [torch.rand(shape, generator=g).to(ctx.device) for _ in range(4)], {}
+        return [torch.rand(shape, generator=g) for _ in range(4)], {}
 
 
 def measure(name: str, device: torch.device, steps: int, warmup: int) -> dict:

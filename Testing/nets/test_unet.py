@@ -43,6 +43,8 @@ def test_errors():
 def test_builders():
     assert isinstance(build_network("cnn-small", channels=[4, 8]), UNetEncoder)
     swin = build_network("swin-b", 1, 2, feature_size=12)
-    assert swin.swinViT is not None
+    assert swin.swinViT is not None and not swin.swinViT.layers1[0].blocks[0].use_checkpoint
+    checkpointed = build_network("swinunetr", 1, 2, feature_size=12, use_v2=True, use_checkpoint=True)  # as the Swin presets
+    assert all(block.use_checkpoint for layer in checkpointed.swinViT.layers4 for block in layer.blocks)
     with pytest.raises(ConfigError, match="multiple of 12"):
         build_network("swinunetr", feature_size=10)

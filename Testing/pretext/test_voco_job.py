@@ -22,6 +22,7 @@ from ssl3d.events import read_events
 from ssl3d.pretext.voco import voco_v1_loss
 from ssl3d.pretext.voco_bundle import (
     VoCoScorer,
+    build_backbone,
     load_voco_bundle,
     position_accuracy,
     voco_backbone_state,
@@ -97,7 +98,7 @@ def test_scorer_api(voco_cpu_run, tmp_path):
 def test_one_step_official_ema_order_and_no_teacher_gradient(voco_cpu_run, tmp_path):
     preset = apply_overrides(get_preset("voco-v1-cpu"), {"train.batch_size": 2})
     ctx = _context(preset, tmp_path)
-    task = VoCoTask(voco_cpu_run.data, tmp_path / "cache")
+    task = VoCoTask(voco_cpu_run.data, voco_cpu_run.run_dir.parent / "cache")  # the session run's cache
     task.setup(ctx)
     net = task.net
     teacher_ids = {id(p) for p in net.teacher.parameters()}
@@ -122,6 +123,59 @@ def test_one_step_official_ema_order_and_no_teacher_gradient(voco_cpu_run, tmp_p
     losses["total"].backward()
     assert all(p.grad is None for p in net.teacher.parameters())
     assert all(p.grad is not None for p in task.parameters())
+    ctx.logger.close()
+
+
+def test_v1_bounded_base_cache_gives_the_losses_of_an_unbounded_one(voco_cpu_run, tmp_path):
+    """8 volumes, a base-crop budget of 2 volumes: the cache never holds more, the losses do not change."""
+    preset = apply_overrides(get_preset("voco-v1-cpu"), {"train.batch_size": 2})
+    per_volume = 16 * 16**3 * 4  # 4x4 base crops of 16³ float32
+    losses = {}
+    for budget in (2 * per_volume, None):
+        ctx = _context(preset, tmp_path / str(budget))
+        task = VoCoTask(voco_cpu_run.data, voco_cpu_run.run_dir.parent / "cache", base_cache_bytes=budget)
+        task.setup(ctx)
+        student, teacher = dict(task.net.student.named_parameters()), dict(task.net.teacher.named_parameters())
+        weights = [k for k in student if student[k].ndim >= 2]  # the randomly initialised tensors
+        assert student.keys() == teacher.keys() and weights
+        assert not any(torch.equal(student[k], teacher[k]) for k in weights)  # its own init, not a deepcopy
+        assert len(task.volumes) == 8 and all(v.device.type == "cpu" for v in task.volumes)
+        losses[budget] = []
+        for step in range(5):  # 10 samples: every volume once, two of them twice
+            losses[budget].append(task.losses(ctx, task.batch(ctx, step, range(2)), step)["total"].detach())
+            if budget is not None:
+                assert len(task.base_cache) <= 2 and task.base_cache.nbytes <= budget
+        ctx.logger.close()
+    assert len(task.base_cache) == 8  # the default budget holds all of them
+    assert all(torch.equal(a, b) for a, b in zip(losses[2 * per_volume], losses[None])), losses
+
+
+def test_v2_task_drops_whole_student_rows_and_moves_only_the_teacher_head(voco_cpu_run, tmp_path):
+    preset = apply_overrides(get_preset("voco-v2-cpu"), {"train.batch_size": 2})
+    ctx = _context(preset, tmp_path)
+    task = VoCoTask(voco_cpu_run.held_out, tmp_path / "cache")
+    task.setup(ctx)
+    net = task.net
+    assert not hasattr(net.teacher, "backbone") and not list(net.teacher.buffers())
+    seen = {}
+    hooks = [
+        net.student.backbone.register_forward_hook(lambda m, i, o: seen.__setitem__("features", o.detach().clone())),
+        net.student.head.register_forward_pre_hook(lambda m, i: seen.__setitem__("student", i[0].detach().clone())),
+        net.teacher.head.register_forward_pre_hook(lambda m, i: seen.__setitem__("teacher", i[0].detach().clone())),
+    ]
+    head0 = {k: v.clone() for k, v in net.teacher.head.state_dict().items()}
+    student0 = {k: v.clone() for k, v in net.student.state_dict().items()}
+    task.losses(ctx, task.batch(ctx, 0, range(2)), 0)
+    for hook in hooks:
+        hook.remove()
+    features, student = seen["features"], seen["student"]
+    dropped = (student == 0).all(1)  # 2 volumes x (4 random + 9 base) = 26 crop rows, p = 0.2
+    assert features.shape[0] == 26 and 0 < int(dropped.sum()) < 26
+    torch.testing.assert_close(student[~dropped], features[~dropped] / 0.8, rtol=1e-6, atol=1e-7)
+    assert torch.equal(seen["teacher"], features)  # the teacher head sees every row, undropped
+    for key, value in net.teacher.head.state_dict().items():  # EMA 0.9 of the student head
+        torch.testing.assert_close(value, 0.9 * head0[key] + 0.1 * student0["head." + key], rtol=1e-6, atol=1e-7)
+    assert all(torch.equal(value, student0[key]) for key, value in net.student.state_dict().items())
     ctx.logger.close()
 
 
@@ -198,8 +252,10 @@ def test_swin_path_one_step_at_64_cubed(tmp_path):
     sizes = {"voco.grid": 2, "voco.base_crop": 64, "voco.random_crop": 64, "voco.crop_out": 64, "voco.num_random": 1,
              "voco.head_hidden": 64, "voco.head_out": 64, "preprocess.resize": [128, 128, 64], "train.steps": 1, "train.batch_size": 1}
     preset = apply_network_choice(apply_overrides(get_preset("voco-v1-cpu"), sizes), "swinunetr", 12)
-    assert preset.network.kwargs == {"feature_size": 12, "use_v2": True}
+    assert preset.network.kwargs == {"feature_size": 12, "use_v2": True, "use_checkpoint": True}  # official checkpointing
     preset.network.kwargs["window_size"] = 4  # attention cost on 2 cores; the key names stay SwinUNETR's
+    backbone = build_backbone(preset.network)[0]  # the encoder-only VoCo path keeps MONAI's checkpointing on
+    assert all(block.use_checkpoint for layer in backbone.net.swinViT.layers1 for block in layer.blocks)
     outputs = train(VoCoTask(data, tmp_path / "cache"), preset, tmp_path / "run", torch.device("cpu"))
     network, state = voco_backbone_state(outputs["bundle"])
     assert network["name"] == "swinunetr" and network["kwargs"]["feature_size"] == 12 and len(state) == 145
@@ -213,17 +269,20 @@ def test_swin_path_one_step_at_64_cubed(tmp_path):
 
 def test_network_choice():
     v1, v2 = get_preset("voco-v1"), get_preset("voco-v2")
-    assert apply_network_choice(v1, "swin-l").network.kwargs == {"feature_size": 96, "use_v2": True}
+    assert apply_network_choice(v1, "swin-l").network.kwargs == {"feature_size": 96, "use_v2": True, "use_checkpoint": True}
     assert apply_network_choice(v1, "swinunetr", 24).network.kwargs["feature_size"] == 24
     assert apply_network_choice(v1, None, 192).network.kwargs["feature_size"] == 192
     assert apply_network_choice(get_preset("voco-v1-cpu"), "cnn-small").network.name == "cnn-small"
     chest = apply_network_choice(v2, None, None, "chest").preprocess
     assert chest.spacing == (1.25, 1.25, 5.0) and chest.intensity == "window:-1000,500" and chest.pad_to == (192, 192, 64)
-    resize = apply_network_choice(v2, None, None, "resize").preprocess
-    assert resize.resize == (192, 192, 64) and resize.spacing is None
+    assert chest.foreground_threshold == 0.0  # official CropForegroundd (> 0) after the window
+    resize = apply_network_choice(v2, None, None, "resize").preprocess  # official: abdomen steps, pad to 64³, then resize
+    assert (resize.spacing, resize.intensity, resize.foreground_threshold) == ((1.5, 1.5, 1.5), "window:-175,250", 0.0)
+    assert (resize.pad_to, resize.resize, resize.resize_mode, resize.align_corners) == ((64, 64, 64), (192, 192, 64), "trilinear", True)
+    assert apply_network_choice(get_preset("voco-v2-cpu"), None, None, "resize").preprocess.pad_to == (16, 16, 16)
     assert apply_network_choice(apply_network_choice(v2, None, None, "chest"), None, None, "abdomen").preprocess == v2.preprocess
     assert apply_network_choice(get_preset("voco-v2-cpu"), None, None, "chest").preprocess.spacing == (5.0, 5.0, 20.0)
-    assert v1.network.kwargs == {"feature_size": 48, "use_v2": True}  # the input is not changed
+    assert v1.network.kwargs == {"feature_size": 48, "use_v2": True, "use_checkpoint": True}  # the input is not changed
 
 
 @pytest.mark.parametrize(
@@ -279,7 +338,7 @@ def test_import_v1_student_teacher_file(tmp_path, swin12, branch, scale, layout)
     bundle = read_bundle(tmp_path / "bundle")
     assert bundle.meta["pretext"]["heads"] is None and bundle.meta["provenance"]["branch"] == branch
     network, state = voco_backbone_state(bundle)
-    assert network == {"name": "swinunetr", "kwargs": {"feature_size": 12, "use_v2": True, "in_channels": 1}}
+    assert network == {"name": "swinunetr", "kwargs": {"feature_size": 12, "use_v2": True, "use_checkpoint": True, "in_channels": 1}}
     torch.testing.assert_close(state["swinViT.patch_embed.proj.weight"], swin12["swinViT.patch_embed.proj.weight"] * scale)
     assert state["swinViT.layers1.0.blocks.0.attn.relative_position_index"].dtype == torch.int64
 

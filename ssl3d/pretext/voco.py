@@ -18,6 +18,7 @@ does (the official total is the same float32 value with shape ``(1,)``).
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import numpy as np
@@ -175,12 +176,18 @@ def _zero_mean(values: Tensor, y: Tensor) -> Tensor:
     return (values * zero).sum((1, 2)) / (zero.sum((1, 2)) + _EPS)
 
 
+@functools.lru_cache(maxsize=16)
+def _pairs(k: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Row and column indices of the strict upper triangle of a ``k x k`` matrix, row-major (built once)."""
+    rows, cols = torch.triu_indices(k, k, offset=1, device=device)
+    return rows, cols
+
+
 def _reg_term(b_s: Tensor) -> Tensor:
     """Per-volume mean over pairs i < j of ``relu(cos(b_i, b_j.detach()))**2``: ``(B, K, D) -> (B,)``."""
-    k = b_s.shape[1]
     gram = cosine_matrix(b_s, b_s.detach())  # row i carries the gradient, column j is constant
-    upper = torch.triu(torch.ones(k, k, dtype=torch.bool, device=b_s.device), diagonal=1)
-    return (F.relu(gram[:, upper]) ** 2).mean(1)
+    rows, cols = _pairs(b_s.shape[1], b_s.device)  # index tensors, not a boolean mask: no device sync
+    return (F.relu(gram[:, rows, cols]) ** 2).mean(1)
 
 
 def _total(first: Tensor, second: Tensor, reg: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Hashable, Sequence
+from typing import Callable, Hashable, Sequence
 
 import numpy as np
 import torch
@@ -39,10 +39,13 @@ __all__ = [
     "SampleDraws",
     "VocoBatch",
     "base_crops",
+    "base_crop_views",
+    "random_cuts",
     "draw_samples",
     "augment_into",
     "apply_augment",
     "cut_samples",
+    "assemble_samples",
     "BaseCropCache",
     "VocoSampler",
 ]
@@ -220,6 +223,26 @@ def base_crops(volume: Tensor, spec: SampleSpec) -> Tensor:
     return crops[0] if single else crops
 
 
+def base_crop_views(volume: Tensor, spec: SampleSpec) -> list[Tensor]:
+    """The ``grid x grid`` base crops of one volume as views (no copy), for specs without a resize.
+
+    v2 cuts new base crops from every random window; as views they are copied once, straight into the
+    batch (:func:`assemble_samples`), instead of being stacked, permuted and copied again.
+
+    Args:
+        volume: ``(1, D, H, W)`` with ``(D, H, W) = (depth, grid*base, grid*base)``.
+        spec: sample sizes with ``(depth, base, base) == (out, out, out)``.
+
+    Returns:
+        ``n_base`` views ``(1, out, out, out)`` in cell order ``k = ix*grid + iy`` (the values of :func:`base_crops`).
+    """
+    vol = _as_batch(volume, spec)[0]
+    if (spec.depth, spec.base) != (spec.out, spec.out):
+        raise InputError(f"base crop views need base = depth = out (no resize), got base {spec.base}, depth {spec.depth}, out {spec.out}.")
+    b = spec.base
+    return [vol[:, :, iy * b : (iy + 1) * b, ix * b : (ix + 1) * b] for ix in range(spec.grid) for iy in range(spec.grid)]
+
+
 def draw_samples(spec: SampleSpec, batch: int, generator: torch.Generator) -> SampleDraws:
     """Draw crop centres, augmentations and labels for ``batch`` volumes.
 
@@ -316,6 +339,28 @@ def apply_augment(crops: Tensor, flips: np.ndarray, rot_k: np.ndarray, shift: np
     return augment_into(crops, crops, flips, rot_k, shift)
 
 
+def random_cuts(volumes: Tensor | Sequence[Tensor], centres: np.ndarray, spec: SampleSpec) -> list[Tensor]:
+    """The random crops of drawn centres as views ``(1, D, crop, crop)`` of the volumes, in batch order.
+
+    Args:
+        volumes: ``B`` volumes ``(1, D, H, W)`` (a list or a ``(B, 1, D, H, W)`` tensor), on any device.
+        centres: ``(B, n_random, 2)`` ``(cx, cy)`` from :func:`draw_samples`.
+        spec: the sample sizes.
+
+    Returns:
+        ``B * n_random`` views, crop ``s`` of volume ``b`` at ``b*n_random + s``; x along W, y along H.
+    """
+    vols = _as_list(volumes, spec)
+    if np.shape(centres) != (len(vols), spec.n_random, 2):
+        raise InputError(f"centres must be (B={len(vols)}, n_random={spec.n_random}, 2), got shape {np.shape(centres)}.")
+    half, c = spec.crop // 2, spec.crop
+    return [
+        vol[:, :, cy - half : cy - half + c, cx - half : cx - half + c]
+        for vol, pairs in zip(vols, np.asarray(centres).tolist())
+        for cx, cy in pairs
+    ]
+
+
 def cut_samples(
     volumes: Tensor | Sequence[Tensor],
     bases: Tensor | Sequence[Tensor],
@@ -329,7 +374,7 @@ def cut_samples(
         volumes: ``(B, 1, D, H, W)``, ``(1, D, H, W)`` for B = 1, or a list of ``B`` ``(1, D, H, W)``
             tensors, on the device.
         bases: the cached :func:`base_crops` of the same volumes: ``(B, n_base, 1, out, out, out)`` or a
-            list of ``B`` ``(n_base, 1, out, out, out)`` tensors.
+            list of ``B`` ``(n_base, 1, out, out, out)`` tensors (or of :func:`base_crop_views` lists).
         draws: :func:`draw_samples` for ``B`` volumes.
         spec: the sample sizes.
         out: optional ``(B*(n_random + n_base), 1, out, out, out)`` buffer to fill (reused between steps
@@ -339,27 +384,44 @@ def cut_samples(
         :class:`VocoBatch` with ``crops`` on the volumes' device; v1, B = 2: ``(36, 1, 64, 64, 64)``.
     """
     vols = _as_list(volumes, spec)
-    b, n, k, o = len(vols), spec.n_random, spec.n_base, spec.out
+    if draws.centres.shape != (len(vols), spec.n_random, 2):
+        raise InputError(f"draws are for {draws.centres.shape[0]} volumes of {spec.n_random} crops; the batch has {len(vols)} volumes.")
+    return assemble_samples(random_cuts(vols, draws.centres, spec), bases, draws, spec, out)
+
+
+def assemble_samples(
+    cuts: Tensor | Sequence[Tensor],
+    bases: Tensor | Sequence[Tensor | Sequence[Tensor]],
+    draws: SampleDraws,
+    spec: SampleSpec,
+    out: Tensor | None = None,
+) -> VocoBatch:
+    """Resize the cut random crops (one batched interpolation), then augment them and the base crops into ``out``.
+
+    Args:
+        cuts: the ``B*n_random`` random crops ``(1, D, crop, crop)`` (:func:`random_cuts`, or a
+            ``(B*n_random, 1, D, crop, crop)`` tensor, e.g. cut on the host and moved to the device at once).
+        bases: per volume ``n_base`` crops ``(1, out, out, out)``: a ``(n_base, 1, out, out, out)`` tensor
+            (:func:`base_crops`) or a list of views (:func:`base_crop_views`); or one ``(B, n_base, ...)`` tensor.
+        draws, spec, out: as in :func:`cut_samples`.
+    """
+    n, k, o = spec.n_random, spec.n_base, spec.out
+    b = int(draws.centres.shape[0])
     base_list = list(bases) if not isinstance(bases, Tensor) or bases.ndim == 6 else [bases]
-    if len(base_list) != b or any(tuple(x.shape) != (k, 1, o, o, o) for x in base_list):
-        shapes = [tuple(x.shape) for x in base_list]
-        raise InputError(f"bases must be {b} tensors of shape {(k, 1, o, o, o)} (n_base, 1, out³), got {shapes}.")
-    if draws.centres.shape != (b, n, 2):
-        raise InputError(f"draws are for {draws.centres.shape[0]} volumes of {n} crops; the batch has {b} volumes.")
+    if len(base_list) != b or any(len(x) != k or any(tuple(c.shape) != (1, o, o, o) for c in x) for x in base_list):
+        shapes = [tuple(x.shape) if isinstance(x, Tensor) else [tuple(c.shape) for c in x][:1] for x in base_list]
+        raise InputError(f"bases must be {b} sets of {k} crops (1, out³) = {(1, o, o, o)}, got {shapes}.")
+    if len(cuts) != b * n:
+        raise InputError(f"cuts must hold B*n_random = {b * n} random crops, got {len(cuts)}.")
+    device = cuts[0].device
     shape = (b * (n + k), 1, o, o, o)
     if out is None:
-        out = torch.empty(shape, dtype=vols[0].dtype, device=vols[0].device)
-    elif tuple(out.shape) != shape or out.device != vols[0].device:
-        raise InputError(f"out must be a {shape} tensor on {vols[0].device}, got {tuple(out.shape)} on {out.device}.")
-    half, c = spec.crop // 2, spec.crop
-    cuts = [
-        vol[:, :, cy - half : cy - half + c, cx - half : cx - half + c]  # y along H, x along W
-        for vol, centres in zip(vols, draws.centres)
-        for cx, cy in centres.tolist()
-    ]
-    if (spec.depth, c, c) != (o, o, o):
-        cuts = list(_resize(torch.stack(cuts), o))
-    sources = cuts + [crop for cached in base_list for crop in cached]
+        out = torch.empty(shape, dtype=cuts[0].dtype, device=device)
+    elif tuple(out.shape) != shape or out.device != device:
+        raise InputError(f"out must be a {shape} tensor on {device}, got {tuple(out.shape)} on {out.device}.")
+    if (spec.depth, spec.crop, spec.crop) != (o, o, o):
+        cuts = _resize(cuts if isinstance(cuts, Tensor) else torch.stack(list(cuts)), o)
+    sources = list(cuts) + [crop for cached in base_list for crop in cached]
     augment_into(out, sources, *_batch_layout(draws, b, n, k))
     labels = torch.as_tensor(draws.labels, dtype=torch.float64, device=out.device)
     return VocoBatch(crops=out, labels=labels, draws=draws)
@@ -375,32 +437,54 @@ def _batch_layout(draws: SampleDraws, b: int, n: int, k: int) -> tuple[np.ndarra
 
 
 class BaseCropCache:
-    """Resized base crops per volume, kept on the volume's device (least recently used dropped first).
+    """Resized base crops per volume, kept on the volume's device; least recently used dropped first.
+
+    Bounded by entries and/or bytes, so the device memory it holds does not grow with the dataset
+    (v1: 16 x 64³ float32 = 16 MiB per volume; 10k volumes would need 160 GiB). A dropped volume's crops
+    are recomputed, with the same values, on its next visit.
 
     Args:
         spec: the sample sizes.
-        max_volumes: entries kept; ``None`` keeps all (v1: 16 x 64³ float32 = 16 MiB per volume).
+        max_volumes: entries kept; ``None``: no limit by count.
+        max_bytes: bytes of crops kept; ``None``: no limit by size. An entry larger than this is not kept.
     """
 
-    def __init__(self, spec: SampleSpec, max_volumes: int | None = None) -> None:
-        if max_volumes is not None and max_volumes < 1:
-            raise ConfigError(f"max_volumes must be >= 1 or None, got {max_volumes}.")
+    def __init__(self, spec: SampleSpec, max_volumes: int | None = None, max_bytes: int | None = None) -> None:
+        if max_volumes is not None and (isinstance(max_volumes, bool) or not isinstance(max_volumes, int) or max_volumes < 1):
+            raise ConfigError(f"max_volumes must be an integer >= 1 or None, got {max_volumes!r}.")
+        if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0):
+            raise ConfigError(f"max_bytes must be an integer >= 0 or None, got {max_bytes!r}.")
         self.spec = spec
         self.max_volumes = max_volumes
+        self.max_bytes = max_bytes
+        self.nbytes = 0  # bytes of the crops held now
         self._items: OrderedDict[Hashable, Tensor] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def get(self, key: Hashable, volume: Tensor) -> Tensor:
-        """Base crops ``(n_base, 1, out, out, out)`` of ``volume`` ``(1, D, H, W)``, computed on first use."""
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._items
+
+    def get(self, key: Hashable, volume: Tensor | Callable[[], Tensor]) -> Tensor:
+        """Base crops ``(n_base, 1, out, out, out)`` of ``volume`` ``(1, D, H, W)``, computed on first use.
+
+        ``volume`` may be a function returning the volume, so a hit never reads (or moves) it.
+        """
         if key in self._items:
             self._items.move_to_end(key)
             return self._items[key]
-        crops = base_crops(volume, self.spec)
+        crops = base_crops(volume() if callable(volume) else volume, self.spec)
+        size = crops.numel() * crops.element_size()
+        if self.max_bytes is not None and size > self.max_bytes:
+            return crops
         self._items[key] = crops
-        if self.max_volumes is not None and len(self._items) > self.max_volumes:
-            self._items.popitem(last=False)
+        self.nbytes += size
+        while (self.max_volumes is not None and len(self._items) > self.max_volumes) or (
+            self.max_bytes is not None and self.nbytes > self.max_bytes
+        ):
+            _, dropped = self._items.popitem(last=False)
+            self.nbytes -= dropped.numel() * dropped.element_size()
         return crops
 
 

@@ -23,7 +23,7 @@ import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -44,7 +44,16 @@ from .voco_bundle import (
     sample_spec,
     voco_bundle_meta,
 )
-from .voco_samples import BaseCropCache, SampleDraws, VocoBatch, base_crops, cut_samples, draw_samples
+from .voco_samples import (
+    BaseCropCache,
+    SampleDraws,
+    VocoBatch,
+    assemble_samples,
+    base_crop_views,
+    base_crops,
+    draw_samples,
+    random_cuts,
+)
 
 if TYPE_CHECKING:
     from ..demo import DemoContext
@@ -55,10 +64,10 @@ _NETWORKS = ("swin-b", "swin-l", "swin-h", "swinunetr", "cnn-small")
 _CNN_DEFAULT = {"channels": [8, 16, 32, 64]}
 
 V2_PIPELINES = {
-    "abdomen": "the preset's own pipeline: spacing 1.5 mm, HU -175..250, foreground crop, pad to the window",
-    "chest": "spacing 1.25 x 1.25 x 5 mm, HU -1000..500, pad to the window (no foreground crop)",
-    "resize": "the whole volume resized to the window (192 x 192 x 64), HU -175..250; the official foreground crop "
-              "after the resize (then padded back) is not applied",
+    "abdomen": "the preset's own pipeline: spacing 1.5 mm, HU -175..250, foreground crop (> 0), pad to the window",
+    "chest": "spacing 1.25 x 1.25 x 5 mm, HU -1000..500, foreground crop (> 0), pad to the window",
+    "resize": "spacing 1.5 mm, HU -175..250, foreground crop (> 0), pad to 64³, then the whole volume resized to the "
+              "window (192 x 192 x 64, trilinear, align_corners=True)",
 }
 """The voco-v2 data pipelines of ``--v2-pipeline`` (sizes scale with the window on the *-cpu preset)."""
 
@@ -107,6 +116,7 @@ def _network_record(current: NetworkConfig, name: str) -> NetworkConfig:
     kwargs = dict(current.kwargs) if current.name in SWIN_NAMES else {}
     kwargs.pop("channels", None)
     size = SWIN_NAMES[name] or kwargs.get("feature_size", SWIN_NAMES.get(current.name) or 48)
+    kwargs.setdefault("use_checkpoint", True)  # official use_checkpoint=True (memory only; numbers unchanged)
     return NetworkConfig("swinunetr", {**kwargs, "feature_size": size, "use_v2": True})
 
 
@@ -129,18 +139,39 @@ def _v2_preprocess(preset: Preset, pipeline: str):
     pre = copy.deepcopy(preset.preprocess)
     window = tuple(preset.voco.window)
     scale = 192.0 / window[0]  # 1 for voco-v2; 4 for voco-v2-cpu's 48 x 48 x 16 window
+    registered = PRESETS.get(preset.name)
+    abdomen = copy.deepcopy(registered.preprocess) if registered is not None and registered.voco is not None else None
     if pipeline == "abdomen":
-        registered = PRESETS.get(preset.name)
-        return copy.deepcopy(registered.preprocess) if registered is not None and registered.voco is not None else pre
+        return abdomen if abdomen is not None else pre
     if pipeline == "chest":
         pre.spacing = (1.25 * scale, 1.25 * scale, 5.0 * scale)
-        pre.intensity, pre.foreground_threshold, pre.pad_to, pre.resize = "window:-1000,500", None, window, None
+        pre.intensity, pre.foreground_threshold, pre.pad_to, pre.resize = "window:-1000,500", 0.0, window, None
         return pre
-    pre.spacing, pre.intensity, pre.foreground_threshold, pre.pad_to, pre.resize = None, "window:-175,250", None, None, window
+    # official (unlabelled abdomen and head-neck sets): the abdomen steps (spacing, window, foreground crop,
+    # pad to the 64³ roi), then Resized to the window; ssl3d's preprocessing runs its steps in that order
+    if abdomen is not None:
+        pre = abdomen
+    else:
+        pre.spacing, pre.intensity, pre.foreground_threshold = (1.5 * scale,) * 3, "window:-175,250", 0.0
+    roi = max(1, round(64 / scale))
+    pre.pad_to, pre.resize, pre.resize_mode, pre.align_corners = (roi, roi, roi), window, "trilinear", True
     return pre
 
 
 # ----------------------------------------------------------------------------------------------- task
+
+
+def _to_device(tensors: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor | list[torch.Tensor]:
+    """Host crops/windows as float32 on ``device``: one pinned staging copy and one asynchronous transfer on
+    CUDA; on the CPU the float32 tensors themselves (views of the cache, no copy) or their float32 copies."""
+    if device.type == "cpu":
+        return [t if t.dtype == torch.float32 else t.to(torch.float32) for t in tensors]
+    if all(t.device == device for t in tensors):
+        return torch.stack([t.to(torch.float32) for t in tensors])
+    staging = torch.empty((len(tensors), *tensors[0].shape), dtype=torch.float32, pin_memory=device.type == "cuda")
+    for dst, src in zip(staging, tensors):
+        dst.copy_(src)  # also float16 -> float32
+    return staging.to(device, non_blocking=True)  # the host allocator keeps the buffer until the copy is done
 
 
 @dataclass
@@ -152,18 +183,29 @@ class _StepBatch:
 class VoCoTask(Task):
     """VoCo pretraining (v1 or v2 by ``preset.voco``) on cached, preprocessed volumes.
 
+    Volumes stay host memory maps of the cache (``(1, D, H, W)`` CPU tensors; nothing is loaded up front,
+    on any rank); each step moves to the device only what it cuts from: v2 the random windows, v1 the
+    random crops, plus the whole volume when its base crops are not in the bounded :class:`BaseCropCache`
+    (pinned host memory and asynchronous copies on CUDA). Device memory thus does not grow with the dataset.
+
     Args:
         data: a folder of volumes, an imagesTr folder or a datalist (images only).
         cache_dir: where the preprocessed volumes are cached.
         strict: fail on an unreadable volume instead of skipping it.
         val_crops: random crops scored by :meth:`validate` (when ``train.val_every`` > 0), drawn with a
             fixed seed from the first ``batch_size`` volumes: top-1 position accuracy is the ``score``.
+        base_cache_bytes: device bytes for v1's cached base crops (16 MiB per volume for voco-v1); ``None``:
+            a quarter of the free device memory at setup, at most 4 GiB, on CUDA; 2 GiB on CPU.
     """
 
     name = "voco"
 
-    def __init__(self, data: str | Path, cache_dir: str | Path, strict: bool = False, val_crops: int = 64) -> None:
+    def __init__(self, data: str | Path, cache_dir: str | Path, strict: bool = False, val_crops: int = 64,
+                 base_cache_bytes: int | None = None) -> None:
+        if base_cache_bytes is not None and (isinstance(base_cache_bytes, bool) or not isinstance(base_cache_bytes, int) or base_cache_bytes < 0):
+            raise ConfigError(f"base_cache_bytes must be an integer >= 0 or None, got {base_cache_bytes!r}.")
         self.data, self.cache_dir, self.strict, self.val_crops = data, Path(cache_dir), strict, val_crops
+        self.base_cache_bytes = base_cache_bytes
 
     # -- setup
 
@@ -173,31 +215,48 @@ class VoCoTask(Task):
         check_network(preset.network, self.spec.out)
         if preset.train.ema is None or not 0.0 <= preset.train.ema <= 1.0:
             raise ConfigError(f"train.ema is VoCo's teacher momentum and must be in [0, 1] (official 0.9), got {preset.train.ema!r}.")
-        self.window = tuple(preset.voco.window) if preset.voco.window else None
-        self.volumes, self.cache_info = self._load_volumes(ctx)
+        self.setup_samples(ctx)
         with torch.random.fork_rng(devices=[]):  # same init on every rank (the teacher is not broadcast by DDP)
             torch.manual_seed(preset.train.seed)
             self.net = VoCoNetwork(preset.network, preset.voco).to(ctx.device)
         self.student = ctx.wrap(self.net.student)
-        self.base_cache = BaseCropCache(self.spec)
-        self._buffer: torch.Tensor | None = None
-        self._order: tuple[int, torch.Tensor] | None = None
         self.scorer = VoCoScorer(self.net, self.spec, preset.voco.version, self.window, preset.train.batch_size)
 
+    def setup_samples(self, ctx: TrainContext) -> None:
+        """The sample side of :meth:`setup` (volumes, base-crop cache; no network): enough for :meth:`batch`."""
+        self.spec = sample_spec(ctx.preset)
+        self.window = tuple(ctx.preset.voco.window) if ctx.preset.voco.window else None
+        self.volumes, self.cache_info = self._load_volumes(ctx)
+        self.base_cache = BaseCropCache(self.spec, max_bytes=self._base_cache_budget(ctx.device))
+        self._buffer: torch.Tensor | None = None
+        self._order: tuple[int, torch.Tensor] | None = None
+
+    def _base_cache_budget(self, device: torch.device) -> int:
+        if self.base_cache_bytes is not None:
+            return self.base_cache_bytes
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            return int(min(free // 4, 4 << 30))  # the rest is the network's activations
+        return 2 << 30
+
     def _load_volumes(self, ctx: TrainContext) -> tuple[list[torch.Tensor], dict]:
+        """The cached images as read-only memory maps, ``(1, D, H, W)`` CPU tensors in the cache's dtype."""
+        import warnings
+
         from ..data.datasets import VolumeCache, find_cases
 
         cache = VolumeCache(find_cases(self.data, labels=False), ctx.preset.preprocess, self.cache_dir, self.strict, ctx.logger)
         ctx.rank0_first(cache.build)
-        volumes = cache.load_all(ctx.device)
+        with warnings.catch_warnings():  # the maps are read-only and never written through: only sliced and copied
+            warnings.simplefilter("ignore", UserWarning)
+            volumes = [torch.from_numpy(cache.image(i))[None] for i in range(len(cache))]
         if not volumes:
             raise DatasetError(f"{self.data}: no readable volume to pretrain on (see skipped.txt in {cache.dir}).")
-        if self.window is not None:
-            return [pad_to_window(v, self.window) for v in volumes], cache.info()
-        wrong = [(name, tuple(v.shape)) for name, v in zip(cache.names, volumes) if tuple(v.shape) != self.spec.volume_shape]
-        if wrong:
-            raise DatasetError(f"{self.data}: VoCo v1 needs preprocessed volumes (1, D, H, W) = {self.spec.volume_shape} "
-                               f"(preprocess.resize), got {wrong[0][1]} for {wrong[0][0]}.")
+        if self.window is None:
+            wrong = [(name, tuple(v.shape)) for name, v in zip(cache.names, volumes) if tuple(v.shape) != self.spec.volume_shape]
+            if wrong:
+                raise DatasetError(f"{self.data}: VoCo v1 needs preprocessed volumes (1, D, H, W) = {self.spec.volume_shape} "
+                                   f"(preprocess.resize), got {wrong[0][1]} for {wrong[0][0]}.")
         return volumes, cache.info()
 
     def modules(self) -> dict[str, nn.Module]:
@@ -217,21 +276,29 @@ class VoCoTask(Task):
         return int(self._order[1][position])
 
     def batch(self, ctx: TrainContext, step: int, indices: range) -> _StepBatch:
-        vols, bases, draws = [], [], []
+        picks, draws = [], []
         for index in indices:
             g = ctx.generator(step, index)
             v = self._volume_index(ctx, step, index)
-            volume = cut_window(self.volumes[v], self.window, g) if self.window else self.volumes[v]
-            vols.append(volume)
-            bases.append(self.base_cache.get(v, volume) if self.window is None else None)
+            # v2: the window is drawn first (from the same generator), then centres and augmentations
+            picks.append((v, cut_window(pad_to_window(self.volumes[v], self.window), self.window, g) if self.window else None))
             draws.append(draw_samples(self.spec, 1, g))
-        if self.window is not None:
-            bases = list(base_crops(torch.stack(vols), self.spec))
         merged = SampleDraws(*(np.concatenate([getattr(d, f) for d in draws]) for f in ("centres", "labels", "flips", "rot_k", "shift")))
-        shape = (len(vols) * (self.spec.n_random + self.spec.n_base), 1, *(self.spec.out,) * 3)
-        if self._buffer is None or tuple(self._buffer.shape) != shape:
-            self._buffer = torch.empty(shape, dtype=vols[0].dtype, device=vols[0].device)
-        crops = cut_samples(vols, bases, merged, self.spec, out=self._buffer)
+        if self.window is not None:
+            windows = _to_device([w for _, w in picks], ctx.device)
+            cuts = random_cuts(windows, merged.centres, self.spec)
+            if (self.spec.depth, self.spec.base) == (self.spec.out, self.spec.out):
+                bases = [base_crop_views(w, self.spec) for w in windows]  # copied once, into the batch
+            else:
+                bases = list(base_crops(torch.stack(list(windows)), self.spec))
+        else:  # v1: only the random crops travel; the whole volume only when its base crops are not cached
+            host = random_cuts([self.volumes[v] for v, _ in picks], merged.centres, self.spec)
+            cuts = _to_device(host, ctx.device)
+            bases = [self.base_cache.get(v, lambda v=v: _to_device([self.volumes[v]], ctx.device)[0]) for v, _ in picks]
+        shape = (len(picks) * (self.spec.n_random + self.spec.n_base), 1, *(self.spec.out,) * 3)
+        if self._buffer is None or tuple(self._buffer.shape) != shape or self._buffer.device != cuts[0].device:
+            self._buffer = torch.empty(shape, dtype=torch.float32, device=cuts[0].device)
+        crops = assemble_samples(cuts, bases, merged, self.spec, out=self._buffer)
         seed = int(ctx.generator(step, indices[0], salt=2).initial_seed())
         return _StepBatch(crops, seed)
 
