@@ -117,16 +117,34 @@ def test_cancel_by_signal_saves_checkpoint(tmp_path):
     assert (tmp_path / "checkpoint.json").is_file()
 
 
+# A job that ignores the stop signal and starts a child in a session of its own (as a worker pool or a
+# torchrun agent may): killing the job's process group misses the child, only the psutil tree kill gets it.
+TREE_JOB = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
+child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
 def test_cancel_kills_the_tree_of_a_job_that_ignores_the_signal():
-    job = fake_job("--steps", "10000", "--ignore-term", "--child")
-    child_pid = wait_for_event(job, "log")["child_pid"]
-    assert not gone(child_pid)
-    started = time.monotonic()
-    job.cancel(grace_s=0.5, wait=True)
-    assert time.monotonic() - started >= 0.5
-    assert gone(child_pid) and gone(job.pid)
-    assert job.returncode == (1 if os.name == "nt" else -signal.SIGKILL)
-    assert job.cancelled and "cancelled" in job.error_message
+    job = Job.start([sys.executable, "-c", TREE_JOB])
+    child_pid = int(wait_for_event(job, "log")["message"])
+    try:
+        assert not gone(child_pid)
+        if os.name != "nt":
+            assert os.getsid(child_pid) != os.getsid(job.pid)  # out of reach of the job's process group
+        started = time.monotonic()
+        job.cancel(grace_s=0.5, wait=True)
+        assert time.monotonic() - started >= 0.5
+        assert gone(child_pid) and gone(job.pid)
+        assert job.returncode == (1 if os.name == "nt" else -signal.SIGKILL)
+        assert job.cancelled and "cancelled" in job.error_message
+    finally:
+        if not gone(child_pid):
+            psutil.Process(child_pid).kill()
 
 
 def test_leaving_the_with_block_cancels(tmp_path):

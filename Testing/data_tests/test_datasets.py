@@ -240,6 +240,28 @@ def test_corrupt_volume_in_pretraining_folder_is_skipped(tmp_path, phantoms):
         VolumeCache(cases, CONFIG, tmp_path / "fresh", strict=True).build()
 
 
+def test_skipped_volume_warning_reaches_the_terminal_above_the_progress_bar(tmp_path, phantoms, monkeypatch):
+    import io
+    import sys
+
+    from ssl3d.train.logger import RunLogger
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    root = write_folder(tmp_path / "pre", phantoms[:1])
+    (root / "broken.nii.gz").write_bytes(b"\x1f\x8b\x08\x00 truncated gzip")
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    logger = RunLogger(tmp_path / "run", None, True, 10, tensorboard=False)  # a training run's sinks, with a bar
+    try:
+        VolumeCache(find_cases(root), CONFIG, tmp_path / "cache", events=logger).build()
+        assert logger._bar is not None
+    finally:
+        logger.close()
+    assert f"warning: skipped unreadable volume {root / 'broken.nii.gz'}" in sys.stderr.getvalue()
+
+
 def test_every_volume_skipped(tmp_path):
     (tmp_path / "bad.nii").write_bytes(b"no header")
     with pytest.raises(DatasetError, match=r"all 1 volumes were skipped as unreadable; see .*skipped.txt"):

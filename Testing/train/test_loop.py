@@ -1,7 +1,9 @@
-"""The training loop: exact resume after SIGKILL, cancel, atomic checkpoints, DDP equality, schedules."""
+"""The training loop: exact resume after SIGKILL, cancel, atomic checkpoints, DDP equality, schedules,
+best-checkpoint selection, TensorBoard scalars, no partial run folder after a user error."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,9 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from ssl3d.cli import main as cli_main
 from ssl3d.config import apply_overrides, get_preset, save_config
 from ssl3d.demo import write_phantom_dataset
-from ssl3d.train.checkpoint import load_checkpoint, save_checkpoint
+from ssl3d.events import read_events
+from ssl3d.train.checkpoint import load_checkpoint, remove_stale_temporaries, restore_rank_rng, rng_state, save_checkpoint
+from ssl3d.train.loop import Task, train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -25,16 +30,26 @@ def dataset(tmp_path_factory):
     return write_phantom_dataset(tmp_path_factory.mktemp("seg"), range(4), shape=(24, 32, 32))
 
 
-@pytest.fixture(scope="module")
-def config(tmp_path_factory):
+def _config(folder: Path, **overrides) -> Path:
     preset = apply_overrides(
         get_preset("seg-cpu"),
         {"train.steps": 10, "train.checkpoint_every": 3, "train.log_every": 1, "train.val_every": 0, "train.batch_size": 2,
          "network.kwargs": {"channels": [4, 8, 16]}, "preprocess.resize": [16, 16, 16],
          # SGD: updates proportional to the gradients, so DDP's different summation order stays within float noise
-         "optim.name": "sgd", "optim.lr": 0.01},
+         "optim.name": "sgd", "optim.lr": 0.01, **overrides},
     )
-    return save_config(preset, tmp_path_factory.mktemp("cfg") / "preset.yaml")
+    return save_config(preset, folder / "preset.yaml")
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    return _config(tmp_path_factory.mktemp("cfg"))
+
+
+@pytest.fixture(scope="module")
+def rare_checkpoints(tmp_path_factory):
+    """Checkpoints only at the end: a last.pt after a cancel can only come from the cancel."""
+    return _config(tmp_path_factory.mktemp("cfg-rare"), **{"train.checkpoint_every": 1000})
 
 
 def _finetune(dataset, config, out, *extra, wait=True):
@@ -79,26 +94,47 @@ def test_resume_after_sigkill_reproduces_losses_exactly(tmp_path, dataset, confi
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
 
 
-@pytest.mark.parametrize("how", ["file", "signal"])
-def test_cancel_leaves_a_valid_checkpoint_and_resume_finishes(tmp_path, dataset, config, how):
+@pytest.mark.parametrize("how", ["file", "SIGTERM", "SIGINT"])
+def test_cancel_saves_the_current_step_and_resume_finishes(tmp_path, dataset, rare_checkpoints, how):
     from ssl3d.jobs import Job
 
     run = tmp_path / "run"
-    args = ["finetune", "--data", str(dataset), "--out", str(run), "--config", str(config), "--val-fraction", "0", "--steps", "400"]
+    args = ["finetune", "--data", str(dataset), "--out", str(run), "--config", str(rare_checkpoints), "--val-fraction", "0", "--steps", "400"]
     job = Job.engine(args, run_dir=run, env={"OMP_NUM_THREADS": "1"})
     _wait_for_step(run, 2)
     if how == "file":
         (run / "cancel").write_text("")
     else:
-        os.kill(job.pid, signal.SIGTERM)
+        os.kill(job.pid, getattr(signal, how))  # SIGINT: what Ctrl-C sends
     code = job.wait(timeout=120)
     assert code == 130, job.error_message
     state = load_checkpoint(run / "checkpoints" / "last.pt")
+    checkpoints = [e for e in job.events if e["event"] == "checkpoint"]
+    progress = [e for e in job.events if e["event"] == "progress"]
     assert 2 <= state["step"] < 400
-    assert any(e["event"] == "checkpoint" for e in job.events)
-    resumed = _finetune(dataset, config, run, "--resume", "--steps", str(state["step"] + 2))
+    assert checkpoints[-1]["step"] == state["step"] == progress[-1]["step"]  # saved at the cancel, not before
+    logs = [e["message"] for e in job.events if e["event"] == "log"]
+    assert logs[-1] == f"cancelled at step {state['step']}; resume with --resume"
+    if how != "file":
+        return  # resuming does not depend on how the run was cancelled
+    resumed = _finetune(dataset, rare_checkpoints, run, "--resume", "--steps", str(state["step"] + 2))
     assert resumed.returncode == 0
     assert (run / "bundle" / "model.safetensors").is_file()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals to the own process")
+def test_first_ctrl_c_asks_for_a_checkpoint_the_second_aborts(tmp_path):
+    from ssl3d.train.loop import _CancelWatch
+
+    before = signal.getsignal(signal.SIGINT)
+    with _CancelWatch(tmp_path) as watch:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # the handler runs between bytecodes
+        assert watch.poll()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -117,8 +153,65 @@ def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
+def _save_forever(path: Path, done_fd: int) -> None:
+    """Child: save ever newer 32 MB states; after each save write its step to ``done_fd``, then save the next."""
+    torch.set_num_threads(1)
+    weights = torch.ones(8 * 2**20)
+    for step in range(1, 200):
+        save_checkpoint({"step": step, "w": weights}, path)
+        weights.fill_(step + 1)
+        os.write(done_fd, f"{step}\n".encode())
+    os._exit(0)
+
+
+def _partial_writes(folder: Path) -> list[Path]:
+    """save_checkpoint's temporary files that already hold some bytes."""
+    found = []
+    for path in folder.glob(".last.pt-*.tmp"):
+        with contextlib.suppress(FileNotFoundError):  # renamed meanwhile
+            if path.stat().st_size > 0:
+                found.append(path)
+    return found
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="forks a child and SIGKILLs it")
+def test_sigkill_in_the_middle_of_a_save_keeps_the_previous_checkpoint(tmp_path):
+    import multiprocessing
+
+    save_checkpoint({"step": 0}, tmp_path / "warm-up.pt")  # torch.save's lazy imports done before the fork
+    path, size, truncated = tmp_path / "last.pt", 0, []
+    for _ in range(3):  # a kill that falls after the write completed proves nothing: try again
+        read_fd, write_fd = os.pipe()
+        child = multiprocessing.get_context("fork").Process(target=_save_forever, args=(path, write_fd), daemon=True)
+        child.start()
+        os.close(write_fd)
+        with os.fdopen(read_fd) as done:
+            done.readline()  # the first save is complete
+            size = path.stat().st_size
+            deadline = time.monotonic() + 10
+            while not _partial_writes(tmp_path) and time.monotonic() < deadline:
+                time.sleep(0.001)
+            os.kill(child.pid, signal.SIGKILL)  # the next save is writing
+            child.join(10)
+            saved = [int(step) for step in done.read().split()] or [1]
+        leftovers = sorted(tmp_path.glob(".last.pt-*.tmp"))
+        truncated = [p for p in leftovers if 0 < p.stat().st_size < size]
+        if truncated:
+            break
+        remove_stale_temporaries(tmp_path)
+    assert truncated, "the child was never killed in the middle of a write"
+    state = load_checkpoint(path)
+    assert state["step"] == saved[-1]  # the last save that completed, whole
+    assert torch.equal(state["w"], torch.full((8 * 2**20,), float(saved[-1])))
+    assert remove_stale_temporaries(tmp_path) == leftovers and not list(tmp_path.glob("*.tmp"))
+
+
 def test_a_previous_run_is_not_overwritten(tmp_path, dataset, config):
     _finetune(dataset, config, tmp_path / "run", "--steps", "2")
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    cache = record["cache"]  # written after the cache is built
+    assert cache["dtype"] == "float16" and cache["bytes"] > 0 and cache["entries"] == 4 and cache["skipped"] == 0
+    assert Path(cache["dir"]).is_dir() and record["config"]["name"] == "seg-cpu" and record["device"] == "cpu"
     proc = _finetune(dataset, config, tmp_path / "run", "--steps", "2", wait=False)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "pass --resume" in err
@@ -138,6 +231,22 @@ def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(tmp_path
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
     first = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")
     assert first["step"] == 3
+    rng = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")["rng"]
+    assert len(rng) == 2 and not torch.equal(rng[0]["torch"], rng[1]["torch"])  # each rank's own generator
+
+
+def test_each_rank_restores_its_own_generator_and_old_checkpoints_load():
+    states = []
+    for seed in (7, 8):
+        torch.manual_seed(seed)
+        states.append(rng_state())
+    expected = torch.rand(3, generator=torch.Generator().set_state(states[1]["torch"]))
+    assert restore_rank_rng(states, rank=1, world_size=2)
+    assert torch.equal(torch.rand(3), expected)
+    assert restore_rank_rng(states[0], rank=0, world_size=1)  # single-process checkpoints of the old format
+    assert torch.equal(torch.get_rng_state(), states[0]["torch"])
+    assert not restore_rank_rng(states, rank=0, world_size=3)  # another number of processes: re-seeded by the loop
+    assert torch.equal(torch.get_rng_state(), states[0]["torch"])  # nothing was set
 
 
 def test_schedules():
@@ -151,3 +260,111 @@ def test_schedules():
     assert [lr_factor(s, step, 120_000) for s in (0, 39_999, 40_000, 80_000)] == [1, 1, 0.5, 0.25]
     poly = ScheduleConfig("poly", power=0.8, interval=250)
     assert lr_factor(249, poly, 6000) == 1.0 and lr_factor(250, poly, 6000) == pytest.approx((1 - 250 / 6000) ** 0.8)
+
+
+# ---------------------------------------------------------------------------------------------- in-process loop
+
+
+class ScriptedTask(Task):
+    """A linear model on random batches whose validation returns the given scores in turn."""
+
+    name = "scripted"
+
+    def __init__(self, scores: list[float]) -> None:
+        self.scores, self.exported = list(scores), None
+
+    def setup(self, ctx) -> None:
+        self.model = torch.nn.Linear(3, 1)
+
+    def modules(self) -> dict:
+        return {"model": self.model}
+
+    def batch(self, ctx, step, indices):
+        return torch.randn(len(indices), 3, generator=ctx.generator(step, indices[0]))
+
+    def losses(self, ctx, batch, step) -> dict:
+        return {"total": self.model(batch).pow(2).mean()}
+
+    def validate(self, ctx, step):
+        return {"score": self.scores.pop(0)} if self.scores else None
+
+    def export(self, ctx, checkpoint: dict) -> dict:
+        self.exported = checkpoint
+        return {}
+
+
+@pytest.mark.parametrize("scores, chosen", [([0.2, 0.9, 0.5], 4), ([], 6)])
+def test_best_checkpoint_is_exported_and_scalars_reach_tensorboard(tmp_path, one_thread, scores, chosen):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    preset = apply_overrides(get_preset("seg-cpu"), {"train.steps": 6, "train.val_every": 2, "train.log_every": 1,
+                                                     "train.checkpoint_every": 1000, "optim.name": "sgd"})
+    stale = tmp_path / "checkpoints" / ".last.pt-killed.tmp"  # a save killed in an earlier attempt
+    stale.parent.mkdir()
+    stale.write_bytes(b"partial")
+    task = ScriptedTask(scores)
+    outputs = train(task, preset, tmp_path, torch.device("cpu"))
+    assert not stale.exists()
+    assert task.exported["step"] == chosen  # the bundle comes from best.pt when validation scores, else from last.pt
+    assert outputs["checkpoint"].name == ("best.pt" if scores else "last.pt")
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 6
+    if scores:
+        assert load_checkpoint(tmp_path / "checkpoints" / "best.pt")["best"] == {"score": 0.9, "step": 4}
+        assert [(e["step"], e["value"]) for e in read_events(tmp_path / "events.jsonl") if e["event"] == "metric"] == [(2, 0.2), (4, 0.9), (6, 0.5)]
+    board = EventAccumulator(str(tmp_path / "tensorboard"))
+    board.Reload()
+    assert [e.step for e in board.Scalars("loss/total")] == [1, 2, 3, 4, 5, 6]
+    assert len(board.Scalars("lr")) == 6
+    if scores:
+        assert [round(e.value, 3) for e in board.Scalars("val/score")] == scores
+    else:
+        assert "val/score" not in board.Tags()["scalars"]
+
+
+def test_warnings_are_shown_above_the_progress_bar(tmp_path, monkeypatch):
+    import io
+
+    from ssl3d.train.logger import RunLogger
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    logger = RunLogger(tmp_path, None, True, 10, tensorboard=False)
+    try:
+        assert logger._bar is not None
+        logger.emit("log", message="skipped unreadable volume a.nii.gz: truncated", level="warning")  # as VolumeCache does
+        logger.log("resumed from step 3")  # info: events only
+    finally:
+        logger.close()
+    shown = terminal.getvalue()
+    assert "warning: skipped unreadable volume a.nii.gz: truncated\n" in shown and "resumed" not in shown
+
+
+# ---------------------------------------------------------------------------------------------- user errors
+
+
+def test_a_user_error_leaves_no_partial_run_folder(tmp_path, capsys, config):
+    out = tmp_path / "new" / "run"
+    assert cli_main(["finetune", "--data", str(tmp_path / "nonexistent"), "--out", str(out), "--config", str(config)]) == 2
+    assert "nonexistent: no such file or folder" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"  # a folder the user made: what was there stays, what the run added goes
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    assert cli_main(["finetune", "--data", str(tmp_path / "nonexistent"), "--out", str(kept), "--config", str(config)]) == 2
+    assert [p.name for p in kept.iterdir()] == ["notes.txt"]
+
+
+def test_preset_and_config_must_agree(tmp_path, capsys, config):
+    args = ["finetune", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--config", str(config)]
+    assert cli_main([*args, "--preset", "interactive-cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--preset interactive-cpu disagrees with --config" in err and "'seg-cpu'" in err
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "run").mkdir()
+    save_config(get_preset("seg-cpu"), tmp_path / "run" / "config.yaml")  # a run to resume
+    assert cli_main([*args[:-2], "--resume", "--preset", "interactive-cpu"]) == 2
+    assert "disagrees with the run to resume" in capsys.readouterr().err

@@ -2,6 +2,9 @@
 
 A checkpoint holds plain state (tensors, numbers, strings): model(s), optimizer, scaler, scheduler,
 step, the random-number-generator states, and the task's own state. No pickled objects.
+
+``rng`` holds one generator state per process (a list, rank order): under DDP each rank has its own
+seed, so each rank restores its own state. Checkpoints written before that hold one dict (rank 0's).
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import torch
 
 from ..errors import InputError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
+__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "restore_rank_rng", "remove_stale_temporaries"]
+
+_TMP_PATTERN = ".*.pt-*.tmp"  # what save_checkpoint's temporary files look like
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
@@ -34,6 +39,15 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete temporary files a killed :func:`save_checkpoint` left in ``folder`` (call before a run writes)."""
+    folder = Path(folder)
+    removed = sorted(folder.glob(_TMP_PATTERN)) if folder.is_dir() else []
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -64,6 +78,22 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    state = {k: (v.cpu() if torch.is_tensor(v) else [t.cpu() for t in v]) for k, v in state.items()}  # loaded onto the device
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def restore_rank_rng(saved: dict | list, rank: int, world_size: int) -> bool:
+    """Set this process's generators from a checkpoint's ``rng``; False (nothing set) when it was written
+    by another number of processes.
+
+    Args:
+        saved: one state per rank (a list), or one dict (a single-process checkpoint of the old format).
+        rank, world_size: this process's rank and the run's number of processes.
+    """
+    states = [saved] if isinstance(saved, dict) else list(saved)
+    if len(states) != world_size:
+        return False
+    set_rng_state(states[rank])
+    return True

@@ -25,15 +25,24 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_preset(args: argparse.Namespace, default: str, extra: dict | None = None) -> Preset:
-    """--config FILE, else --preset NAME (else ``default``), then command-line overrides."""
+    """--config FILE, else --preset NAME (else ``default``), then command-line overrides.
+
+    ``--resume`` reads the run's own ``config.yaml``. A ``--preset`` next to a config file must name the
+    preset the file holds: it would otherwise be ignored without a word.
+    """
     from ..errors import ConfigError
 
-    if getattr(args, "resume", False) and not args.config and (Path(args.out) / "config.yaml").is_file():
-        preset = load_config(Path(args.out) / "config.yaml")  # a resumed run keeps its resolved settings
+    saved = Path(args.out) / "config.yaml"
+    if getattr(args, "resume", False) and not args.config and saved.is_file():
+        preset = load_config(saved)  # a resumed run keeps its resolved settings
+        source, advice = f"the run to resume ({saved})", "drop --preset to continue the run, or start a new one in another --out"
     elif args.config:
         preset = load_config(args.config)
+        source, advice = f"--config {args.config}", "give only one of them"
     else:
-        preset = get_preset(args.preset or default)
+        preset, source, advice = get_preset(args.preset or default), "", ""
+    if source and args.preset and args.preset != preset.name:
+        raise ConfigError(f"--preset {args.preset} disagrees with {source}, which holds preset {preset.name!r}; {advice}.")
     overrides = {"train.steps": args.steps, "train.batch_size": args.batch_size, "train.seed": args.seed, **(extra or {})}
     preset = apply_overrides(preset, overrides)
     for name in ("steps", "batch_size"):

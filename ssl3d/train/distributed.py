@@ -1,6 +1,8 @@
 """One code path for one process and torchrun: detect the launcher, init DDP (NCCL on GPU, gloo on CPU).
 
 Only rank 0 writes files and events. BatchNorm statistics stay per rank, as in the official codes.
+Every rank reads what rank 0 wrote (``--resume`` loads ``last.pt`` on each rank), so on several nodes
+the run folder must lie on storage that every node sees.
 """
 
 from __future__ import annotations
@@ -8,10 +10,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "all_reduce_flag"]
+__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "all_reduce_flag", "gather_objects"]
 
 _log = logging.getLogger(__name__)
 
@@ -73,3 +76,17 @@ def all_reduce_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
     tensor = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor.item() > 0)
+
+
+def gather_objects(value: Any, info: DistInfo) -> list:
+    """Every rank's ``value`` (picklable), in rank order, on every rank; ``[value]`` in one process.
+
+    Every rank must call it at the same point (a collective), so call it only where all ranks are.
+    """
+    if not info.enabled:
+        return [value]
+    import torch.distributed as dist
+
+    values: list = [None] * info.world_size
+    dist.all_gather_object(values, value)
+    return values

@@ -41,6 +41,17 @@ class RunLogger:
     def emit(self, event: str, **fields: Any) -> None:
         for writer in self.writers:
             writer.emit(event, **fields)
+        if event == "log" and fields.get("level") == "warning":  # also the cache's skip warnings, emitted directly
+            self._show(f"warning: {fields.get('message', '')}")
+
+    def _show(self, line: str) -> None:
+        """A line for a person at the terminal, above the progress bar when there is one."""
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
 
     def progress(self, step: int, losses: dict[str, float], lr: float, samples: int, start_step: int) -> None:
         now = time.perf_counter()
@@ -66,8 +77,6 @@ class RunLogger:
 
     def log(self, message: str, level: str = "info") -> None:
         self.emit("log", message=message, level=level)
-        if self.enabled and self._bar is None and level == "warning":
-            print(f"warning: {message}", file=sys.stderr)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -7,19 +7,25 @@ Per step::
     task.after_forward(ctx, step)                   # e.g. EMA teacher update (before the optimizer step)
     backward (AMP scaler) -> clip -> optimizer.step -> scheduler.step
     every log_every: progress event; every val_every: task.validate -> metric events, best checkpoint;
-    every checkpoint_every: last.pt; cancel (signal or ``cancel`` file) -> last.pt and Cancelled
+    every checkpoint_every: last.pt; cancel (SIGTERM, Ctrl-C or a ``cancel`` file) -> last.pt and Cancelled
 
 Randomness: each sample of each step draws from its own generator seeded by (seed, step, global index)
 (:meth:`TrainContext.generator`), so a resumed run, or the same global batch split over several
-processes, sees exactly the same samples; the global torch RNG (dropout) is saved in checkpoints.
+processes, sees exactly the same samples; the global torch RNG (dropout) of every rank is saved in
+checkpoints.
+
+A user error (:class:`~ssl3d.errors.InputError`) before the first checkpoint removes what the run created
+in its folder (never what was there before), so a failed start leaves nothing partial behind.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
+import hashlib
+import json
+import shutil
 import signal
-import time
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,10 +35,10 @@ import torch
 from torch import nn
 
 from ..config import Preset, to_dict
-from ..errors import Cancelled, InputError
+from ..errors import Cancelled, ConfigError, InputError
 from ..events import write_run_json
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .distributed import DistInfo, all_reduce_flag, cleanup_distributed, init_distributed
+from .checkpoint import load_checkpoint, remove_stale_temporaries, restore_rank_rng, rng_state, save_checkpoint
+from .distributed import DistInfo, all_reduce_flag, cleanup_distributed, gather_objects, init_distributed
 from .logger import RunLogger
 from .optim import build_optimizer, build_scheduler
 
@@ -90,6 +96,7 @@ class Task:
     """The hooks a method implements. ``modules`` are checkpointed; ``parameters`` are optimised."""
 
     name = "task"
+    cache_info: dict | None = None  # VolumeCache.info() of the training data, set in setup (goes into run.json)
 
     def setup(self, ctx: TrainContext) -> None:
         raise NotImplementedError
@@ -122,7 +129,8 @@ class Task:
 
 
 class _CancelWatch:
-    """SIGTERM / CTRL-BREAK or a ``cancel`` file in the run folder ask the loop to stop after a checkpoint."""
+    """SIGTERM / CTRL-BREAK, Ctrl-C (SIGINT) or a ``cancel`` file in the run folder ask the loop to stop
+    after a checkpoint; a second Ctrl-C aborts at once (KeyboardInterrupt, no checkpoint)."""
 
     def __init__(self, run_dir: Path) -> None:
         self.file = run_dir / CANCEL_FILE
@@ -130,8 +138,7 @@ class _CancelWatch:
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_CancelWatch":
-        names = ["SIGTERM", "SIGBREAK"] if os.name == "nt" else ["SIGTERM"]
-        for name in names:
+        for name in ("SIGTERM", "SIGBREAK", "SIGINT"):
             sig = getattr(signal, name, None)
             if sig is not None:
                 with contextlib.suppress(ValueError):  # not the main thread
@@ -139,6 +146,8 @@ class _CancelWatch:
         return self
 
     def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.requested:
+            raise KeyboardInterrupt
         self.requested = True
 
     def poll(self) -> bool:
@@ -151,10 +160,13 @@ class _CancelWatch:
 
 def _prepare_run(preset: Preset, run_dir: Path, events: str | None, dist: DistInfo, resume: bool, extra: dict) -> RunLogger:
     if dist.is_main:
+        if run_dir.exists() and not run_dir.is_dir():
+            raise InputError(f"{run_dir}: --out must be a folder, but this is a file.")
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CANCEL_FILE).unlink(missing_ok=True)
         if not resume and (run_dir / "checkpoints" / "last.pt").exists():
             raise InputError(f"{run_dir}: holds a previous run; pass --resume to continue it or choose another --out.")
+        remove_stale_temporaries(run_dir / "checkpoints")  # left by a save that was killed mid-write
         from ..config import save_config
 
         save_config(preset, run_dir / "config.yaml")
@@ -162,14 +174,75 @@ def _prepare_run(preset: Preset, run_dir: Path, events: str | None, dist: DistIn
     return RunLogger(run_dir, events, dist.is_main, preset.train.steps)
 
 
-def _checkpoint_state(task: Task, ctx: TrainContext, step: int, optimizer, scheduler, scaler, best: dict) -> dict:
+def _snapshot(run_dir: Path) -> tuple[Path, set[str] | None]:
+    """What exists before the run: (the topmost folder it will create, None) or (run_dir, its entries)."""
+    if not run_dir.is_dir():
+        top = run_dir
+        while not top.parent.exists():
+            top = top.parent
+        return top, None
+    return run_dir, {entry.name for entry in run_dir.iterdir()}
+
+
+def _remove_partial(run_dir: Path, snapshot: tuple[Path, set[str] | None]) -> None:
+    """After a user error: remove what this run created, unless a checkpoint makes the run resumable."""
+    if (run_dir / "checkpoints" / "last.pt").exists():
+        return
+    top, before = snapshot
+    if before is None:
+        created = [top]
+    else:
+        created = [entry for entry in run_dir.iterdir() if entry.name not in before] if run_dir.is_dir() else []
+    for path in created:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _check_same_settings(preset: Preset, dist: DistInfo) -> None:
+    """All ranks must train with one preset (on several nodes each resolves its own command line)."""
+    if not dist.enabled:
+        return
+    digest = hashlib.sha256(json.dumps(to_dict(preset), sort_keys=True, default=str).encode()).hexdigest()
+    digests = gather_objects(digest, dist)
+    differ = [rank for rank, d in enumerate(digests) if d != digests[0]]
+    if differ:
+        raise ConfigError(
+            f"ranks {differ} resolved other settings than rank 0 (preset {preset.name!r}); give every node the same "
+            "command line and, with --resume, the same run folder (--out) on shared storage."
+        )
+
+
+def _check_resumable(path: Path, dist: DistInfo) -> None:
+    """Every rank loads the ``last.pt`` that rank 0 wrote: decide together, so no rank waits for one that failed."""
+    found = gather_objects((path.is_file(), socket.gethostname()), dist)
+    if not found[0][0]:
+        raise InputError(f"{path}: no checkpoint to resume from.")
+    missing = [f"rank {rank} on {host}" for rank, (ok, host) in enumerate(found) if not ok]
+    if missing:
+        raise InputError(
+            f"{path}: not found by {', '.join(missing)}; --resume on several nodes needs the run folder (--out) "
+            "on storage that every node sees (a shared file system)."
+        )
+
+
+def _write_cache_line(task: Task, ctx: TrainContext, extra: dict) -> None:
+    """run.json again, now with where the preprocessed volumes are cached and how big they are."""
+    cache = getattr(task, "cache_info", None)
+    if ctx.dist.is_main and cache:
+        keys = ("dir", "bytes", "dtype", "entries", "skipped")
+        write_run_json(ctx.run_dir, to_dict(ctx.preset), **extra, cache={k: cache.get(k) for k in keys})
+
+
+def _checkpoint_state(task: Task, ctx: TrainContext, step: int, optimizer, scheduler, scaler, best: dict, rng: list) -> dict:
     return {
         "step": step,
         "modules": {name: module.state_dict() for name, module in task.modules().items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
-        "rng": rng_state(),
+        "rng": rng,
         "task": ctx.state,
         "best": best,
     }
@@ -182,10 +255,15 @@ def _restore(task: Task, ctx: TrainContext, path: Path, optimizer, scheduler, sc
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
-    rng = state["rng"]
-    set_rng_state({k: (v.cpu() if torch.is_tensor(v) else [t.cpu() for t in v]) for k, v in rng.items()})
+    step = int(state["step"])
+    if not restore_rank_rng(state["rng"], ctx.dist.rank, ctx.dist.world_size):
+        saved = 1 if isinstance(state["rng"], dict) else len(state["rng"])
+        seed = int(np.random.SeedSequence([ctx.seed, step, ctx.dist.rank]).generate_state(1, np.uint64)[0] >> 1)
+        torch.manual_seed(seed)
+        ctx.logger.log(f"{path} holds the random generators of {saved} process(es), this run has {ctx.dist.world_size}: "
+                       "they are seeded afresh, so this resume is not bit-exact", level="warning")
     ctx.state.update(state.get("task", {}))
-    return int(state["step"]), state.get("best", {})
+    return step, state.get("best", {})
 
 
 def _rank_indices(step_batch: int, dist: DistInfo) -> range:
@@ -215,24 +293,35 @@ def train(
     run_dir = Path(run_dir)
     dist, device = init_distributed(device)
     torch.manual_seed(preset.train.seed + dist.rank)
-    logger = _prepare_run(preset, run_dir, events, dist, resume, run_info or {})
-    ctx = TrainContext(preset, run_dir, device, dist, logger, preset.train.seed)
-    together = False  # every rank reached the same point: leave the process group in step
+    snapshot = _snapshot(run_dir) if dist.is_main else None
+    logger, together = None, False  # together: every rank reached the same point, leave the process group in step
     try:
-        outputs = _run(task, ctx, resume)
+        _check_same_settings(preset, dist)
+        logger = _prepare_run(preset, run_dir, events, dist, resume, run_info or {})
+        ctx = TrainContext(preset, run_dir, device, dist, logger, preset.train.seed)
+        outputs = _run(task, ctx, resume, run_info or {})
         together = True
         return outputs
     except Cancelled:
         together = True  # the cancel flag is all-reduced, so every rank raises it at the same step
         raise
+    except InputError:
+        if logger is not None:
+            logger.close()  # closed before its files are removed
+            logger = None
+        if snapshot is not None:
+            _remove_partial(run_dir, snapshot)
+        raise
     finally:
-        logger.close()
+        if logger is not None:
+            logger.close()
         cleanup_distributed(barrier=together)
 
 
-def _run(task: Task, ctx: TrainContext, resume: bool) -> dict[str, Path]:
+def _run(task: Task, ctx: TrainContext, resume: bool, run_info: dict) -> dict[str, Path]:
     preset, logger, dist = ctx.preset, ctx.logger, ctx.dist
     task.setup(ctx)
+    _write_cache_line(task, ctx, run_info)
     params = [p for p in task.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, preset.optim)
     scheduler = build_scheduler(optimizer, preset.schedule, preset.train.steps)
@@ -240,6 +329,7 @@ def _run(task: Task, ctx: TrainContext, resume: bool) -> dict[str, Path]:
     ckpt_dir = ctx.run_dir / "checkpoints"
     step, best = 0, {}
     if resume:
+        _check_resumable(ckpt_dir / "last.pt", dist)
         step, best = _restore(task, ctx, ckpt_dir / "last.pt", optimizer, scheduler, scaler)
         logger.log(f"resumed from step {step}")
     logger.emit("start", step=step, total=preset.train.steps, schema=1, config={"preset": preset.name, "world_size": dist.world_size})
@@ -247,16 +337,20 @@ def _run(task: Task, ctx: TrainContext, resume: bool) -> dict[str, Path]:
     for module in task.modules().values():
         module.train()
 
-    def save(name: str, best: dict) -> None:
+    def save(name: str, best: dict, every_rank: bool = True) -> None:
+        """``every_rank``: all ranks call it here, so each rank's generator states go into the checkpoint."""
+        rng = gather_objects(rng_state(), dist) if every_rank else [rng_state()]
         if dist.is_main:
-            path = save_checkpoint(_checkpoint_state(task, ctx, step, optimizer, scheduler, scaler, best), ckpt_dir / name)
+            path = save_checkpoint(_checkpoint_state(task, ctx, step, optimizer, scheduler, scaler, best, rng), ckpt_dir / name)
             logger.emit("checkpoint", step=step, total=preset.train.steps, path=str(path))
 
     with _CancelWatch(ctx.run_dir) as cancel:
         while step < preset.train.steps:
             if all_reduce_flag(cancel.poll(), dist, ctx.device):
                 save("last.pt", best)
-                raise Cancelled(f"cancelled at step {step}; resume with --resume")
+                message = f"cancelled at step {step}; resume with --resume"
+                logger.log(message)  # a follower of the events learns it too
+                raise Cancelled(message)
             batch = task.batch(ctx, step, _rank_indices(local_batch, dist))
             with torch.autocast(ctx.device.type, enabled=ctx.amp):
                 losses = task.losses(ctx, batch, step)
@@ -291,7 +385,7 @@ def _validate(task: Task, ctx: TrainContext, step: int, best: dict, save) -> dic
     score = float(metrics.get("score", float("-inf")))
     if not best or score > best.get("score", float("-inf")):
         best = {"score": score, "step": step, **{k: v for k, v in metrics.items() if isinstance(v, (int, float, dict))}}
-        save("best.pt", best)
+        save("best.pt", best, every_rank=False)  # ranks may disagree on "better"; best.pt is never resumed
     return best
 
 
