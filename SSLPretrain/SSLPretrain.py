@@ -50,10 +50,11 @@ LUNG_FILE = "pyradiomics-lung1_image.nrrd"  # prefixed: other extensions may cac
 LUNG_NODE = "SSL3D lung CT"
 LUNG_CHECKSUM = "SHA256:379fa48bf34cfa961e6f5ec19c0c38757a30b9aa884212ef28dc29b5061c64ed"
 SAMPLE_THUMBNAILS = {PHANTOM_SAMPLE: "SSL3DPhantom.png", LUNG_SAMPLE: "SSL3DLungCT.png"}  # in Resources/Icons
-#: Output files of `ssl3d inspect` and how they are shown: (file, label in the Show box, kind).
+#: Output files of `ssl3d inspect` and how they are shown: (file, label in the Show box, kind). "heat" maps share
+#: one colour scale; a "share" map (0..1) has its own; files that an inspection did not write are skipped.
 INSPECT_OUTPUTS = {
     "voco": (("predicted.nrrd", "Predicted weights", "heat"), ("truth.nrrd", "True weights", "heat"),
-             ("grid.nrrd", None, "grid")),
+             ("localisation.nrrd", "Localisation (dense)", "share"), ("grid.nrrd", None, "grid")),
     "vf": (("predicted.nrrd", "Predicted alpha", "alpha"), ("truth.nrrd", "True alpha", "alpha"),
            ("error.nrrd", "Error", "alpha"), ("confidence.nrrd", "Confidence", "heat"), ("fused.nrrd", None, "fused")),
 }
@@ -194,6 +195,7 @@ class SSLPretrainParameterNode:
     inspectVolume: vtkMRMLScalarVolumeNode
     cropRoi: vtkMRMLMarkupsROINode
     followRoi: bool = True
+    denseMap: bool = False
     seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
     overlayOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
 
@@ -464,7 +466,7 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
         inputFile = mrml.export_volume(p.inspectVolume, folder / "input.nii.gz")
         box = mrml.format_ras(mrml.roi_center(p.cropRoi)) if p.cropRoi is not None and self._inspectMethod == "voco" else None
         args = SSLPretrainLogic.inspectArguments(self._inspectMethod, pathOrNone(p.inspectModel), inputFile, folder / "out",
-                                                 box=box, seed=p.seed)
+                                                 box=box, seed=p.seed, dense=p.denseMap)
         self.logic.jobs.start("inspect", args, folder / "out")
         self._inspectFolder = folder / "out"
         self.ui.inspectButton.text = _("Cancel")
@@ -514,7 +516,7 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
         background = self._inspection.get("fused", (self._parameterNode.inspectVolume, None))[0]
         grid = self._inspection.get("grid", (None, None))[0]
         label = chosen[0] if chosen[1] == "alpha" else grid
-        foreground = chosen[0] if chosen[1] == "heat" else None
+        foreground = chosen[0] if chosen[1] in ("heat", "share") else None
         opacity = self.ui.overlayOpacitySlider.value
         slicer.util.setSliceViewerLayers(background=background, foreground=foreground, label=label,
                                          foregroundOpacity=opacity, labelOpacity=opacity if chosen[1] == "alpha" else 1.0)
@@ -623,11 +625,14 @@ class SSLPretrainLogic(ScriptedLoadableModuleLogic):  # noqa: F405
         return args + (["--resume"] if resume else [])
 
     @staticmethod
-    def inspectArguments(method, model, inputFile, out, box=None, seed=0) -> list:
-        """``ssl3d inspect voco|vf`` arguments; ``box`` is ``"R,A,S"`` (VoCo), ``seed`` is for VF."""
+    def inspectArguments(method, model, inputFile, out, box=None, seed=0, dense=False) -> list:
+        """``ssl3d inspect voco|vf`` arguments; ``box`` is ``"R,A,S"`` and ``dense`` the localisation map (VoCo),
+        ``seed`` is for VF."""
         args = ["inspect", method, "--model", str(model), "--input", str(inputFile), "--out", str(out)]
         if method == "voco" and box:
             args += ["--box", box]
+        if method == "voco" and dense:
+            args += ["--dense"]
         if method == "vf":
             args += ["--seed", str(seed)]
         return args
@@ -692,8 +697,8 @@ class SSLPretrainLogic(ScriptedLoadableModuleLogic):  # noqa: F405
     def loadInspection(self, method: str, folder: Path, volumeNode) -> dict:
         """Load ``ssl3d inspect`` outputs as overlay nodes: {label: (node, kind)}.
 
-        VoCo: predicted and true heat maps, the base-crop grid as a label map, the numbers as a table and the
-        effective crop as a locked ROI. Volume Fusion: fused image, true and predicted alpha classes and the
+        VoCo: predicted and true heat maps, the dense localisation map when there is one, the base-crop grid
+        as a label map, the numbers as a table and the effective crop as a locked (oriented) ROI. Volume Fusion: fused image, true and predicted alpha classes and the
         error with one alpha colour table, and the confidence as a heat map.
         """
         from ssl3d import mrml
@@ -710,6 +715,8 @@ class SSLPretrainLogic(ScriptedLoadableModuleLogic):  # noqa: F405
             name = f"{volumeNode.GetName()} {method} {fileName.split('.')[0]}"
             if kind == "heat":
                 node = mrml.overlay_node(volume, scene, name, color_table=heat, threshold=0.02 * top, window=(0.0, top))
+            elif kind == "share":
+                node = mrml.overlay_node(volume, scene, name, color_table=heat, threshold=0.02, window=(0.0, 1.0))
             elif kind == "alpha":
                 node = mrml.overlay_node(volume, scene, name, color_table=alpha, labelmap=True)
             elif kind == "grid":
@@ -784,6 +791,9 @@ class SSLPretrainTest(ScriptedLoadableModuleTest):  # noqa: F405
         args = SSLPretrainLogic.pretrainArguments("voco", "voco-v1-cpu", Path("d"), Path("o"), steps=3, resume=True)
         self.assertEqual(args, ["pretrain", "--method", "voco", "--preset", "voco-v1-cpu", "--data", "d", "--out", "o",
                                 "--steps", "3", "--device", "auto", "--resume"])
+        args = SSLPretrainLogic.inspectArguments("voco", Path("b"), Path("ct.nii.gz"), Path("o"), box="1,2,3", dense=True)
+        self.assertEqual(args, ["inspect", "voco", "--model", "b", "--input", "ct.nii.gz", "--out", "o", "--box", "1,2,3", "--dense"])
+        self.assertNotIn("--dense", SSLPretrainLogic.inspectArguments("vf", Path("b"), Path("ct.nii.gz"), Path("o"), dense=True))
 
     def test_phantom_sample(self):
         import SampleData
@@ -830,11 +840,12 @@ class SSLPretrainTest(ScriptedLoadableModuleTest):  # noqa: F405
             self.delayDisplay(f"Inspecting {method}")
             mrml.export_volume(ct, root / f"{method}-input.nii.gz")
             out = root / f"{method}-inspect"
-            logic.jobs.run(logic.inspectArguments(method, bundle, root / f"{method}-input.nii.gz", out), out)
+            logic.jobs.run(logic.inspectArguments(method, bundle, root / f"{method}-input.nii.gz", out, dense=True), out)
             loaded = logic.loadInspection(method, out, ct)
             reference = mrml.volume_from_node(ct)
+            self.assertEqual("Localisation (dense)" in loaded, method == "voco")
             for label, (node, kind) in loaded.items():
-                if kind in ("heat", "alpha", "grid"):
+                if kind in ("heat", "share", "alpha", "grid"):
                     self.assertTrue(mrml.volume_from_node(node).same_grid(reference), f"{method} {label}: geometry")
             self.assertTrue(any(kind in ("heat", "alpha") for node, kind in loaded.values()))
         self.delayDisplay("Test passed")

@@ -16,8 +16,8 @@
 # The real CT sample lung1: $SSL3D_CACHE/samples (ssl3d's cache layout), else $WHEELS/samples, else
 # ~/.cache/ssl3d/samples. Nothing is fetched: the benchmarks run with PIP_NO_INDEX=1.
 #
-# Runs voco_step.py, vf_step.py, segment_speed.py and click_latency.py on CUDA alone (their CPU figures are measured
-# by `make bench` on the 2-core machine the CPU goals are for), and voco_samples.py and vf_samples.py
+# Runs voco_step.py, vf_step.py, segment_speed.py, click_latency.py and inspect_speed.py on CUDA alone (their CPU
+# figures are measured by `make bench` on the 2-core machine the CPU goals are for), and voco_samples.py and vf_samples.py
 # whole (their GPU rows are information; their targets are CPU ones). The output goes to the terminal
 # and to $OUT/gpu_all.log when $OUT is set, else benchmarks/gpu_all.log; it ends with a summary of every
 # `target` line. Environment: PYTHON, WHEELS, SSL3D_CACHE as above; OUT for the log.
@@ -220,10 +220,11 @@ main() {
   if [[ $QUICK -eq 1 ]]; then
     runs=("voco_step.py --device $device --steps 5 --warmup 2" "vf_step.py --device $device --steps 5 --warmup 2"
       "segment_speed.py --device $device --quick"
-      "click_latency.py --device $device --clicks 8" "voco_samples.py --runs 5" "vf_samples.py --quick")
+      "click_latency.py --device $device --clicks 8" "inspect_speed.py --device $device --runs 1"
+      "voco_samples.py --runs 5" "vf_samples.py --quick")
   else
     runs=("voco_step.py --device $device" "vf_step.py --device $device" "segment_speed.py --device $device"
-      "click_latency.py --device $device"
+      "click_latency.py --device $device" "inspect_speed.py --device $device"
       "voco_samples.py" "vf_samples.py")
   fi
   [[ $WITH_CPU -eq 1 ]] && runs+=("segment_memory.py")

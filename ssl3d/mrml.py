@@ -403,9 +403,7 @@ def load_segmentation_file(path: str | os.PathLike, scene: Any, reference_node: 
     if path.name.lower().endswith(".seg.nrrd"):
         for value, (entry_name, color) in read_segmentation_labels(path).items():
             merged[value] = (entry_name, color) + tuple(merged.get(value, ())[2:3])
-    volume = read_volume(path)
-    if volume.array.ndim != 3:
-        raise InputError(f"{path.name}: a multi-layer segmentation cannot be loaded as one label map.")
+    volume = read_volume(path)  # refuses multi-layer .seg.nrrd files with advice
     return labelmap_to_segmentation(volume, scene, merged, reference_node, segmentation_node=segmentation_node, name=name)
 
 
@@ -545,20 +543,63 @@ def roi_size(roi_node: Any) -> np.ndarray:
 
 
 def box_roi_node(scene: Any, name: str, corners: Sequence[Sequence[float]], node: Any = None) -> Any:
-    """A locked markups ROI around RAS ``corners`` (e.g. a crop box the engine reports), reused by name.
+    """A locked markups ROI on RAS ``corners`` (e.g. a crop box the engine reports), reused by name.
 
-    The ROI is the axis-aligned (RAS) bounding box of the points.
+    Eight corners of a rectangular box (any order, e.g. ``boxes.json``'s) give an oriented ROI: its axes are
+    the box's edges, so a crop of an oblique volume is drawn as it is, not as its RAS bounding box. Other
+    points (or 8 that do not form a rectangular box) give the axis-aligned (RAS) bounding box.
+
+    Raises:
+        InputError: fewer than two points, or points that are not finite.
     """
     points = np.asarray(corners, dtype=np.float64).reshape(-1, 3)
     if len(points) < 2 or not np.all(np.isfinite(points)):
         raise InputError(f"a box needs at least two finite RAS corners, got {points.tolist()}.")
     if node is None:
         node = _named_node(scene, "vtkMRMLMarkupsROINode", name)
-    low, high = points.min(axis=0), points.max(axis=0)
-    node.SetCenter(*((low + high) / 2.0))
-    node.SetSize(*(high - low))
+    frame = _box_frame(points)
+    if frame is None:
+        low, high = points.min(axis=0), points.max(axis=0)
+        frame = (np.eye(3), (low + high) / 2.0, high - low)
+    axes, center, size = frame
+    object_to_node = np.eye(4)
+    object_to_node[:3, :3], object_to_node[:3, 3] = axes, center
+    node.SetAndObserveObjectToNodeMatrix(_to_vtk(object_to_node))
+    node.SetCenter(*center)
+    node.SetSize(*size)
     node.SetLocked(True)
     return node
+
+
+def _box_frame(points: np.ndarray, tolerance: float = 1e-3) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(axes as columns, a rotation; centre; edge lengths) of 8 corners of a rectangular box, else None.
+
+    The edges are the three differences from the first corner whose 0/1 sums give all 8 corners; each axis
+    is the edge that points most along R, A, S in turn (so a slightly oblique box keeps R, A, S sizes).
+    """
+    import itertools
+
+    if len(points) != 8:
+        return None
+    scale = tolerance * max(1.0, float(np.ptp(points, axis=0).max()))
+    offsets = points[1:] - points[0]
+    for trio in itertools.combinations(offsets, 3):
+        edges = np.array(trio)
+        sums = np.array(list(itertools.product((0, 1), repeat=3)), dtype=np.float64) @ edges
+        if not all(np.linalg.norm(offsets - v, axis=1).min() < scale or np.linalg.norm(v) < scale for v in sums):
+            continue
+        lengths = np.linalg.norm(edges, axis=1)
+        if lengths.min() < scale or np.abs(np.triu((edges / lengths[:, None]) @ (edges / lengths[:, None]).T, 1)).max() > tolerance:
+            return None  # flat or sheared: not a box
+        unit = edges / lengths[:, None]
+        order, left = [], [0, 1, 2]
+        for axis in range(3):
+            order.append(left.pop(int(np.argmax([abs(unit[n, axis]) for n in left]))))
+        axes = np.array([unit[n] * np.sign(unit[n, a] or 1.0) for a, n in enumerate(order)]).T
+        if np.linalg.det(axes) < 0:  # a mirrored frame is no rotation; the box is symmetric, flip S
+            axes[:, 2] = -axes[:, 2]
+        return axes, points.mean(axis=0), lengths[order]
+    return None
 
 
 def format_ras(point: Iterable[float]) -> str:

@@ -1,5 +1,6 @@
 """Fixtures of the inspection tests: the session's trained ``voco-v1-cpu`` bundle (from the pretext suite),
-the same network with random weights, a small untrained VF bundle, and inspections shared by several tests.
+the same network with random weights, an untrained ``voco-v2-cpu`` bundle, a small untrained VF bundle, and
+inspections shared by several tests.
 
 The VoCo fixtures are defined in ``Testing/conftest.py`` (trained once per session).
 """
@@ -47,6 +48,24 @@ def voco_untrained_bundle(tmp_path_factory, voco_cpu_bundle) -> Path:
 
 
 @pytest.fixture(scope="session")
+def voco_v2_bundle(tmp_path_factory) -> Path:
+    """An untrained voco-v2-cpu bundle (cnn-small, 3x3 grid in a 48x48x16 window, shared backbone): geometry,
+    truth and the v2 score formula do not need training."""
+    import torch
+
+    from ssl3d.bundle import write_bundle
+    from ssl3d.config import get_preset
+    from ssl3d.pretext.voco_bundle import VoCoNetwork, voco_bundle_meta
+
+    preset = get_preset("voco-v2-cpu")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = VoCoNetwork(preset.network, preset.voco)
+    meta = voco_bundle_meta(preset, net, {"data": None, "steps": 0})
+    return write_bundle(tmp_path_factory.mktemp("voco_v2") / "bundle", net.state_dict(), meta).path
+
+
+@pytest.fixture(scope="session")
 def vf_small_bundle(tmp_path_factory) -> Path:
     """An untrained vf-v1-cpu bundle (small UNet, channels 4-8-16): enough for geometry and the fusion relation."""
     import torch
@@ -73,3 +92,13 @@ def voco_inspections(voco_cpu_bundle, held_out_phantoms, oblique_phantom):
 
     held = [inspect_voco(voco_cpu_bundle, image, dense=True, seed=0) for image in held_out_phantoms]
     return {"held_out": held, "oblique": inspect_voco(voco_cpu_bundle, oblique_phantom[0], seed=1, device="auto")}
+
+
+@pytest.fixture(scope="session")
+def voco_v2_inspections(voco_v2_bundle, held_out_phantoms, oblique_phantom):
+    """Untrained voco-v2-cpu inspections, 16 random crops (one pass: 4 volumes x 4 crops, no companions):
+    {"axial": held-out phantom 0, "oblique": the oblique phantom}."""
+    from ssl3d.inspect import inspect_voco
+
+    return {"axial": inspect_voco(voco_v2_bundle, held_out_phantoms[0], seed=2),
+            "oblique": inspect_voco(voco_v2_bundle, oblique_phantom[0], seed=3)}

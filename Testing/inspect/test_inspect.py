@@ -3,6 +3,7 @@ pictures, the ``ssl3d inspect`` command and its errors."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -129,6 +130,70 @@ def test_voco_summary_agrees_with_the_volumes(voco_inspections):
     assert dense.summary["dense"]["mean_localisation"] == pytest.approx(values.mean())
 
 
+def _box_frame(corners):
+    """Origin (3,) and edges (3, 3) of a box from its 8 RAS corners in any order, without the code's corner
+    order: the three edges are the corner differences whose 0/1 sums give every corner; edge n points the
+    most along R, A, S (n = 0, 1, 2) and positive there, so edge 0 is the grid's x and edge 1 its y."""
+    c = np.asarray(corners, dtype=np.float64)
+    for trio in itertools.combinations(c[1:] - c[0], 3):
+        sums = np.array([np.dot(bits, trio) for bits in itertools.product((0, 1), repeat=3)])
+        if all(np.linalg.norm(c - c[0] - v, axis=1).min() < 1e-3 for v in sums):
+            break
+    else:
+        raise AssertionError(f"not the corners of a box: {c.tolist()}")
+    origin, edges, left = c[0].copy(), [], list(trio)
+    for axis in range(3):
+        edge = left.pop(int(np.argmax([abs(e[axis]) / np.linalg.norm(e) for e in left])))
+        if edge[axis] < 0:
+            origin, edge = origin + edge, -edge
+        edges.append(edge)
+    return origin, np.array(edges)
+
+
+def _fractions(image, corners):
+    """Each input voxel's position in the box as fractions (k, j, i, 3) of its R-, A- and S-most edges."""
+    origin, edges = _box_frame(corners)
+    ijk = np.stack(np.meshgrid(*(np.arange(n) for n in image.shape[::-1]), indexing="ij"), axis=-1).reshape(-1, 3)
+    ras = ijk @ image.ijk_to_ras[:3, :3].T + image.ijk_to_ras[:3, 3]
+    u = np.linalg.solve(edges.T, (ras - origin).T).T
+    return u.reshape(*image.shape[::-1], 3).transpose(2, 1, 0, 3)
+
+
+def _check_against_boxes_json(result, image, grid):
+    """Grid cells and truth against boxes.json alone (not the code's cell map): a voxel's cell is where its
+    RAS position lies in the grid box (x towards R, y towards A, cell ix*grid + iy); voxels of the crop box
+    have truth > 0; the voxel nearest the crop's centre lies in a true cell."""
+    boxes = json.loads(result.texts["boxes.json"])
+    u = _fractions(image, boxes["grid"]["corners"])
+    margin = 1.0 / np.array(result.summary["grid_box"]["size_xyz"])  # one model voxel: nearest-neighbour slack
+    cells, truth = result.volumes["grid"].array.astype(int) - 1, result.volumes["truth"].array
+    in_cell = grid * u[..., :2] % 1.0
+    clear = np.all((u >= margin) & (u <= 1 - margin), axis=-1) & np.all((in_cell >= grid * margin[:2]) & (in_cell <= 1 - grid * margin[:2]), axis=-1)
+    expected = np.floor(u[..., 0] * grid).astype(int) * grid + np.floor(u[..., 1] * grid).astype(int)
+    assert clear.sum() > 200 and np.array_equal(cells[clear], expected[clear])
+    assert np.all(cells[np.any((u < -margin) | (u > 1 + margin), axis=-1)] == -1)
+    c = _fractions(image, boxes["boxes"][0]["corners"])
+    in_crop = np.all((c >= 0.05) & (c <= 0.95), axis=-1) & clear
+    assert in_crop.sum() > 20 and np.all(truth[in_crop] > 0)
+    centre = np.rint(image.ras_to_index(np.array(boxes["boxes"][0]["center"]))).astype(int)  # (i, j, k)
+    if np.all(centre >= 0) and np.all(centre < image.shape[::-1]):
+        k, j, i = centre[::-1]
+        true_cells = [n for n, y in enumerate(result.summary["crops"][0]["true"]) if y > 0]
+        assert cells[k, j, i] in true_cells and truth[k, j, i] > 0
+
+
+def test_voco_grid_and_truth_follow_boxes_json(voco_inspections, voco_cpu_bundle, held_out_phantoms, oblique_phantom):
+    from ssl3d.pretext.voco_bundle import load_voco_bundle
+
+    images = [*held_out_phantoms, oblique_phantom[0]]
+    for result, image in zip(_all(voco_inspections), images):
+        _check_against_boxes_json(result, image, 4)
+    _, mapping = load_voco_bundle(voco_cpu_bundle).prepare(oblique_phantom[0])
+    box = inspect_voco(voco_cpu_bundle, oblique_phantom[0], boxes=[_ras_of_model_voxel(mapping, (44, 14, 16))])  # off the diagonal
+    assert box.summary["crops"][0]["center_grid_xy"] == [44, 14]
+    _check_against_boxes_json(box, oblique_phantom[0], 4)
+
+
 def _ras_of_model_voxel(mapping, xyz):
     return (mapping.model_affine @ np.array([*xyz, 1.0]))[:3]
 
@@ -149,6 +214,26 @@ def test_voco_box_is_the_crop_centred_there(voco_cpu_bundle, held_out_phantoms):
     assert sorted(np.unique(volumes["truth"].array[volumes["grid"].array > 0])) == sorted(set(expected.astype(np.float32)))
 
 
+def test_voco_box_p_is_the_training_layouts(voco_inspections, voco_cpu_bundle, held_out_phantoms):
+    # A box is scored among seeded random companions in the training batch layout (4 volumes x 4 crops + base
+    # crops). Measured on this bundle: p moves by <= 0.07 between companion seeds and by <= 0.05 from the same
+    # crop in random mode; the old layout (one volume, the group filled with copies of the box) was 0.07-0.22 off.
+    from ssl3d.pretext.voco_bundle import load_voco_bundle
+
+    image, random_mode = held_out_phantoms[0], voco_inspections["held_out"][0].summary
+    _, mapping = load_voco_bundle(voco_cpu_bundle).prepare(image)
+    crops = random_mode["crops"][:4]
+    boxes = [_ras_of_model_voxel(mapping, (*c["center_grid_xy"], 16)) for c in crops]
+    runs = [voco_map(voco_cpu_bundle, image, boxes=boxes, seed=seed)[1] for seed in (1, 2)]
+    for s in runs:
+        assert s["layout"]["volumes_per_pass"] == 4 and s["layout"]["crops_asked_per_pass"] == 1 and s["layout"]["passes"] == 4
+        assert s["layout"]["companion_crops"] == 4 * 15 and [c["center_grid_xy"] for c in s["crops"]] == [c["center_grid_xy"] for c in crops]
+    p1, p2 = (np.array([c["predicted"] for c in s["crops"]]) for s in runs)
+    assert 0 < np.abs(p1 - p2).max() < 0.08  # companions matter a little, the layout not at all
+    assert np.abs(p1 - np.array([c["predicted"] for c in crops])).max() < 0.08
+    assert random_mode["layout"]["passes"] == 1 and random_mode["layout"]["companion_crops"] == 0
+
+
 def test_ill_voco_box_outside_the_volume(voco_cpu_bundle, held_out_phantoms):
     image = held_out_phantoms[0]
     outside = image.ijk_to_ras @ np.array([-3.0, 10, 10, 1])
@@ -166,6 +251,61 @@ def test_trained_bundle_localises_better_than_untrained(voco_inspections, voco_u
     for name, key, margin in (("top-1", lambda s: s["top1_accuracy"], 0.15), ("mass on true cells", lambda s: s["mean_mass_on_true"], 0.1),
                               ("dense localisation", lambda s: s["dense"]["mean_localisation"], 0.1)):
         assert score(trained, key) >= score(untrained, key) + margin, (name, score(trained, key), score(untrained, key))
+
+
+def test_voco_v2_geometry_truth_and_scores(voco_v2_inspections, voco_v2_bundle, held_out_phantoms, oblique_phantom):
+    import torch
+    import torch.nn.functional as F
+
+    from ssl3d.pretext.voco_bundle import load_voco_bundle
+
+    scorer = load_voco_bundle(voco_v2_bundle)
+    for (name, result), image in zip(voco_v2_inspections.items(), (held_out_phantoms[0], oblique_phantom[0])):
+        s = result.summary
+        assert s["version"] == 2 and s["cells"] == 9 and s["grid_box"]["size_xyz"] == [48, 48, 16], name
+        for key, volume in result.volumes.items():
+            assert volume.same_grid(image, atol=1e-9), (name, key)
+        _check_against_boxes_json(result, image, 3)
+        grid, truth = result.volumes["grid"].array, result.volumes["truth"].array
+        labels = position_labels(np.array([s["crops"][0]["center_grid_xy"]]), 16, 16, 3)[0]
+        for cell in np.unique(grid[grid > 0]):
+            assert np.all(truth[grid == cell] == np.float32(labels[cell - 1])), (name, cell)
+        # relu cos(x_s, b_t), computed here: the grid window cut from the model volume by hand, the 16 crops
+        # and 4 x 9 base crops in one batch (the inspection's one pass), the student and teacher heads on
+        # the shared backbone's features
+        model = scorer.prepare(image)[0][0].numpy()
+        window = np.zeros((16, 48, 48), np.float32)
+        ox, oy, oz = s["grid_box"]["origin_model_xyz"]
+        z, y, x = (np.arange(n) + o for n, o in zip(window.shape, (oz, oy, ox)))
+        keep = [(v >= 0) & (v < m) for v, m in zip((z, y, x), model.shape)]
+        window[np.ix_(*keep)] = model[np.ix_(z[keep[0]], y[keep[1]], x[keep[2]])]
+        crops = [window[:, cy - 8:cy + 8, cx - 8:cx + 8] for cx, cy in (c["center_grid_xy"] for c in s["crops"])]
+        bases = [window[:, iy * 16:(iy + 1) * 16, ix * 16:(ix + 1) * 16] for ix in range(3) for iy in range(3)]
+        batch = torch.from_numpy(np.stack(crops + bases * 4))[:, None]
+        with torch.no_grad():
+            features = scorer.net.student.backbone(batch)
+            x_s, b_t = scorer.net.student.head(features)[:16], scorer.net.teacher.head(features)[16:25]
+            expected = F.relu(F.normalize(x_s, dim=1) @ F.normalize(b_t, dim=1).T).numpy()
+        np.testing.assert_allclose(np.array([c["predicted"] for c in s["crops"]]), expected, atol=1e-4, err_msg=name)
+
+
+def test_voco_small_volume_and_empty_foreground(tmp_path, capsys, voco_cpu_bundle, voco_v2_bundle, phantom):
+    image = phantom[0]
+    small = Volume(np.ascontiguousarray(image.array[12:20, 18:30, 19:29]), image.ijk_to_ras)  # (k, j, i) = (8, 12, 10)
+    for bundle in (voco_cpu_bundle, voco_v2_bundle):
+        volumes, s = voco_map(bundle, small, seed=0)
+        assert all(v.same_grid(small) for v in volumes.values()) and (volumes["grid"].array > 0).all(), bundle
+        assert 0 < s["crops"][0]["predicted"][s["crops"][0]["predicted_cell"]] <= 1
+    empty = Volume(np.full((8, 12, 10), -1000, np.int16), image.ijk_to_ras)
+    path = write_volume(empty, tmp_path / "air.nii.gz")
+    for bundle in (voco_cpu_bundle, voco_v2_bundle):
+        with pytest.raises(InputError, match="^no foreground: "):
+            voco_map(bundle, empty)
+        out = tmp_path / "out"
+        assert main(["inspect", "voco", "--model", str(bundle), "--input", str(path), "--out", str(out), "--device", "cpu"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: no foreground: ")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["air.nii.gz"]
 
 
 def test_ill_voco_bundles(tmp_path, voco_cpu_bundle, vf_small_bundle, phantom):
@@ -211,19 +351,45 @@ def test_vf_volumes_have_the_input_grid_and_satisfy_the_fusion_relation(vf_inspe
     np.testing.assert_allclose(v1["background"].array, apply_intensity(phantom[0].array, "window:-1000,1000,-1,1"), atol=1e-6)
 
 
+def _check_vf_summary(result):
+    """Every number of the summary recomputed from the written class volumes."""
+    s, truth, pred = result.summary, result.volumes["truth"].array, result.volumes["predicted"].array
+    confusion = np.array(s["confusion"])
+    assert confusion.sum() == truth.size == s["voxels"]
+    for t, p in itertools.product(range(5), repeat=2):
+        assert confusion[t, p] == int(((truth == t) & (pred == p)).sum()), (t, p)
+    dices = []
+    for c, entry in enumerate(s["per_class"]):
+        true, predicted, both = int((truth == c).sum()), int((pred == c).sum()), int(((truth == c) & (pred == c)).sum())
+        assert entry["true_voxels"] == true and entry["predicted_voxels"] == predicted
+        assert entry["accuracy"] == (pytest.approx(both / true) if true else None)
+        assert entry["dice"] == (pytest.approx(2 * both / (true + predicted)) if true + predicted else None)
+        assert entry["alpha"] == c / 4 and entry["name"] == s["class_names"][c]
+        dices += [entry["dice"]] if c and entry["dice"] is not None else []
+    recalls = [e["accuracy"] for e in s["per_class"] if e["true_voxels"]]
+    assert s["balanced_accuracy"] == pytest.approx(np.mean(recalls)) and s["accuracy"] == pytest.approx((truth == pred).mean())
+    assert s["fg_dice"] == pytest.approx(np.mean(dices))
+
+
 def test_vf_summary_agrees_with_the_volumes(vf_inspections):
     for result in vf_inspections.values():
-        s, truth, pred = result.summary, result.volumes["truth"].array, result.volumes["predicted"].array
-        confusion = np.array(s["confusion"])
-        assert confusion.sum() == truth.size == s["voxels"]
-        for c, entry in enumerate(s["per_class"]):
-            assert entry["true_voxels"] == int((truth == c).sum()) and entry["predicted_voxels"] == int((pred == c).sum())
-            assert confusion[c, c] == int(((truth == c) & (pred == c)).sum())
-            assert entry["alpha"] == c / 4 and entry["name"] == s["class_names"][c]
-        recalls = [e["accuracy"] for e in s["per_class"] if e["true_voxels"]]
-        assert s["balanced_accuracy"] == pytest.approx(np.mean(recalls)) and s["accuracy"] == pytest.approx((truth == pred).mean())
+        _check_vf_summary(result)
         assert result.texts["alpha.ctbl"].splitlines()[2] == "0 alpha_0 0 0 0 0"
         assert result.pictures["fusion.png"].shape[2] == 3
+
+
+def test_vf_trained_bundle_beats_chance_and_its_summary_agrees(vf_cpu_bundle):
+    # the session's trained vf-v2-cpu bundle (Testing/conftest.py) on a held-out phantom of its training size;
+    # measured: balanced accuracy 0.28-0.30 (chance 0.2), confidence 0.48 where right, 0.40 where wrong
+    from ssl3d.data.phantoms import make_phantom
+
+    image = make_phantom(900, shape=(48, 64, 64))[0]
+    result = inspect_fusion(vf_cpu_bundle, image, seed=0)
+    _check_vf_summary(result)
+    s = result.summary
+    assert all(v.same_grid(image) for v in result.volumes.values()) and s["fusion_preset"] == "vf-v2-cpu"
+    assert s["balanced_accuracy"] >= s["chance_balanced_accuracy"] + 0.04, s["balanced_accuracy"]
+    assert s["mean_confidence_right"] > s["mean_confidence_wrong"]
 
 
 def test_vf_sample_is_seeded(vf_small_bundle, phantom):

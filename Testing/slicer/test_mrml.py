@@ -370,6 +370,36 @@ def test_box_roi_node_bounds_the_corners(scene):
         mrml.box_roi_node(scene, "crop", [[0.0, 0.0, 0.0]])
 
 
+def test_box_roi_node_is_oriented_on_oblique_corners(scene):
+    # a crop box of an oblique volume: edges along the rotated axes, corners in a shuffled order; the long
+    # S edge has a larger R component (26 mm) than the short R edge (11 mm), yet the ROI's x stays the R edge
+    c, s = np.cos(0.3), np.sin(0.3)
+    cy, sy = np.cos(0.35), np.sin(0.35)
+    rotation = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])
+    center, size = np.array([12.0, -30.0, 40.0]), np.array([12.0, 20.0, 80.0])
+    bits = np.array(list(np.ndindex(2, 2, 2)), dtype=np.float64) - 0.5
+    corners = (center + (bits * size) @ rotation.T)[[5, 0, 3, 7, 1, 6, 2, 4]]
+    roi = mrml.box_roi_node(scene, "crop", corners)
+    np.testing.assert_allclose(mrml.roi_center(roi), center, atol=1e-9)
+    np.testing.assert_allclose(mrml.roi_size(roi), size, atol=1e-9)
+    to_world = mrml._to_numpy(roi.GetObjectToWorldMatrix())
+    np.testing.assert_allclose(to_world[:3, :3], rotation, atol=1e-9)
+    inside = (np.linalg.inv(to_world) @ np.c_[corners, np.ones(8)].T)[:3].T  # corners in the ROI's frame
+    np.testing.assert_allclose(np.abs(inside), np.broadcast_to(size / 2, (8, 3)), atol=1e-9)
+    bounds = [0.0] * 6
+    roi.GetRASBounds(bounds)
+    np.testing.assert_allclose(bounds[1::2], corners.max(axis=0), atol=1e-9)  # it spans what the corners span
+    # reused by name; a mirrored corner set (det < 0) still gives a rotation; other points: the RAS bounding box
+    mirrored = corners * np.array([-1.0, 1.0, 1.0])
+    assert mrml.box_roi_node(scene, "crop", mirrored) is roi
+    np.testing.assert_allclose(np.linalg.det(mrml._to_numpy(roi.GetObjectToNodeMatrix())[:3, :3]), 1.0, atol=1e-9)
+    np.testing.assert_allclose(mrml.roi_size(roi), size, atol=1e-9)
+    sheared = corners + np.outer(corners[:, 2] - center[2], [0.5, 0.0, 0.0])
+    mrml.box_roi_node(scene, "crop", sheared)
+    np.testing.assert_allclose(mrml.roi_size(roi), np.ptp(sheared, axis=0), atol=1e-9)
+    np.testing.assert_allclose(mrml._to_numpy(roi.GetObjectToNodeMatrix())[:3, :3], np.eye(3), atol=1e-12)
+
+
 # ------------------------------------------------------------------------------------ click results
 def _two_segments(scene, matrix=None):
     matrix = _oblique() if matrix is None else matrix

@@ -27,14 +27,16 @@ _JOB_FILES = ("cancel", "events.jsonl")  # what a cancelled Slicer job may leave
 _VOCO_HELP = """\
 Where does a VoCo pretext bundle think a crop lies among its base crops? The volume is preprocessed as
 the bundle's preset does, the base-crop grid is laid over it, and the crop (--box, or --random N seeded
-crops) is scored against every base cell with the training score p.
+crops) is scored against every base cell with the training score p. The heads normalise over each forward
+pass (BatchNorm batch statistics), so crops are scored in the training batch layout: a --box crop shares
+its pass with seeded random companion crops (--seed); summary.json's "layout" records the passes.
 
 Outputs in --out (volumes on the input's exact grid, 0 where the grid does not reach):
   grid.nrrd          base cell index + 1 (label map)
   predicted.nrrd     p of the cell each voxel lies in, for crop 0: the heat map to overlay
   truth.nrrd         the true overlap label of that cell
   localisation.nrrd  (--dense) per voxel, the share of p on the right cells for a crop centred there
-  boxes.json         every crop's effective box (8 RAS corners; Slicer draws it as an ROI) and the grid's
+  boxes.json         every crop's effective box (8 RAS corners; Slicer draws it as an oriented ROI) and the grid's
   summary.json       per crop p, labels, L1, top-1, entropy; top-1 accuracy and chance (1/grid^2)
   voco.png           the grid on an axial slice with p and the labels written in each cell
 
@@ -116,7 +118,7 @@ def write_inspection(inspection: Inspection, out: str | os.PathLike, config: dic
     os.chmod(tmp, 0o777 & ~umask)  # a folder like any other, not mkdtemp's private 0700
     try:
         for key, volume in inspection.volumes.items():
-            write_volume(volume, tmp / names[key])
+            write_volume(volume, tmp / names[key], compress="auto")  # noisy float maps: gzip costs 5 s, saves 10 %
         for name, picture in inspection.pictures.items():
             save_montage([picture], tmp / name, scale=1)
         for name, text in inspection.texts.items():
@@ -166,7 +168,7 @@ def _add_inspect(parser: argparse.ArgumentParser) -> None:
     crops.add_argument("--box", metavar="R,A,S", help="centre of the crop in RAS mm (e.g. a Slicer ROI's centre); moved into the grid when it sticks out")
     crops.add_argument("--random", type=int, metavar="N", help=f"score N seeded random crops, as in training; maps show crop 0 [{DEFAULT_RANDOM} without --box]")
     voco.add_argument("--dense", action="store_true", help="also slide the crop over the grid (stride crop/4): localisation.nrrd")
-    voco.add_argument("--seed", type=int, default=0, help="seed of the random crops [0]")
+    voco.add_argument("--seed", type=int, default=0, help="seed of the random crops and of the companion crops a --box is scored with [0]")
     vf = sub.add_parser("vf", help="Volume Fusion maps", description=_VF_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(vf)
     vf.add_argument("--seed", type=int, default=0, help="seed of the fused sample [0]")
