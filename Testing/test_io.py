@@ -30,6 +30,19 @@ def test_round_trip_keeps_array_and_geometry(tmp_path, suffix):
     np.testing.assert_allclose(back.spacing, [0.7, 1.3, 2.9], atol=1e-6)
 
 
+def test_auto_compression_skips_noise_and_compresses_label_maps(tmp_path):
+    shape = (40, 64, 64)
+    noise = Volume.from_geometry(np.random.default_rng(0).random(shape, dtype=np.float32), spacing=(1, 1, 1))
+    labels = Volume.from_geometry(np.zeros(shape, np.uint8), spacing=(1, 1, 1))
+    labels.array[10:20, 10:40, 5:30] = 3
+    for name, volume in (("noise", noise), ("labels", labels)):
+        path = write_volume(volume, tmp_path / f"{name}.nrrd", compress="auto")
+        np.testing.assert_array_equal(read_volume(path).array, volume.array)
+    raw_bytes = noise.array.nbytes
+    assert (tmp_path / "noise.nrrd").stat().st_size > raw_bytes  # written raw: header + every byte
+    assert (tmp_path / "labels.nrrd").stat().st_size < labels.array.nbytes / 20
+
+
 def test_lps_on_disk_ras_in_memory(tmp_path):
     import SimpleITK as sitk
 

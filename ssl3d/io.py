@@ -519,8 +519,23 @@ def _umask() -> int:
     return mask
 
 
-def write_volume(volume: Volume, path: str | os.PathLike, compress: bool = True) -> Path:
+def _worth_compressing(array: np.ndarray, sample_bytes: int = 1 << 22) -> bool:
+    """Whether gzip pays: noisy float maps shrink ~10 % at ~10x the write time; label-like maps shrink 100x."""
+    import zlib
+
+    flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    if flat.size <= sample_bytes:
+        sample = flat.tobytes()
+    else:  # spread the sample over the volume: four chunks
+        step = flat.size // 4
+        sample = b"".join(flat[i * step:i * step + sample_bytes // 4].tobytes() for i in range(4))
+    return len(zlib.compress(sample, 1)) < 0.7 * len(sample)
+
+
+def write_volume(volume: Volume, path: str | os.PathLike, compress: bool | str = True) -> Path:
     """Write ``volume`` to a NIfTI, NRRD or MHA/MHD file, atomically (no partial file on failure).
+
+    ``compress``: True, False, or "auto" (gzip only when a sample of the data compresses well).
 
     Raises:
         InputError: unknown file ending or a folder that does not exist.
@@ -533,6 +548,9 @@ def write_volume(volume: Volume, path: str | os.PathLike, compress: bool = True)
         raise InputError(f"{path}: cannot write this format; use one of {', '.join(WRITE_SUFFIXES)}.")
     if not path.parent.is_dir():
         raise InputError(f"{path}: the folder {path.parent} does not exist.")
+    if compress == "auto":
+        compress = _worth_compressing(volume.array)
+    compress = bool(compress)
     if suffix == ".mhd":  # header + raw pair: an atomic rename of two files is not possible
         sitk.WriteImage(_volume_to_sitk(volume), str(path), compress)
         return path
