@@ -148,7 +148,7 @@ def vf_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def vf_cpu_bundle(tmp_path_factory, vf_phantoms, vf_cache) -> Path:
-    """A VF pretext bundle trained once per session: vf-v2-cpu (small UNet) on six 48x64x64 phantoms, 300 steps."""
+    """A VF pretext bundle trained once per session: vf-v2-cpu (small UNet) on six 48x64x64 phantoms, 680 steps."""
     import torch
 
     from ssl3d.config import get_preset

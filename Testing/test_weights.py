@@ -19,8 +19,10 @@ import torch
 from ssl3d.errors import ConfigError, WeightsError
 from ssl3d.weights import (
     SWIN_ENCODER_PREFIXES,
+    MatchReport,
     load_foreign_state,
     match_state,
+    read_checkpoint,
     misfm_keys,
     select_keys,
     voco_keys,
@@ -144,6 +146,65 @@ def test_misfm_pctnet_layout_is_fully_matched(tmp_path):
     assert len(report.matched) == len(layout) == 684 and report.complete
 
 
+def _adam_state(tensors: dict[str, torch.Tensor], count: int = 4) -> dict:
+    """An Adam ``state_dict()`` after one step over copies of the first ``count`` float tensors."""
+    params = [torch.nn.Parameter(v.detach().clone()) for v in tensors.values() if v.is_floating_point()][:count]
+    optimizer = torch.optim.Adam(params, lr=1e-3, weight_decay=1e-5)
+    for param in params:
+        param.grad = torch.ones_like(param)
+    optimizer.step()
+    return optimizer.state_dict()
+
+
+def test_pymic_training_checkpoint_with_numpy_scalars_and_optimizer_state(tmp_path):
+    import numpy as np
+
+    layout = _layout(FIXTURES / "pctnet_keys_c2.json")
+    weights = _zeros(layout)
+    checkpoint = {"iteration": 6000, "valid_pred": np.float64(0.9180), "model_state_dict": weights,
+                  "optimizer_state_dict": _adam_state(weights)}  # what PyMIC's trainer saves
+    path = _save(tmp_path, checkpoint, "pctnet_best.pt")
+    foreign = load_foreign_state(path)
+    assert len(foreign) == 684 and not any(key.startswith(("state.", "param_groups")) for key in foreign)
+    whole = read_checkpoint(path)
+    assert isinstance(whole["valid_pred"], np.float64) and whole["valid_pred"] == 0.9180
+    assert whole["optimizer_state_dict"]["param_groups"][0]["lr"] == 1e-3
+
+
+def test_checkpoint_pickled_under_numpy_1_names(tmp_path):
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()  # the legacy format is one plain pickle: rename its globals as numpy 1.x wrote them
+    torch.save({"valid_pred": np.float64(0.5), "dice": np.arange(3.0), "model_state_dict": {"w": torch.ones(2)}}, buffer,
+               _use_new_zipfile_serialization=False)
+    raw = buffer.getvalue()
+    assert b"numpy._core.multiarray" in raw
+    (tmp_path / "old.pt").write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    checkpoint = read_checkpoint(tmp_path / "old.pt")
+    assert checkpoint["valid_pred"] == 0.5 and checkpoint["dice"].tolist() == [0.0, 1.0, 2.0]
+    assert list(load_foreign_state(tmp_path / "old.pt")) == ["w"]
+
+
+def test_voco_training_checkpoints_load(tmp_path, swin12):
+    import numpy as np
+
+    source = select_keys(swin12.state_dict(), SWIN_ENCODER_PREFIXES)
+    model = {f"module.{key}": value for key, value in source.items()}
+    with_state = {"global_step": np.int64(100), "best": np.float32(0.5), "state_dict": model, "optimizer": _adam_state(source)}
+    # voco_train.py's model_current_epoch.pt pickles the optimizer object itself: read as inert data
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    optimizer = torch.optim.AdamW(params, lr=1e-4, amsgrad=True)
+    params[0].grad = torch.ones(3)
+    optimizer.step()
+    whole_object = {"global_step": 100, "state_dict": model, "optimizer": optimizer}
+    for name, checkpoint in (("with_state.pt", with_state), ("model_current_epoch.pt", whole_object)):
+        path = _save(tmp_path, checkpoint, name)
+        _, report = match_state(source, load_foreign_state(path), voco_keys, source=name)
+        assert report.complete and len(report.matched) == 145
+
+
 class _Payload:
     def __reduce__(self):
         return (print, ("pickled code ran",))
@@ -157,10 +218,34 @@ def test_unreadable_files_raise_weights_error_naming_the_file(tmp_path):
         load_foreign_state(tmp_path / "garbage.pt")
     with open(tmp_path / "code.pt", "wb") as handle:
         pickle.dump({"w": _Payload()}, handle, protocol=2)
-    with pytest.raises(WeightsError, match="code.pt: cannot be read as a weights-only"):
-        load_foreign_state(tmp_path / "code.pt")
+    with pytest.raises(WeightsError, match=r"code.pt: cannot be read as a weights-only .*Unsupported global: GLOBAL (builtins\.)?print") as caught:
+        load_foreign_state(tmp_path / "code.pt")  # the cause, not torch's generic first line
+    assert "\n" not in str(caught.value)
     with pytest.raises(WeightsError, match="empty.pt: holds no tensors"):
         load_foreign_state(_save(tmp_path, {"epoch": 1}, "empty.pt"))
+
+
+def test_report_details_name_the_keys():
+    report = MatchReport("f.pt", matched=["a.b.c"], missing=[f"head.{i // 8}.w{i}" for i in range(12)],
+                         unexpected=["extra.x"], mismatched=[("a.b.d", (2,), (3,))])
+    lines = report.details(limit=10)
+    assert lines[0] == "missing 12 (head.0: 8, head.1: 4):" and lines[1] == "  head.0.w0" and lines[11] == "  ... and 2 more"
+    assert "unexpected 1 (extra.x: 1):" in lines and "  a.b.d: file [2] vs network [3]" in lines
+    assert MatchReport("f.pt", matched=["a"]).details() == []
+
+
+def test_cli_import_names_the_missing_keys(tmp_path, swin12, capsys):
+    import numpy as np
+
+    from ssl3d.cli import main
+
+    source = select_keys(swin12.state_dict(), SWIN_ENCODER_PREFIXES)
+    kept = {key: value for key, value in source.items() if not key.startswith("encoder10.")}
+    path = _save(tmp_path, {"epoch": np.int64(3), "state_dict": kept, "optimizer": _adam_state(kept)}, "voco.pt")
+    assert main(["import-weights", str(path), "--format", "voco", "--out", str(tmp_path / "b"), "--allow-partial"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    at = out.index("missing 2 (encoder10.layer: 2):")
+    assert out[at + 1:at + 3] == ["  encoder10.layer.conv1.conv.weight", "  encoder10.layer.conv2.conv.weight"]
 
 
 def test_voco_key_map():

@@ -33,6 +33,8 @@ __all__ = [
     "CONTAINER_KEYS",
     "SWIN_ENCODER_PREFIXES",
     "MatchReport",
+    "read_checkpoint",
+    "unwrap_state",
     "load_foreign_state",
     "select_keys",
     "match_state",
@@ -47,6 +49,7 @@ SWIN_ENCODER_PREFIXES = ("swinViT.", "encoder")
 """The SwinUNETR entries VoCo pretrains: ``swinViT.*`` and ``encoder1/2/3/4/10.*`` (145 tensors at size 48)."""
 
 _LISTED = 5  # keys named per category in error messages
+_OPTIMIZERS = (("adam", "Adam"), ("adamw", "AdamW"), ("sgd", "SGD"))  # pickled whole by some training scripts
 
 
 @dataclass
@@ -83,6 +86,35 @@ class MatchReport:
             f"{len(self.dropped)} dropped by the key map"
         )
 
+    def details(self, limit: int = 10) -> list[str]:
+        """Lines naming the missing, unexpected and wrong-shape keys (``limit`` of each), each category
+        headed by its count and a breakdown by module (the first two parts of the key).
+
+        Example::
+
+            report.details(2)
+            # ["missing 80 (pred_heads.2: 80):", "  pred_heads.2.up1.up.0.weight", "  pred_heads.2.up1.up.0.bias",
+            #  "  ... and 78 more"]
+        """
+        shapes = [f"{k}: file {list(f)} vs network {list(m)}" for k, f, m in self.mismatched]
+        categories = (("missing", self.missing, self.missing), ("unexpected", self.unexpected, self.unexpected),
+                      ("wrong shape", [k for k, _, _ in self.mismatched], shapes))
+        lines: list[str] = []
+        for title, keys, shown in categories:
+            if not keys:
+                continue
+            groups: dict[str, int] = {}
+            for key in keys:
+                group = ".".join(key.split(".")[:2])
+                groups[group] = groups.get(group, 0) + 1
+            breakdown = ", ".join(f"{g}: {n}" for g, n in list(groups.items())[:limit])
+            breakdown += f", ... ({len(groups) - limit} more modules)" if len(groups) > limit else ""
+            lines.append(f"{title} {len(keys)} ({breakdown}):")
+            lines += [f"  {item}" for item in shown[:limit]]
+            if len(shown) > limit:
+                lines.append(f"  ... and {len(shown) - limit} more")
+        return lines
+
 
 def _flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Tensor]:
     """Tensors of a (nested) mapping, nested names joined with dots; other values are ignored."""
@@ -96,32 +128,82 @@ def _flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Tensor]:
     return flat
 
 
-def load_foreign_state(path: str | PathLike[str]) -> dict[str, Tensor]:
-    """Read a foreign checkpoint's tensors, safely, on the CPU.
+class _Inert:
+    """Stand-in for a pickled optimizer object: keeps its state as plain data, runs nothing."""
 
-    The file is read with ``torch.load(path, map_location="cpu", weights_only=True)``. If the top level
-    holds one of :data:`CONTAINER_KEYS` (``state_dict``, ``model_state_dict`` for PyMIC, ...), that entry
-    is used; nested mappings (e.g. ``{"student": {...}, "teacher": {...}}``) are flattened to dotted keys.
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+def _plain_dict(*_: Any) -> dict:
+    return {}  # stands in for collections.defaultdict(dict), which the weights-only unpickler cannot fill
+
+
+def _safe_globals() -> list[Any]:
+    """What training checkpoints pickle beside the tensors, made loadable without running code.
+
+    * numpy scalars, dtypes and plain arrays (PyMIC's ``valid_pred`` is a ``numpy.float64``); each
+      reconstruct function under its numpy-2 name and, as ``(obj, name)``, the numpy-1 name older
+      files hold (``numpy.core.multiarray.scalar``);
+    * whole optimizer objects (VoCo's ``model_current_epoch.pt`` stores ``"optimizer": optimizer``):
+      read as inert data (:class:`_Inert`), never as a torch optimizer.
+    """
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core to numpy._core
+    names = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+             "float16", "float32", "float64", "longdouble", "complex64", "complex128")
+    allowed: list[Any] = [np.dtype, np.ndarray, *{type(np.dtype(n)) for n in names}, dict]
+    for func in ("scalar", "_reconstruct"):
+        obj = getattr(core.multiarray, func)
+        allowed += [(obj, f"numpy._core.multiarray.{func}"), (obj, f"numpy.core.multiarray.{func}")]
+    allowed += [(_Inert, f"torch.optim.{module}.{cls}") for module, cls in _OPTIMIZERS]
+    return [*allowed, (_plain_dict, "collections.defaultdict")]
+
+
+def _load_reason(exc: Exception) -> str:
+    """One line saying why torch.load failed: the unpickler's own cause, not its generic first line."""
+    marker = "WeightsUnpickler error:"
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    at = next((i for i, line in enumerate(lines) if marker in line), None)
+    cause = ""
+    if at is not None:  # "WeightsUnpickler error: Unsupported global: GLOBAL x.y was not an allowed global ... Please use ..."
+        cause = lines[at].split(marker, 1)[1].strip() or (lines[at + 1] if at + 1 < len(lines) else "")
+        cause = cause.split(" Please use", 1)[0].strip()
+    reason = cause or (lines[0] if lines else "")
+    return f"{type(exc).__name__}: {reason[:300]}" if reason else type(exc).__name__
+
+
+def read_checkpoint(path: str | PathLike[str]) -> Any:
+    """Load a foreign checkpoint file as it is (top-level dict and all), safely, on the CPU.
+
+    ``torch.load(weights_only=True)`` with numpy scalars, dtypes and arrays allowed and pickled
+    optimizers read as inert data (:func:`_safe_globals`): PyMIC and VoCo training checkpoints hold them
+    next to the tensors (``valid_pred``, optimizer states). Anything else that needs code is refused.
 
     Args:
-        path: the checkpoint file (``.pt``/``.pth``).
-
-    Returns:
-        ``{key: tensor}`` in file order.
+        path: the checkpoint file.
 
     Raises:
-        WeightsError: the file is missing, unreadable, needs unpickling code, or holds no tensors.
+        WeightsError: the file is missing or cannot be read this way; the message keeps the cause.
     """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such checkpoint file.")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise WeightsError(
-            f"{path}: cannot be read as a weights-only torch checkpoint ({type(exc).__name__}: {reason[:200]})."
-        ) from exc
+        raise WeightsError(f"{path}: cannot be read as a weights-only torch checkpoint ({_load_reason(exc)}).") from exc
+
+
+def unwrap_state(obj: Any, path: str | PathLike[str]) -> dict[str, Tensor]:
+    """The tensors of a loaded checkpoint: the entry under one of :data:`CONTAINER_KEYS` when there is
+    one, nested mappings flattened to dotted keys.
+
+    Raises:
+        WeightsError: not a mapping, or no tensors in it (``path`` names the file).
+    """
     if isinstance(obj, Tensor) or not isinstance(obj, Mapping):
         raise WeightsError(f"{path}: expected a mapping of tensors (a state dict), got {type(obj).__name__}.")
     for key in CONTAINER_KEYS:
@@ -132,6 +214,26 @@ def load_foreign_state(path: str | PathLike[str]) -> dict[str, Tensor]:
     if not state:
         raise WeightsError(f"{path}: holds no tensors (top-level keys: {list(obj)[:_LISTED]}).")
     return state
+
+
+def load_foreign_state(path: str | PathLike[str]) -> dict[str, Tensor]:
+    """Read a foreign checkpoint's tensors, safely, on the CPU.
+
+    The file is read by :func:`read_checkpoint` (``torch.load(weights_only=True)``, numpy scalars
+    allowed). If the top level holds one of :data:`CONTAINER_KEYS` (``state_dict``, ``model_state_dict``
+    for PyMIC, ...), that entry is used; nested mappings (e.g. ``{"student": {...}, "teacher": {...}}``)
+    are flattened to dotted keys. Optimizer states and other entries beside the container are ignored.
+
+    Args:
+        path: the checkpoint file (``.pt``/``.pth``).
+
+    Returns:
+        ``{key: tensor}`` in file order.
+
+    Raises:
+        WeightsError: the file is missing, unreadable, needs unpickling code, or holds no tensors.
+    """
+    return unwrap_state(read_checkpoint(path), path)
 
 
 def select_keys(state: Mapping[str, Tensor], prefixes: tuple[str, ...]) -> dict[str, Tensor]:

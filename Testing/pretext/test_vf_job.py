@@ -33,15 +33,22 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # Testing/conftest.py
 # ---------------------------------------------------------------------------------------------- training
 
 
+SCORE_SEEDS = (1, 2, 3)  # three fixed fused sets of 64 held-out samples each
+
+
 def test_vf_cpu_run_beats_all_background_on_held_out_phantoms(vf_cpu_bundle):
     from ssl3d.data.phantoms import make_phantom
 
     volumes = [make_phantom(seed, shape=PHANTOM)[0] for seed in HELD_OUT]
-    m = fusion_accuracy(vf_cpu_bundle, volumes, n=16, seed=1)
-    assert m["balanced_accuracy"] >= 0.30, m  # an all-background model scores 0.20
+    model = load_vf_bundle(vf_cpu_bundle)
+    scores = [fusion_accuracy(model, volumes, n=64, seed=seed) for seed in SCORE_SEEDS]
+    mean = float(np.mean([m["balanced_accuracy"] for m in scores]))
+    # an all-background model scores 0.20; vf-v2-cpu (680 steps of 2) scores 0.32-0.33 on these sets
+    assert mean >= 0.30, [round(m["balanced_accuracy"], 3) for m in scores]
+    m = scores[0]
     assert len(m["per_class_recall"]) == 5 and m["class_names"][2] == "alpha 1/2"
-    assert np.asarray(m["confusion"]).sum() == 16 * 16 * 32 * 32
-    again = fusion_accuracy(vf_cpu_bundle, volumes, n=16, seed=1)
+    assert np.asarray(m["confusion"]).sum() == 64 * 16 * 32 * 32
+    again = fusion_accuracy(model, volumes, n=64, seed=SCORE_SEEDS[0])
     assert again["confusion"] == m["confusion"]  # the fused set is fixed by its seed
 
 
@@ -54,7 +61,7 @@ def test_pretext_bundle_holds_the_whole_network_and_its_fusion_head(vf_cpu_bundl
     assert bundle.network["name"] == "unet-small" and bundle.network["kwargs"]["out_channels"] == 5
     assert [e["name"] for e in bundle.meta["labels"]] == ["alpha 1/4", "alpha 1/2", "alpha 3/4", "alpha 1"]
     assert bundle.meta["preprocessing"]["orientation"] is None  # VF presets do not reorient
-    assert bundle.meta["metrics"]["validation"]["step"] == 300
+    assert bundle.meta["metrics"]["validation"]["step"] == get_preset("vf-v2-cpu").train.steps  # one validation, at the end
     model = load_vf_bundle(bundle)
     assert model.fusion.version == 2 and model.classes == 5
     assert model.logits(torch.zeros(1, 1, 12, 20, 20)).shape == (1, 5, 12, 20, 20)  # padded and cropped back
@@ -64,6 +71,37 @@ def test_v1_batch_below_two_is_a_config_error(tmp_path, vf_phantoms, vf_cache):
     preset = apply_overrides(get_preset("vf-v1-cpu"), {"train.steps": 1, "train.batch_size": 1})
     with pytest.raises(ConfigError, match="--batch-size must be >= 2"):
         train(FusionTask(vf_phantoms, vf_cache), preset, tmp_path / "run", torch.device("cpu"))
+
+
+class _RecordingTask(FusionTask):
+    """Records the validation set it scores at each validation."""
+
+    seen: list[tuple[torch.Tensor, torch.Tensor]]
+
+    def validate(self, ctx, step):
+        self.seen = getattr(self, "seen", []) + [(self.val[0].clone(), self.val[1].clone())]
+        return super().validate(ctx, step)
+
+
+def test_best_checkpoint_is_the_best_fg_dice_validation(tmp_path, vf_phantoms, vf_cache):
+    from ssl3d.train.checkpoint import load_checkpoint
+
+    # lr 2e-2 overshoots after a few steps, so the best validation is not the last one
+    preset = apply_overrides(get_preset("vf-v1-cpu"), {"train.steps": 6, "train.batch_size": 2, "train.val_every": 2, "optim.lr": 2e-2})
+    task = _RecordingTask(vf_phantoms, vf_cache, val_samples=4)
+    outputs = train(task, preset, tmp_path, torch.device("cpu"))
+    dice = {e["step"]: e["value"] for e in _events(tmp_path) if e["event"] == "metric" and e["name"] == "fg_dice"}
+    assert sorted(dice) == [2, 4, 6]
+    best_step = max(dice, key=lambda step: (dice[step], -step))  # the first of equal scores is kept
+    assert best_step < 6, dice  # otherwise "the last checkpoint" would pass too
+    best = next(e for e in _events(tmp_path) if e["event"] == "done")["best"]
+    assert best["step"] == best_step and best["score"] == pytest.approx(max(dice.values()))
+    assert outputs["checkpoint"].name == "best.pt" and load_checkpoint(outputs["checkpoint"])["step"] == best_step
+    bundle = read_bundle(outputs["bundle"])
+    assert bundle.meta["metrics"]["validation"]["step"] == best_step and bundle.meta["provenance"]["steps"] == best_step
+    saved = load_checkpoint(outputs["checkpoint"])["modules"]["model"]
+    assert all(torch.equal(bundle.state_dict()[k], v) for k, v in saved.items())
+    assert len(task.seen) == 3 and all(torch.equal(x, task.seen[0][0]) and torch.equal(y, task.seen[0][1]) for x, y in task.seen)
 
 
 def gen(seed: int) -> torch.Generator:
@@ -189,7 +227,14 @@ def misfm_state() -> dict[str, torch.Tensor]:
 
 
 def _save(path: Path, state: dict, prefix: str = "") -> Path:
-    torch.save({"iteration": 1000, "model_state_dict": {prefix + k: v for k, v in state.items()}}, path)
+    """A checkpoint as PyMIC's trainer writes it: numpy ``valid_pred`` and the Adam state beside the weights."""
+    params = [torch.nn.Parameter(v.clone()) for v in state.values() if v.is_floating_point()][:4]
+    optimizer = torch.optim.Adam(params, lr=1e-3, weight_decay=1e-5)
+    for param in params:
+        param.grad = torch.ones_like(param)
+    optimizer.step()
+    torch.save({"iteration": 1000, "valid_pred": np.float64(0.8123), "model_state_dict": {prefix + k: v for k, v in state.items()},
+                "optimizer_state_dict": optimizer.state_dict()}, path)
     return path
 
 
@@ -204,7 +249,7 @@ def test_import_misfm_round_trip(tmp_path, misfm_state, prefix):
     assert kwargs["window_sizes"] == [3, 3, 3] and kwargs["num_heads"] == [4, 8, 16] and kwargs["depths"] == [2, 2, 2]
     provenance = bundle.meta["provenance"]
     assert provenance["read_from_file"]["class_num"]["value"] == 5 and "out conv" in provenance["read_from_file"]["class_num"]["from"]
-    assert set(provenance["assumed"]) >= {"resolution_mode", "input_size", "preprocessing", "dropout"}
+    assert set(provenance["assumed"]) >= {"resolution_mode", "input_size", "preprocessing", "dropout"} and provenance["inferred"] == {}
     assert provenance["assumed"]["input_size"]["value"] == [64, 128, 128] and provenance["steps"] == 1000
     assert bundle.meta["pretext"] == {"method": "vf", "preset": "vf-v1", "version": 1, "classes": 5,
                                       "heads": {"fusion": {"present": True, "classes": 5, "fusion_classes": True, "alphas": [0.0, 0.25, 0.5, 0.75, 1.0]}}}
@@ -219,7 +264,9 @@ def test_import_reads_class_count_and_trained_resolution_mode(tmp_path):
     import_misfm_weights(_save(tmp_path / "c3.pt", state), "vf-v1", tmp_path / "bundle")
     bundle = read_bundle(tmp_path / "bundle")
     assert bundle.network["kwargs"]["out_channels"] == 3 and bundle.network["kwargs"]["resolution_mode"] == 0
-    assert "resolution_mode" in bundle.meta["provenance"]["read_from_file"]
+    inferred = bundle.meta["provenance"]["inferred"]["resolution_mode"]
+    assert inferred["value"] == 0 and "BatchNorm statistics" in inferred["from"]
+    assert "resolution_mode" not in bundle.meta["provenance"]["read_from_file"]
     assert bundle.meta["pretext"]["heads"]["fusion"]["fusion_classes"] is False
 
 
@@ -249,8 +296,17 @@ def test_import_partial_needs_allow_partial(tmp_path, misfm_state, capsys):
     assert not (tmp_path / "bundle").exists()
     assert main(["import-weights", str(file), "--format", "mis-fm", "--out", str(tmp_path / "bundle"), "--allow-partial"]) == 0
     missing = 684 - len(partial)  # the prediction head of resolution mode 2
-    assert f"updated {len(partial)} of 684 tensors; {missing} missing" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"updated {len(partial)} of 684 tensors; {missing} missing" in out
+    lines = out.splitlines()  # the keys --allow-partial let through are named, 10 at most
+    at = lines.index(f"missing {missing} (pred_heads.2: {missing}):")
+    assert all(line.startswith("  pred_heads.2.") for line in lines[at + 1:at + 11])
+    assert lines[at + 11] == f"  ... and {missing - 10} more"
     match = read_bundle(tmp_path / "bundle").meta["provenance"]["match"]
     assert match["partial"] and len(match["missing"]) == missing and match["missing"][0].startswith("pred_heads.2.")
     assert main(["import-weights", str(file), "--format", "mis-fm", "--preset", "voco-v1", "--out", str(tmp_path / "b2")]) == 2
     assert capsys.readouterr().err.startswith("error: --preset voco-v1 is a 'voco' preset")
+    assert main(["import-weights", str(file), "--format", "mis-fm", "--preset", "vf-v2-cpu", "--out", str(tmp_path / "b3")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --preset vf-v2-cpu is a VF preset on unet-small") and err.rstrip().endswith("vf-v1, vf-v2.")
+    assert not (tmp_path / "b2").exists() and not (tmp_path / "b3").exists()

@@ -41,7 +41,7 @@ def _run_pretrain(args: argparse.Namespace) -> int:
 def _add_import(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="the released checkpoint (.pt/.pth), read with torch.load(weights_only=True)")
     parser.add_argument("--format", required=True, choices=["voco", "mis-fm", "swinunetr-seg"], help="checkpoint layout")
-    parser.add_argument("--preset", help="preset whose network and preprocessing the weights belong to [voco-v1 / vf-v1]")
+    parser.add_argument("--preset", help="preset whose network and preprocessing the weights belong to: voco-v1|voco-v2 for voco, vf-v1|vf-v2 (PCT-Net) for mis-fm [voco-v1 / vf-v1]")
     parser.add_argument("--out", required=True, help="bundle folder to write")
     parser.add_argument("--branch", choices=["teacher", "student"], default="teacher", help="VoCo: which branch of a student/teacher file [teacher]")
     parser.add_argument("--labels", help='swinunetr-seg: label names: "btcv" or "1:liver,2:spleen,..." [label N]')
@@ -63,6 +63,8 @@ def _run_import(args: argparse.Namespace) -> int:
 
         report = import_swinunetr_segmentation(Path(args.file), Path(args.out), args.labels, args.allow_partial)
     print(report.summary())
+    for line in report.details():  # names what --allow-partial let through
+        print(line)
     print(f"bundle: {args.out}")
     return 0
 

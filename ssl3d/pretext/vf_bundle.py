@@ -24,9 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from ..bundle import Bundle, as_bundle, write_bundle
-from ..config import Preset, apply_overrides, from_dict, get_preset, to_dict
+from ..config import Preset, apply_overrides, from_dict, get_preset, preset_names, to_dict
 from ..errors import BundleError, ConfigError, InputError, WeightsError
-from ..weights import MatchReport, load_foreign_state, match_state, misfm_keys
+from ..weights import MatchReport, match_state, misfm_keys, read_checkpoint, unwrap_state
 from .vf_task import class_names, fused_set, fusion_metrics, network_spec, pad_volumes, percentile_method, predict_logits
 
 __all__ = ["VFModel", "fusion_bundle_meta", "load_vf_bundle", "fusion_accuracy", "import_misfm_weights", "demo_stage"]
@@ -286,8 +286,9 @@ def _trained_modes(state: Mapping[str, Tensor]) -> list[int]:
     return modes
 
 
-def _pctnet_args(state: Mapping[str, Tensor], preset: Preset, source: str) -> tuple[dict, dict, dict]:
-    """(constructor args, read from the file, assumed) for the PCT-Net of a MIS-FM checkpoint."""
+def _pctnet_args(state: Mapping[str, Tensor], preset: Preset, source: str) -> tuple[dict, dict, dict, dict]:
+    """(constructor args, read from tensor shapes, inferred from statistics, assumed) for the PCT-Net
+    of a MIS-FM checkpoint."""
     read = {k: {"value": v, "from": w} for k, (v, w) in _shape_args(state, source).items()}
     given = preset.network.kwargs if preset.network.name == "pctnet" else {}
     assumed: dict[str, dict] = {}
@@ -299,25 +300,25 @@ def _pctnet_args(state: Mapping[str, Tensor], preset: Preset, source: str) -> tu
         args[name] = given.get(name, default)
         why = f"preset {preset.name}" if name in given else "the MIS-FM demo config"
         assumed[name] = {"value": args[name], "from": f"{why}; the file does not tell"}
+    inferred: dict[str, dict] = {}
     modes = _trained_modes(state)
-    if len(modes) == 1:
+    if len(modes) == 1:  # a heuristic, not a stored setting: kept apart from what the shapes say
         args["resolution_mode"] = modes[0]
-        read["resolution_mode"] = {"value": modes[0], "from": f"BatchNorm statistics: only embeddings.{modes[0]} was trained"}
+        inferred["resolution_mode"] = {"value": modes[0], "from": (
+            f"BatchNorm statistics: only embeddings.{modes[0]} has num_batches_tracked > 0; the file does not store the mode")}
         assumed.pop("resolution_mode")
     args["input_size"] = list(preset.fusion.patch)
     assumed["input_size"] = {"value": args["input_size"], "from": f"fusion.patch of preset {preset.name} (the MIS-FM demo size); the file does not tell"}
     assumed["preprocessing"] = {"value": to_dict(preset.preprocess), "from": f"preset {preset.name}; the preprocessing of the released weights is undocumented"}
-    return args, read, assumed
+    return args, read, inferred, assumed
 
 
-def _iteration(path: Path) -> int | None:
-    """The PyMIC checkpoint's ``iteration`` entry, when the file has one (read memory-mapped)."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # legacy (non-zip) files cannot be memory-mapped; the iteration is only provenance
-        return None
-    value = obj.get("iteration") if isinstance(obj, Mapping) else None
-    return int(value) if isinstance(value, int) else None
+def _iteration(checkpoint: Any) -> int | None:
+    """The PyMIC checkpoint's ``iteration`` entry, when the file has one (a bare state dict has none)."""
+    from numbers import Integral
+
+    value = checkpoint.get("iteration") if isinstance(checkpoint, Mapping) else None
+    return int(value) if isinstance(value, Integral) and not isinstance(value, bool) else None
 
 
 def _sha256(path: Path) -> str:
@@ -328,6 +329,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _pctnet_preset(name: str) -> Preset:
+    """The preset MIS-FM weights are imported under: a VF preset whose network is PCT-Net (vf-v1, vf-v2).
+
+    Raises:
+        ConfigError: unknown preset, or one that is not VF or does not use PCT-Net (e.g. vf-v1-cpu).
+    """
+    preset = get_preset(name)
+    allowed = [n for n in preset_names("vf") if get_preset(n).network.name == "pctnet"]
+    if preset.method != "vf" or preset.network.name != "pctnet":
+        what = f"a {preset.method!r} preset" if preset.method != "vf" else f"a VF preset on {preset.network.name}"
+        raise ConfigError(f"--preset {preset.name} is {what}; MIS-FM PCT-Net weights need a PCT-Net preset: {', '.join(allowed)}.")
+    return preset
+
+
 def import_misfm_weights(path: str | Path, preset_name: str = "vf-v1", out_dir: str | Path = "misfm_bundle",
                          allow_partial: bool = False) -> MatchReport:
     """Turn a released MIS-FM PCT-Net checkpoint into a VF pretext bundle.
@@ -335,13 +350,15 @@ def import_misfm_weights(path: str | Path, preset_name: str = "vf-v1", out_dir: 
     The file (a PyMIC checkpoint dict with ``model_state_dict``, or a bare state dict, optionally with
     DataParallel ``module.`` prefixes) is read with ``torch.load(weights_only=True)``. PCT-Net's
     arguments are read from tensor shapes where they tell (in_chns, class_num from the out convs,
-    feature_chns, depths, num_heads, effective window sizes) and the resolution mode from which patch
-    embedding has BatchNorm statistics; the rest (input size, preprocessing, dropout, and the mode when
-    the statistics do not tell) come from the preset and are recorded under ``provenance.assumed``.
+    feature_chns, depths, num_heads, effective window sizes; ``provenance.read_from_file``); the
+    resolution mode is inferred from which patch embedding has BatchNorm statistics
+    (``provenance.inferred``); the rest (input size, preprocessing, dropout, and the mode when the
+    statistics do not tell) come from the preset and are recorded under ``provenance.assumed``.
 
     Args:
         path: the checkpoint file.
-        preset_name: vf-v1 or vf-v2 (network kwargs, input size, preprocessing, fusion settings).
+        preset_name: a VF preset on PCT-Net, vf-v1 or vf-v2 (network kwargs, input size, preprocessing,
+            fusion settings); the ``*-cpu`` presets (small UNet, 16x32x32) are refused.
         out_dir: bundle folder to write (replaced when it exists).
         allow_partial: accept a file that fills only part of the network (missing tensors keep their
             initial values and are listed in ``provenance.match``).
@@ -352,17 +369,16 @@ def import_misfm_weights(path: str | Path, preset_name: str = "vf-v1", out_dir: 
     Raises:
         WeightsError: unreadable file, not a PCT-Net, heads that disagree, any shape mismatch, or a
             partial match without ``allow_partial``; nothing is written then.
-        ConfigError: unknown or non-VF preset.
+        ConfigError: unknown preset, or one that is not VF on PCT-Net.
     """
     from ..nets.builders import build_network
 
     path, out_dir = Path(path), Path(out_dir)
-    preset = get_preset(preset_name)
-    if preset.method != "vf":
-        raise ConfigError(f"--preset {preset.name} is a {preset.method!r} preset; MIS-FM weights need vf-v1 or vf-v2.")
-    foreign = load_foreign_state(path)
+    preset = _pctnet_preset(preset_name)
+    checkpoint = read_checkpoint(path)
+    foreign = unwrap_state(checkpoint, path)
     renamed = {misfm_keys(k) or k: v for k, v in foreign.items()}
-    args, read, assumed = _pctnet_args(renamed, preset, path.name)
+    args, read, inferred, assumed = _pctnet_args(renamed, preset, path.name)
     kwargs = {"in_channels": args.pop("in_chns"), "out_channels": args.pop("class_num"), **args}
     try:
         network = build_network("pctnet", **kwargs)
@@ -373,10 +389,10 @@ def import_misfm_weights(path: str | Path, preset_name: str = "vf-v1", out_dir: 
     preset = apply_overrides(preset, {"network.name": "pctnet", "network.kwargs": {k: v for k, v in kwargs.items() if k not in ("in_channels", "out_channels")}})
     network_spec(preset)  # the resolved preset must be trainable as it stands
     provenance = {
-        "data": "pretraining data of the release (not in the file)", "steps": _iteration(path), "source": str(path.resolve()),
+        "data": "pretraining data of the release (not in the file)", "steps": _iteration(checkpoint), "source": str(path.resolve()),
         "source_name": path.name, "sha256": _sha256(path), "format": "mis-fm", "origin": _MISFM_SOURCE,
         "licence": "not stated in the file; see the MIS-FM repository (openmedlab/MIS-FM)",
-        "read_from_file": read, "assumed": assumed,
+        "read_from_file": read, "inferred": inferred, "assumed": assumed,
         "match": {"matched": len(report.matched), "missing": report.missing, "unexpected": report.unexpected,
                   "dropped": report.dropped, "partial": not report.complete},
     }
@@ -402,7 +418,7 @@ def demo_stage(ctx) -> None:
     from ..train.loop import train
     from .vf_task import FusionTask
 
-    shape, steps = ((32, 48, 48), 40) if ctx.quick else ((48, 64, 64), 250)
+    shape, steps = ((32, 48, 48), 40) if ctx.quick else ((48, 64, 64), 500)
     data = write_phantom_dataset(ctx.out / "data" / "phantoms_vf", range(200, 206), shape)  # pretraining reads the images only
     preset = apply_overrides(get_preset("vf-v2-cpu"), {"train.steps": steps, "train.val_every": steps // 2, "train.checkpoint_every": steps // 2,
                                                          "train.log_every": 10, "train.seed": ctx.seed, "schedule.step_size": 10 * steps})
@@ -412,7 +428,7 @@ def demo_stage(ctx) -> None:
     device = resolve_device(ctx.device)
     outputs = train(FusionTask(data, run / "cache"), preset, run, device)
     held_out = [make_phantom(seed, shape=shape)[0] for seed in (990, 991)]
-    m = fusion_accuracy(outputs["bundle"], held_out, n=16, seed=ctx.seed, device=device)
+    m = fusion_accuracy(outputs["bundle"], held_out, n=64, seed=ctx.seed, device=device)  # 64: a stable figure
     recall = ", ".join(f"{name} {r:.2f}" for name, r in zip(m["class_names"], m["per_class_recall"]))
     ctx.say(f"{steps} steps of VolF ({preset.name}); fused held-out phantoms: balanced accuracy "
             f"{m['balanced_accuracy']:.2f} (all-background model 0.20); recall {recall}")
