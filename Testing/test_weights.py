@@ -238,6 +238,7 @@ def test_cli_import_names_the_missing_keys(tmp_path, swin12, capsys):
     import numpy as np
 
     from ssl3d.cli import main
+    from ssl3d.events import read_events
 
     source = select_keys(swin12.state_dict(), SWIN_ENCODER_PREFIXES)
     kept = {key: value for key, value in source.items() if not key.startswith("encoder10.")}
@@ -246,6 +247,13 @@ def test_cli_import_names_the_missing_keys(tmp_path, swin12, capsys):
     out = capsys.readouterr().out.splitlines()
     at = out.index("missing 2 (encoder10.layer: 2):")
     assert out[at + 1:at + 3] == ["  encoder10.layer.conv1.conv.weight", "  encoder10.layer.conv2.conv.weight"]
+    events_file = tmp_path / "events.jsonl"
+    assert main(["import-weights", str(path), "--format", "voco", "--out", str(tmp_path / "c"), "--allow-partial",
+                 "--events", str(events_file)]) == 0
+    events = read_events(events_file)
+    assert [e["event"] for e in (events[0], events[-1])] == ["start", "done"]
+    assert events[-1]["outputs"] == {"bundle": str(tmp_path / "c")}
+    assert "missing 2 (encoder10.layer: 2):" in [e["message"] for e in events if e["event"] == "log"]
 
 
 def test_voco_key_map():

@@ -49,23 +49,33 @@ def _add_import(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", metavar="FILE|-", help="write JSON-lines events")
 
 
-def _run_import(args: argparse.Namespace) -> int:
+def _import(args: argparse.Namespace):
     if args.format == "voco":
         from .voco_task import import_voco_weights
 
-        report = import_voco_weights(Path(args.file), args.preset or "voco-v1", Path(args.out), args.branch, args.allow_partial)
-    elif args.format == "mis-fm":
+        return import_voco_weights(Path(args.file), args.preset or "voco-v1", Path(args.out), args.branch, args.allow_partial)
+    if args.format == "mis-fm":
         from .vf_task import import_misfm_weights
 
-        report = import_misfm_weights(Path(args.file), args.preset or "vf-v1", Path(args.out), args.allow_partial)
-    else:
-        from ..seg_import import import_swinunetr_segmentation
+        return import_misfm_weights(Path(args.file), args.preset or "vf-v1", Path(args.out), args.allow_partial)
+    from ..seg_import import import_swinunetr_segmentation
 
-        report = import_swinunetr_segmentation(Path(args.file), Path(args.out), args.labels, args.allow_partial)
-    print(report.summary())
-    for line in report.details():  # names what --allow-partial let through
-        print(line)
-    print(f"bundle: {args.out}")
+    return import_swinunetr_segmentation(Path(args.file), Path(args.out), args.labels, args.allow_partial)
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from ..events import EventWriter
+
+    with EventWriter(args.events) as events:
+        events.emit("start", step=0, total=1, message=f"import-weights {args.file}")
+        report = _import(args)
+        lines = [report.summary(), *report.details()]  # details name what --allow-partial let through
+        for line in lines:
+            events.emit("log", level="info", message=line)
+        events.emit("done", step=1, total=1, outputs={"bundle": str(args.out)})
+    if args.events != "-":
+        print("\n".join(lines))
+        print(f"bundle: {args.out}")
     return 0
 
 
