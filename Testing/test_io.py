@@ -43,6 +43,23 @@ def test_auto_compression_skips_noise_and_compresses_label_maps(tmp_path):
     assert (tmp_path / "labels.nrrd").stat().st_size < labels.array.nbytes / 20
 
 
+def test_geometry_agrees_with_nibabel_and_pynrrd(tmp_path):
+    """Readers other than ITK see the same voxels at the same RAS positions (NIfTI: RAS affine; NRRD: LPS)."""
+    import nibabel
+    import nrrd
+
+    volume = _oblique_volume()
+    image = nibabel.load(str(write_volume(volume, tmp_path / "v.nii.gz")))
+    np.testing.assert_allclose(image.affine, volume.ijk_to_ras, atol=1e-4)  # the sform is float32
+    np.testing.assert_array_equal(np.asarray(image.dataobj), volume.array.transpose(2, 1, 0))
+    data, header = nrrd.read(str(write_volume(volume, tmp_path / "v.nrrd")))
+    assert header["space"] == "left-posterior-superior"
+    flip = LPS_TO_RAS[:3, :3]
+    np.testing.assert_allclose(flip @ np.asarray(header["space directions"], float).T, volume.ijk_to_ras[:3, :3], atol=1e-9)
+    np.testing.assert_allclose(flip @ np.asarray(header["space origin"], float), volume.ijk_to_ras[:3, 3], atol=1e-9)
+    np.testing.assert_array_equal(data, volume.array.transpose(2, 1, 0))
+
+
 def test_lps_on_disk_ras_in_memory(tmp_path):
     import SimpleITK as sitk
 
