@@ -256,8 +256,18 @@ def _zero_spacing(tmp_path, suffix):
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".mha", ".nrrd"])
 def test_zero_spacing_is_refused(tmp_path, suffix):
     path = _zero_spacing(tmp_path, suffix)
-    with pytest.raises(VolumeReadError, match=rf"zero{re.escape(suffix)}: spacing must be positive, got \(0\.0, "):
+    with pytest.raises(VolumeReadError, match=rf"zero{re.escape(suffix)}: spacing must be non-zero and finite, got \(0\.0, "):
         read_volume(path)
+
+
+def test_negative_nifti_pixdim_is_read_with_positive_spacing(tmp_path):
+    """ITK reads a negative pixdim beside a valid sform as its magnitude; only zero voxel sizes are refused."""
+    volume = Volume.from_geometry(np.arange(60, dtype=np.int16).reshape(3, 4, 5), spacing=(2, 2, 2))
+    data = write_volume(volume, tmp_path / "v.nii", compress=False).read_bytes()
+    (tmp_path / "neg.nii").write_bytes(data[:80] + struct.pack("<f", -2.0) + data[84:])  # pixdim[1]
+    back = read_volume(tmp_path / "neg.nii")
+    np.testing.assert_allclose(back.spacing, [2, 2, 2], atol=1e-6)
+    np.testing.assert_array_equal(back.array, volume.array)
 
 
 @pytest.mark.parametrize("shape", [(1, 6, 7), (5, 1, 7), (5, 6, 1)])
@@ -358,10 +368,9 @@ def test_write_refuses_unknown_format_and_leaves_nothing(tmp_path, phantom):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_gzip_helper_counts_full_stream(tmp_path):
-    from ssl3d.io import _gzip_size
+def test_inflate_helper_counts_every_gzip_member(tmp_path):
+    from ssl3d.io import _inflated_size
 
     path = tmp_path / "a.gz"
-    with gzip.open(path, "wb") as handle:
-        handle.write(b"x" * 12345)
-    assert _gzip_size(path) == 12345
+    path.write_bytes(gzip.compress(b"x" * 12345) + gzip.compress(b"y" * 55))  # two members, as gzip -c a b > a.gz
+    assert _inflated_size(path, 0, "gzip", str(path)) == 12400

@@ -164,12 +164,15 @@ def _read_dicom_series(folder: Path):
     # The series with the most slices is the image; scouts and secondary captures are smaller.
     files = max(series, key=len)
     _check_unlisted_dicom_files(folder, {Path(name).name for names in series for name in names})
-    _check_slice_positions(folder, files)
     reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()  # the slice headers, for the position check without reading them again
+    reader.SetSpacingWarningRelThreshold(float("inf"))  # uneven slices get our error below, not ITK's warning too
     try:
-        return reader.Execute()
+        image = reader.Execute()
     except RuntimeError:
         raise VolumeReadError(f"{folder}: the DICOM series cannot be read.") from None
+    _check_slice_positions(folder, files, reader, image.GetDepth())
+    return image
 
 
 def _dicom_header(path: Path):
@@ -198,19 +201,20 @@ def _check_unlisted_dicom_files(folder: Path, listed: set[str]) -> None:
             raise VolumeReadError(f"{entry}: this DICOM file of the series folder {folder} cannot be parsed (truncated or damaged).")
 
 
-def _check_slice_positions(folder: Path, files) -> None:
-    """Refuse gaps and uneven steps between slice positions (0020|0032): ITK would read one spacing for all."""
+def _check_slice_positions(folder: Path, files, reader, depth: int) -> None:
+    """Refuse gaps and uneven steps between slice positions (0020|0032): ITK reads one spacing for all.
+
+    ``reader``: the executed series reader, holding each slice's header (MetaDataDictionaryArrayUpdateOn).
+    """
+    if depth != len(files):
+        return  # multi-frame files: ITK's geometry is all there is
     positions, normal = [], None
-    for name in files:
-        header = _dicom_header(Path(name))
-        if header is None:
-            raise VolumeReadError(f"{name}: this slice of the DICOM series in {folder} cannot be parsed.")
-        size = header.GetSize()
-        if not header.HasMetaDataKey("0020|0032") or (len(size) > 2 and size[2] > 1):
-            return  # no positions, or multi-frame files: ITK's geometry is all there is
-        positions.append(_dicom_numbers(header.GetMetaData("0020|0032")))
-        if normal is None and header.HasMetaDataKey("0020|0037"):
-            cosines = _dicom_numbers(header.GetMetaData("0020|0037"))
+    for index in range(len(files)):
+        if not reader.HasMetaDataKey(index, "0020|0032"):
+            return  # no positions: ITK's geometry is all there is
+        positions.append(_dicom_numbers(reader.GetMetaData(index, "0020|0032")))
+        if normal is None and reader.HasMetaDataKey(index, "0020|0037"):
+            cosines = _dicom_numbers(reader.GetMetaData(index, "0020|0037"))
             normal = np.cross(cosines[:3], cosines[3:6]) if cosines.size == 6 else None
     if len(positions) < 3 or any(p.size != 3 for p in positions):
         return
@@ -247,23 +251,6 @@ def _check_complete(path: Path, suffix: str) -> None:
         _check_metaimage(path)
 
 
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(2) == b"\x1f\x8b"
-
-
-def _gzip_size(path: Path) -> int:
-    """Decompress the whole stream (checking its CRC and length) and return the decompressed size."""
-    total = 0
-    try:
-        with gzip.open(path, "rb") as stream:
-            while chunk := stream.read(1 << 22):
-                total += len(chunk)
-    except (EOFError, OSError, zlib.error) as exc:
-        raise VolumeReadError(f"{path}: the compressed data is truncated or corrupt ({exc}).") from None
-    return total
-
-
 def _header_numbers(path: Path, name: str, text: str | None, default: str = "0") -> list[float]:
     """The numbers of a header field (``default`` when absent), or a VolumeReadError naming the field."""
     try:
@@ -278,17 +265,22 @@ def _header_int(path: Path, name: str, text: str | None, default: int = 0) -> in
 
 
 def _check_spacing(path: Path, spacing) -> None:
+    """Zero and non-finite voxel sizes; a negative one is left to ITK (NIfTI: it reads the magnitude)."""
     values = tuple(float(v) for v in spacing)
-    if not all(np.isfinite(v) and v > 0 for v in values):
-        raise VolumeReadError(f"{path}: spacing must be positive, got {values}.")
+    if not all(np.isfinite(v) and v != 0 for v in values):
+        raise VolumeReadError(f"{path}: spacing must be non-zero and finite, got {values}.")
 
 
 # NIfTI
 
+_MAGIC = {"gzip": b"\x1f\x8b", "bzip2": b"BZh"}  # first bytes of a compressed stream
+
 
 def _check_nifti(path: Path) -> None:
-    compressed = path.name.lower().endswith(".gz") or _is_gzip(path)
-    size = _gzip_size(path) if compressed else path.stat().st_size
+    with open(path, "rb") as handle:
+        compressed = path.name.lower().endswith(".gz") or handle.read(2) == _MAGIC["gzip"]
+    # ITK silently accepts truncated/corrupt streams, so the whole stream is decompressed once here as well
+    size = _inflated_size(path, 0, "gzip", str(path)) if compressed else path.stat().st_size
     header = _nifti_header(path, compressed)
     shape = header.get_data_shape()
     expected = int(header.get_data_offset()) + int(np.prod(shape)) * header.get_data_dtype().itemsize
@@ -446,7 +438,7 @@ def _inflater(codec: str):
 def _inflated_size(data: Path, offset: int, codec: str, name: str) -> int:
     """Decompressed byte count of the stream(s) from ``offset``, every checksum verified; small reads keep
     the memory bounded (deflate expands at most ~1000x)."""
-    magic = {"gzip": b"\x1f\x8b", "bzip2": b"BZh"}.get(codec)
+    magic = _MAGIC.get(codec)
     inflater, total, pending = _inflater(codec), 0, b""
     try:
         with open(data, "rb") as handle:
@@ -521,8 +513,6 @@ def _umask() -> int:
 
 def _worth_compressing(array: np.ndarray, sample_bytes: int = 1 << 22) -> bool:
     """Whether gzip pays: noisy float maps shrink ~10 % at ~10x the write time; label-like maps shrink 100x."""
-    import zlib
-
     flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
     if flat.size <= sample_bytes:
         sample = flat.tobytes()
