@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ssl3d.errors import InputError
-from ssl3d.events import EventFollower, EventWriter, read_events, write_run_json
+from ssl3d.events import EventFollower, EventSchemaError, EventWriter, read_events, write_run_json
 
 
 def test_round_trip(tmp_path):
@@ -33,8 +33,10 @@ def test_non_finite_values_become_null(tmp_path):
 
 
 def test_unknown_event_is_refused():
-    with pytest.raises(InputError, match="event must be one of"):
+    # ssl3d emitting a bad event is a bug (a traceback), not a user error (exit 2)
+    with pytest.raises(EventSchemaError, match="event must be one of") as caught:
         EventWriter(None).emit("finish")
+    assert not isinstance(caught.value, InputError)
 
 
 def test_follower_keeps_partial_lines(tmp_path):
@@ -66,7 +68,7 @@ def test_run_json(tmp_path):
     ("metric", {"name": "dice", "value": 0.8, "per_class": [0.9]}, "per_class"),
 ])
 def test_ill_typed_fields_are_refused(event, fields, field):
-    with pytest.raises(InputError, match=f"field '{field}' must .*got {re.escape(repr(fields[field]))}"):
+    with pytest.raises(EventSchemaError, match=f"field '{field}' must .*got {re.escape(repr(fields[field]))}"):
         EventWriter(None).emit(event, **fields)
 
 

@@ -32,7 +32,7 @@ from typing import IO, Any, Iterator
 
 from .errors import InputError
 
-__all__ = ["SCHEMA", "EVENT_TYPES", "EventWriter", "read_events", "parse_event", "validate_event", "check_events_target",
+__all__ = ["SCHEMA", "EVENT_TYPES", "EventSchemaError", "EventWriter", "read_events", "parse_event", "validate_event", "check_events_target",
            "EventFollower", "write_run_json"]
 
 SCHEMA = 1
@@ -57,6 +57,11 @@ def _clean(value: Any) -> Any:
     return value
 
 
+class EventSchemaError(ValueError):
+    """An event that breaks the schema: a bug when ssl3d emits it, a bad file when it is read back
+    (:func:`read_events` turns it into an :class:`InputError` naming the line)."""
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -65,25 +70,25 @@ def validate_event(record: dict) -> dict:
     """Check an event record against the schema; returns it unchanged.
 
     Raises:
-        InputError: ``event`` is not one of :data:`EVENT_TYPES`, or a field has the wrong type
+        EventSchemaError: ``event`` is not one of :data:`EVENT_TYPES`, or a field has the wrong type
             (``step``/``total``: integer; ``time``, ``lr``, ``samples_per_s``, ``eta_s``, ``value``: number
             or null; ``loss``, ``per_class``: an object of numbers or nulls).
     """
     event = record.get("event")
     if event not in EVENT_TYPES:
-        raise InputError(f"event must be one of {EVENT_TYPES}, got {event!r}.")
+        raise EventSchemaError(f"event must be one of {EVENT_TYPES}, got {event!r}.")
     for name in _INT_FIELDS:
         if name in record and not (isinstance(record[name], int) and not isinstance(record[name], bool)):
-            raise InputError(f"{event} event: field {name!r} must be an integer, got {record[name]!r}.")
+            raise EventSchemaError(f"{event} event: field {name!r} must be an integer, got {record[name]!r}.")
     for name in _NUMBER_FIELDS:
         if record.get(name) is not None and not _is_number(record[name]):
-            raise InputError(f"{event} event: field {name!r} must be a number or null, got {record[name]!r}.")
+            raise EventSchemaError(f"{event} event: field {name!r} must be a number or null, got {record[name]!r}.")
     for name in _NUMBER_MAPS:
         if name not in record:
             continue
         values = record[name]
         if not isinstance(values, dict) or not all(v is None or _is_number(v) for v in values.values()):
-            raise InputError(f"{event} event: field {name!r} must map names to numbers, got {values!r}.")
+            raise EventSchemaError(f"{event} event: field {name!r} must map names to numbers, got {values!r}.")
     return record
 
 
@@ -91,7 +96,7 @@ def make_event(event: str, **fields: Any) -> dict:
     """Validate and build one event record (adds ``time``).
 
     Raises:
-        InputError: an unknown event or a field of the wrong type (see :func:`validate_event`).
+        EventSchemaError: an unknown event or a field of the wrong type (see :func:`validate_event`).
     """
     record = {"event": event, "time": round(time.time(), 3)}
     record.update(_clean(fields))
@@ -194,7 +199,7 @@ def parse_event(line: str) -> dict | None:
         return None
     try:
         return validate_event(record)
-    except InputError:
+    except EventSchemaError:
         return None
 
 
@@ -216,7 +221,7 @@ def read_events(path: str | os.PathLike) -> list[dict]:
                 continue
             try:
                 records.append(validate_event(record))
-            except InputError as exc:
+            except EventSchemaError as exc:
                 raise InputError(f"{path} line {number}: {exc}") from None
     return records
 
