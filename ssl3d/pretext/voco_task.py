@@ -166,8 +166,6 @@ def _to_device(tensors: Sequence[torch.Tensor], device: torch.device) -> torch.T
     CUDA; on the CPU the float32 tensors themselves (views of the cache, no copy) or their float32 copies."""
     if device.type == "cpu":
         return [t if t.dtype == torch.float32 else t.to(torch.float32) for t in tensors]
-    if all(t.device == device for t in tensors):
-        return torch.stack([t.to(torch.float32) for t in tensors])
     staging = torch.empty((len(tensors), *tensors[0].shape), dtype=torch.float32, pin_memory=device.type == "cuda")
     for dst, src in zip(staging, tensors):
         dst.copy_(src)  # also float16 -> float32
@@ -252,7 +250,9 @@ class VoCoTask(Task):
             volumes = [torch.from_numpy(cache.image(i))[None] for i in range(len(cache))]
         if not volumes:
             raise DatasetError(f"{self.data}: no readable volume to pretrain on (see skipped.txt in {cache.dir}).")
-        if self.window is None:
+        if self.window is not None:  # volumes smaller than the window are padded once here, not every step
+            volumes = [pad_to_window(v, self.window) for v in volumes]
+        else:
             wrong = [(name, tuple(v.shape)) for name, v in zip(cache.names, volumes) if tuple(v.shape) != self.spec.volume_shape]
             if wrong:
                 raise DatasetError(f"{self.data}: VoCo v1 needs preprocessed volumes (1, D, H, W) = {self.spec.volume_shape} "
@@ -281,7 +281,7 @@ class VoCoTask(Task):
             g = ctx.generator(step, index)
             v = self._volume_index(ctx, step, index)
             # v2: the window is drawn first (from the same generator), then centres and augmentations
-            picks.append((v, cut_window(pad_to_window(self.volumes[v], self.window), self.window, g) if self.window else None))
+            picks.append((v, cut_window(self.volumes[v], self.window, g) if self.window else None))
             draws.append(draw_samples(self.spec, 1, g))
         merged = SampleDraws(*(np.concatenate([getattr(d, f) for d in draws]) for f in ("centres", "labels", "flips", "rot_k", "shift")))
         if self.window is not None:
