@@ -368,3 +368,105 @@ def test_preset_and_config_must_agree(tmp_path, capsys, config):
     save_config(get_preset("seg-cpu"), tmp_path / "run" / "config.yaml")  # a run to resume
     assert cli_main([*args[:-2], "--resume", "--preset", "interactive-cpu"]) == 2
     assert "disagrees with the run to resume" in capsys.readouterr().err
+
+
+def test_an_out_that_is_a_file_is_refused_and_kept(tmp_path, capsys, dataset, config):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    assert cli_main(["finetune", "--data", str(dataset), "--out", str(notes), "--config", str(config), "--val-fraction", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out must be a folder" in err and str(notes) in err
+    assert notes.read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+class _SetupCounter(ScriptedTask):
+    """Counts ``setup`` calls: a run that cannot start must stop before it (setup builds the cache)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.setups = 0
+
+    def setup(self, ctx) -> None:
+        self.setups += 1
+        super().setup(ctx)
+
+
+def _tiny_preset(steps: int = 2):
+    return apply_overrides(get_preset("seg-cpu"), {"train.steps": steps, "train.val_every": 0, "train.checkpoint_every": 1000, "optim.name": "sgd"})
+
+
+def test_resume_without_a_checkpoint_fails_before_setup(tmp_path):
+    from ssl3d.errors import InputError
+
+    task = _SetupCounter()
+    with pytest.raises(InputError, match="no checkpoint to resume from"):
+        train(task, _tiny_preset(), tmp_path / "run", torch.device("cpu"), resume=True)
+    assert task.setups == 0 and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("case", ["file", "previous run"])
+def test_every_rank_raises_rank_0s_out_error(tmp_path, monkeypatch, case):
+    """Two ranks played in turn: rank 1 gets what rank 0 sent through the gather, so it must stop with the same
+    error before setup (else it would wait in a collective for a rank 0 that has left)."""
+    import ssl3d.train.loop as loop
+    from ssl3d.errors import InputError
+    from ssl3d.train.distributed import DistInfo
+
+    out = tmp_path / "out"
+    if case == "file":
+        out.write_text("mine")
+    else:
+        save_checkpoint({"step": 1}, out / "checkpoints" / "last.pt")
+    sent: list = []
+
+    def play(rank: int) -> tuple[str, _SetupCounter]:
+        calls = iter(range(100))
+        monkeypatch.setattr(loop, "init_distributed", lambda device: (DistInfo(rank, 2, rank), device))
+        monkeypatch.setattr(loop, "gather_objects", lambda value, info: (sent.append(value) or [value, value]) if rank == 0
+                            else [sent[next(calls)], value])
+        task = _SetupCounter()
+        with pytest.raises(InputError) as error:
+            train(task, _tiny_preset(), out, torch.device("cpu"))
+        return str(error.value), task
+
+    message0, task0 = play(0)
+    message1, task1 = play(1)
+    assert message1 == message0 and ("--out must be a folder" if case == "file" else "pass --resume") in message0
+    assert task0.setups == task1.setups == 0
+    if case == "file":
+        assert out.read_text() == "mine"
+    else:
+        assert sorted(p.name for p in out.rglob("*")) == ["checkpoints", "last.pt"]  # nothing written, nothing removed
+
+
+def test_run_json_keeps_its_first_fields_when_the_cache_line_is_added(tmp_path):
+    class Cached(ScriptedTask):
+        def setup(self, ctx) -> None:
+            super().setup(ctx)
+            self.cache_info = {"dir": str(tmp_path / "cache"), "bytes": 10, "dtype": "float16", "entries": 1, "skipped": 0, "extra": 1}
+
+    train(Cached([]), _tiny_preset(), tmp_path / "run", torch.device("cpu"), run_info={"device": "cpu", "note": "kept"})
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert {"schema", "command", "config", "device", "note", "cache"} <= set(record)
+    assert record["note"] == "kept" and record["config"]["name"] == "seg-cpu" and record["command"]
+    assert record["cache"] == {"dir": str(tmp_path / "cache"), "bytes": 10, "dtype": "float16", "entries": 1, "skipped": 0}
+
+
+def test_stale_temporaries_are_named_as_save_checkpoint_names_them(tmp_path, monkeypatch):
+    import tempfile
+
+    made: list[str] = []
+    real_mkstemp = tempfile.mkstemp
+
+    def recording_mkstemp(*args, **kwargs):
+        handle, name = real_mkstemp(*args, **kwargs)
+        made.append(name)
+        return handle, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", recording_mkstemp)
+    save_checkpoint({"step": 1}, tmp_path / "best.pt")
+    left = Path(made[0])
+    left.write_bytes(b"partial")  # as a killed save leaves it
+    (tmp_path / "notes.tmp").write_text("mine")
+    assert remove_stale_temporaries(tmp_path) == [left]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "notes.tmp"]

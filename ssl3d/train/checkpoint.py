@@ -20,14 +20,22 @@ from ..errors import InputError
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "restore_rank_rng", "remove_stale_temporaries"]
 
-_TMP_PATTERN = ".*.pt-*.tmp"  # what save_checkpoint's temporary files look like
+_TMP_SUFFIX = ".tmp"
+
+
+def _tmp_prefix(name: str) -> str:
+    """The start of a temporary file's name while ``name`` is written (hidden, next to it)."""
+    return f".{name}-"
+
+
+_TMP_PATTERN = f"{_tmp_prefix('*.pt')}*{_TMP_SUFFIX}"  # any save_checkpoint temporary: derived, never typed twice
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
     """Write ``state`` to ``path`` atomically: a crash mid-write leaves the previous file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    handle, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=_TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
             torch.save(state, stream)

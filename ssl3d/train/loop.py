@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import signal
 import socket
@@ -158,14 +159,19 @@ class _CancelWatch:
             signal.signal(sig, handler)
 
 
-def _prepare_run(preset: Preset, run_dir: Path, events: str | None, dist: DistInfo, resume: bool, extra: dict) -> RunLogger:
+def _out_problem(run_dir: Path, resume: bool) -> str | None:
+    """Why ``--out`` cannot take this run (checked on rank 0 before anything is written), or None."""
+    if os.path.lexists(run_dir) and not run_dir.is_dir():
+        return f"{run_dir}: --out must be a folder, but this is a file."
+    if not resume and (run_dir / "checkpoints" / "last.pt").exists():
+        return f"{run_dir}: holds a previous run; pass --resume to continue it or choose another --out."
+    return None
+
+
+def _prepare_run(preset: Preset, run_dir: Path, events: str | None, dist: DistInfo, extra: dict) -> RunLogger:
     if dist.is_main:
-        if run_dir.exists() and not run_dir.is_dir():
-            raise InputError(f"{run_dir}: --out must be a folder, but this is a file.")
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CANCEL_FILE).unlink(missing_ok=True)
-        if not resume and (run_dir / "checkpoints" / "last.pt").exists():
-            raise InputError(f"{run_dir}: holds a previous run; pass --resume to continue it or choose another --out.")
         remove_stale_temporaries(run_dir / "checkpoints")  # left by a save that was killed mid-write
         from ..config import save_config
 
@@ -174,14 +180,17 @@ def _prepare_run(preset: Preset, run_dir: Path, events: str | None, dist: DistIn
     return RunLogger(run_dir, events, dist.is_main, preset.train.steps)
 
 
-def _snapshot(run_dir: Path) -> tuple[Path, set[str] | None]:
-    """What exists before the run: (the topmost folder it will create, None) or (run_dir, its entries)."""
-    if not run_dir.is_dir():
-        top = run_dir
-        while not top.parent.exists():
-            top = top.parent
-        return top, None
-    return run_dir, {entry.name for entry in run_dir.iterdir()}
+def _snapshot(run_dir: Path) -> tuple[Path, set[str] | None] | None:
+    """What exists before the run: (the topmost folder it will create, None) or (run_dir, its entries);
+    None when ``run_dir`` is something other than a folder (the run may remove nothing then)."""
+    if run_dir.is_dir():
+        return run_dir, {entry.name for entry in run_dir.iterdir()}
+    if os.path.lexists(run_dir):
+        return None
+    top = run_dir
+    while not os.path.lexists(top.parent):
+        top = top.parent
+    return top, None
 
 
 def _remove_partial(run_dir: Path, snapshot: tuple[Path, set[str] | None]) -> None:
@@ -190,7 +199,7 @@ def _remove_partial(run_dir: Path, snapshot: tuple[Path, set[str] | None]) -> No
         return
     top, before = snapshot
     if before is None:
-        created = [top]
+        created = [top] if top.is_dir() and not top.is_symlink() else []  # only a folder the run made
     else:
         created = [entry for entry in run_dir.iterdir() if entry.name not in before] if run_dir.is_dir() else []
     for path in created:
@@ -200,13 +209,14 @@ def _remove_partial(run_dir: Path, snapshot: tuple[Path, set[str] | None]) -> No
             path.unlink(missing_ok=True)
 
 
-def _check_same_settings(preset: Preset, dist: DistInfo) -> None:
-    """All ranks must train with one preset (on several nodes each resolves its own command line)."""
-    if not dist.enabled:
-        return
+def _agree_to_start(preset: Preset, dist: DistInfo, problem: str | None) -> None:
+    """All ranks learn rank 0's ``--out`` problem and must train with one preset (on several nodes each
+    resolves its own command line): one collective, and every rank raises the same error or none."""
     digest = hashlib.sha256(json.dumps(to_dict(preset), sort_keys=True, default=str).encode()).hexdigest()
-    digests = gather_objects(digest, dist)
-    differ = [rank for rank, d in enumerate(digests) if d != digests[0]]
+    found = gather_objects((digest, problem), dist)
+    if found[0][1] is not None:
+        raise InputError(found[0][1])
+    differ = [rank for rank, (d, _) in enumerate(found) if d != found[0][0]]
     if differ:
         raise ConfigError(
             f"ranks {differ} resolved other settings than rank 0 (preset {preset.name!r}); give every node the same "
@@ -227,12 +237,16 @@ def _check_resumable(path: Path, dist: DistInfo) -> None:
         )
 
 
-def _write_cache_line(task: Task, ctx: TrainContext, extra: dict) -> None:
-    """run.json again, now with where the preprocessed volumes are cached and how big they are."""
+def _write_cache_line(task: Task, ctx: TrainContext) -> None:
+    """run.json again, now with where the preprocessed volumes are cached and how big they are; every field
+    written at the start is kept."""
     cache = getattr(task, "cache_info", None)
     if ctx.dist.is_main and cache:
         keys = ("dir", "bytes", "dtype", "entries", "skipped")
-        write_run_json(ctx.run_dir, to_dict(ctx.preset), **extra, cache={k: cache.get(k) for k in keys})
+        record = json.loads((ctx.run_dir / "run.json").read_text(encoding="utf-8"))
+        record.pop("schema", None)  # written afresh
+        config, command = record.pop("config"), record.pop("command")
+        write_run_json(ctx.run_dir, config, command, **{**record, "cache": {k: cache.get(k) for k in keys}})
 
 
 def _checkpoint_state(task: Task, ctx: TrainContext, step: int, optimizer, scheduler, scaler, best: dict, rng: list) -> dict:
@@ -293,13 +307,16 @@ def train(
     run_dir = Path(run_dir)
     dist, device = init_distributed(device)
     torch.manual_seed(preset.train.seed + dist.rank)
-    snapshot = _snapshot(run_dir) if dist.is_main else None
+    snapshot = None  # taken only once --out is known to be usable: a failed check removes nothing
     logger, together = None, False  # together: every rank reached the same point, leave the process group in step
     try:
-        _check_same_settings(preset, dist)
-        logger = _prepare_run(preset, run_dir, events, dist, resume, run_info or {})
+        _agree_to_start(preset, dist, _out_problem(run_dir, resume) if dist.is_main else None)
+        if resume:  # before setup builds the cache
+            _check_resumable(run_dir / "checkpoints" / "last.pt", dist)
+        snapshot = _snapshot(run_dir) if dist.is_main else None
+        logger = _prepare_run(preset, run_dir, events, dist, run_info or {})
         ctx = TrainContext(preset, run_dir, device, dist, logger, preset.train.seed)
-        outputs = _run(task, ctx, resume, run_info or {})
+        outputs = _run(task, ctx, resume)
         together = True
         return outputs
     except Cancelled:
@@ -318,10 +335,10 @@ def train(
         cleanup_distributed(barrier=together)
 
 
-def _run(task: Task, ctx: TrainContext, resume: bool, run_info: dict) -> dict[str, Path]:
+def _run(task: Task, ctx: TrainContext, resume: bool) -> dict[str, Path]:
     preset, logger, dist = ctx.preset, ctx.logger, ctx.dist
     task.setup(ctx)
-    _write_cache_line(task, ctx, run_info)
+    _write_cache_line(task, ctx)
     params = [p for p in task.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, preset.optim)
     scheduler = build_scheduler(optimizer, preset.schedule, preset.train.steps)
@@ -329,7 +346,6 @@ def _run(task: Task, ctx: TrainContext, resume: bool, run_info: dict) -> dict[st
     ckpt_dir = ctx.run_dir / "checkpoints"
     step, best = 0, {}
     if resume:
-        _check_resumable(ckpt_dir / "last.pt", dist)
         step, best = _restore(task, ctx, ckpt_dir / "last.pt", optimizer, scheduler, scaler)
         logger.log(f"resumed from step {step}")
     logger.emit("start", step=step, total=preset.train.steps, schema=1, config={"preset": preset.name, "world_size": dist.world_size})
