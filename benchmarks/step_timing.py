@@ -5,6 +5,7 @@ Not a benchmark itself (``make bench`` skips it).
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import torch
@@ -42,3 +43,21 @@ def time_steps(task, ctx, steps: int, warmup: int):
         if step >= warmup:
             gen, total = gen + made - start, total + time.perf_counter() - start
     return gen, total, batch
+
+
+def parse_runs(description: str, cpu_presets: tuple[str, ...], gpu_presets: tuple[str, ...], steps: int, warmup: int):
+    """The step benchmarks' command line: ``(args, [(preset, device), ...])`` for ``--device auto|cpu|cuda``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--steps", type=int, default=steps, help=f"timed steps per preset (default {steps})")
+    parser.add_argument("--warmup", type=int, default=warmup, help=f"untimed steps first (default {warmup})")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: the CPU presets, and the GPU ones when CUDA is there; cpu or cuda: only those [auto]")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device")
+    runs = []
+    if args.device != "cuda":
+        runs += [(name, torch.device("cpu")) for name in cpu_presets]
+    if args.device != "cpu" and torch.cuda.is_available():
+        runs += [(name, torch.device("cuda")) for name in gpu_presets]
+    return args, runs

@@ -16,7 +16,6 @@ Run: ``.venv/bin/python benchmarks/vf_step.py [--steps 10] [--device auto|cpu|cu
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from ssl3d.pretext.vf_task import FusionTask
 from ssl3d.train.distributed import DistInfo
 from ssl3d.train.logger import RunLogger
 from ssl3d.train.loop import TrainContext
-from step_timing import time_steps
+from step_timing import parse_runs, time_steps
 
 GOAL_CUDA = 0.05
 VOLUME_SHAPE = {"cpu": (48, 96, 96), "cuda": (128, 256, 256)}  # (k, j, i)
@@ -60,19 +59,7 @@ def measure(name: str, device: torch.device, steps: int, warmup: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per preset (default 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto: the CPU presets, and the GPU ones when CUDA is there; cpu or cuda: only those [auto]")
-    args = parser.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device")
-    runs = []
-    if args.device != "cuda":
-        runs += [("vf-v1-cpu", torch.device("cpu")), ("vf-v2-cpu", torch.device("cpu"))]
-    if args.device != "cpu" and torch.cuda.is_available():
-        runs += [("vf-v1", torch.device("cuda")), ("vf-v2", torch.device("cuda"))]
+    args, runs = parse_runs(__doc__.splitlines()[0], ("vf-v1-cpu", "vf-v2-cpu"), ("vf-v1", "vf-v2"), steps=10, warmup=2)
     rows = {(name, device.type): measure(name, device, args.steps, args.warmup) for name, device in runs}
     print(f"Volume Fusion training step (torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
           f"{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ''})")

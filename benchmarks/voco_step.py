@@ -15,7 +15,6 @@ Run: ``.venv/bin/python benchmarks/voco_step.py [--steps 20] [--device auto|cpu|
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from ssl3d.pretext.voco_task import VoCoTask
 from ssl3d.train.distributed import DistInfo
 from ssl3d.train.logger import RunLogger
 from ssl3d.train.loop import TrainContext
-from step_timing import time_steps
+from step_timing import parse_runs, time_steps
 
 GOALS = {"cpu": 0.10, "cuda": 0.05}
 
@@ -57,19 +56,7 @@ def measure(name: str, device: torch.device, steps: int, warmup: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per preset (default 20)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto: the CPU presets, and the GPU ones when CUDA is there; cpu or cuda: only those [auto]")
-    args = parser.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device")
-    runs = []
-    if args.device != "cuda":
-        runs += [("voco-v1-cpu", torch.device("cpu")), ("voco-v2-cpu", torch.device("cpu"))]
-    if args.device != "cpu" and torch.cuda.is_available():
-        runs += [("voco-v1", torch.device("cuda")), ("voco-v2", torch.device("cuda"))]
+    args, runs = parse_runs(__doc__.splitlines()[0], ("voco-v1-cpu", "voco-v2-cpu"), ("voco-v1", "voco-v2"), steps=20, warmup=3)
     rows = {(name, device.type): measure(name, device, args.steps, args.warmup) for name, device in runs}
     print(f"VoCo training step (torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
           f"{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ''})")
