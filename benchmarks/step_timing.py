@@ -61,3 +61,9 @@ def parse_runs(description: str, cpu_presets: tuple[str, ...], gpu_presets: tupl
     if args.device != "cpu" and torch.cuda.is_available():
         runs += [(name, torch.device("cuda")) for name in gpu_presets]
     return args, runs
+
+
+def print_header(title: str) -> None:
+    """The first line of a step benchmark's table: what ran and on which machine."""
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    print(f"{title} (torch {torch.__version__}, {torch.get_num_threads()} CPU threads{gpu})")

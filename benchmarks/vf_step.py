@@ -28,7 +28,7 @@ from ssl3d.pretext.vf_task import FusionTask
 from ssl3d.train.distributed import DistInfo
 from ssl3d.train.logger import RunLogger
 from ssl3d.train.loop import TrainContext
-from step_timing import parse_runs, time_steps
+from step_timing import parse_runs, print_header, time_steps
 
 GOAL_CUDA = 0.05
 VOLUME_SHAPE = {"cpu": (48, 96, 96), "cuda": (128, 256, 256)}  # (k, j, i)
@@ -61,8 +61,7 @@ def measure(name: str, device: torch.device, steps: int, warmup: int) -> dict:
 def main() -> None:
     args, runs = parse_runs(__doc__.splitlines()[0], ("vf-v1-cpu", "vf-v2-cpu"), ("vf-v1", "vf-v2"), steps=10, warmup=2)
     rows = {(name, device.type): measure(name, device, args.steps, args.warmup) for name, device in runs}
-    print(f"Volume Fusion training step (torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
-          f"{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ''})")
+    print_header("Volume Fusion training step")
     print(f"{'preset':<12}{'device':<8}{'batch x patch':>22}{'step s':>10}{'generator s':>13}{'share':>9}")
     for (name, device), r in rows.items():
         shape = f"{r['batch']} x {'x'.join(str(s) for s in r['patch'])}"

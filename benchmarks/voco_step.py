@@ -26,7 +26,7 @@ from ssl3d.pretext.voco_task import VoCoTask
 from ssl3d.train.distributed import DistInfo
 from ssl3d.train.logger import RunLogger
 from ssl3d.train.loop import TrainContext
-from step_timing import parse_runs, time_steps
+from step_timing import parse_runs, print_header, time_steps
 
 GOALS = {"cpu": 0.10, "cuda": 0.05}
 
@@ -58,8 +58,7 @@ def measure(name: str, device: torch.device, steps: int, warmup: int) -> dict:
 def main() -> None:
     args, runs = parse_runs(__doc__.splitlines()[0], ("voco-v1-cpu", "voco-v2-cpu"), ("voco-v1", "voco-v2"), steps=20, warmup=3)
     rows = {(name, device.type): measure(name, device, args.steps, args.warmup) for name, device in runs}
-    print(f"VoCo training step (torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
-          f"{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ''})")
+    print_header("VoCo training step")
     print(f"{'preset':<14}{'device':<8}{'crops/step':>11}{'step s':>10}{'generator s':>13}{'share':>9}")
     for (name, device), r in rows.items():
         print(f"{name:<14}{device:<8}{r['crops']:>11}{r['step_s']:>10.4f}{r['gen_s']:>13.5f}{100 * r['share']:>8.2f}%")

@@ -384,9 +384,7 @@ def cut_samples(
         :class:`VocoBatch` with ``crops`` on the volumes' device; v1, B = 2: ``(36, 1, 64, 64, 64)``.
     """
     vols = _as_list(volumes, spec)
-    if draws.centres.shape != (len(vols), spec.n_random, 2):
-        raise InputError(f"draws are for {draws.centres.shape[0]} volumes of {spec.n_random} crops; the batch has {len(vols)} volumes.")
-    return assemble_samples(random_cuts(vols, draws.centres, spec), bases, draws, spec, out)
+    return assemble_samples(random_cuts(vols, draws.centres, spec), bases, draws, spec, out)  # random_cuts checks the draws
 
 
 def assemble_samples(
