@@ -186,6 +186,30 @@ def test_cli_bad_inputs_exit_2_and_write_nothing(tmp_path, phantom, seg_cpu_bund
     assert not (tmp_path / "no").exists()
 
 
+def test_cli_refuses_an_output_that_is_its_input(tmp_path, phantom, seg_cpu_bundle, capsys):
+    image, _ = phantom
+    ct = write_volume(image, tmp_path / "ct.nrrd")
+    before = ct.read_bytes()
+    (tmp_path / "link.nrrd").symlink_to(ct)
+    dicom = tmp_path / "series"
+    dicom.mkdir()
+    (dicom / "1.dcm").write_bytes(b"not read: the output check comes first")
+    base = ["segment", "--device", "cpu", "--model", str(seg_cpu_bundle.path)]
+    cases = {
+        "same file": (["--input", str(ct), "--output", str(ct)], "is the input volume"),
+        "a link to the input": (["--input", str(ct), "--output", str(tmp_path / "link.nrrd")], "is the input volume"),
+        "the input through a link": (["--input", str(tmp_path / "link.nrrd"), "--output", str(ct)], "is the input volume"),
+        "probabilities on the input": (["--input", str(ct), "--output", str(tmp_path / "s.nii.gz"), "--probabilities", str(ct)], "--probabilities"),
+        "inside the DICOM folder": (["--input", str(dicom), "--output", str(dicom / "seg.seg.nrrd")], "inside the DICOM input folder"),
+    }
+    for what, (args, needle) in cases.items():
+        assert main(base + args) == 2, what
+        assert needle in _one_error_line(capsys), what
+    assert ct.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nrrd", "link.nrrd", "series"]
+    assert [p.name for p in dicom.iterdir()] == ["1.dcm"]
+
+
 def test_fast_argmax_matches_torch_including_ties():
     from ssl3d.infer.segment import _argmax
 

@@ -60,11 +60,13 @@ def _add_segment(parser: argparse.ArgumentParser) -> None:
 def _check_segment_args(args: argparse.Namespace) -> None:
     """Everything that can be checked without the model or the volume, so bad input fails before any work."""
     from ..errors import ConfigError, InputError
-    from .segment import _PROBABILITY_SUFFIXES, check_output_path
+    from .segment import _PROBABILITY_SUFFIXES, check_output_not_input, check_output_path
 
     output = check_output_path(args.output)
+    check_output_not_input(output, args.input)
     if args.probabilities:
         check_output_path(args.probabilities, "--probabilities", _PROBABILITY_SUFFIXES)
+        check_output_not_input(args.probabilities, args.input, "--probabilities")
         if Path(args.probabilities).resolve() == output.resolve():
             raise InputError(f"--probabilities {args.probabilities}: must differ from --output.")
     if not 0 <= args.overlap < 1:

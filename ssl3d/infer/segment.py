@@ -506,6 +506,15 @@ def check_output_path(path: str | os.PathLike, option: str = "--output", suffixe
     return path
 
 
+def check_output_not_input(output: str | os.PathLike, source: str | os.PathLike, option: str = "--output") -> None:
+    """InputError when ``output`` would overwrite ``source``: the same file after links, or a file in its DICOM folder."""
+    output, source = Path(output).resolve(), Path(source).resolve()
+    if output == source or (output.exists() and source.exists() and os.path.samefile(output, source)):
+        raise InputError(f"{option} {output}: is the input volume; writing it would destroy the input. Give another file name.")
+    if source.is_dir() and source in output.parents:
+        raise InputError(f"{option} {output}: lies inside the DICOM input folder {source}; write it elsewhere.")
+
+
 def _stem(path: Path) -> str:
     suffix = volume_suffix(path)
     return path.name[: len(path.name) - len(suffix)] if suffix else path.stem
