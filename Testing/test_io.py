@@ -233,6 +233,19 @@ def test_nan_is_refused(tmp_path):
         read_volume(tmp_path / "nan.nrrd")
 
 
+@pytest.mark.parametrize("name", ["nan.nii", "nan.nii.gz"])
+def test_nan_in_nifti_is_refused(tmp_path, name):
+    import nibabel
+
+    array = np.ones((4, 5, 6), np.float32)
+    array[1, 2, 3], array[0, 0, 0] = np.nan, -np.inf  # ITK's NIfTI reader would give 0 for the NaN
+    nibabel.save(nibabel.Nifti1Image(array, np.eye(4)), tmp_path / name)
+    with pytest.raises(VolumeReadError, match=f"{name}: the volume holds 2 NaN or infinite voxels"):
+        read_volume(tmp_path / name)
+    nibabel.save(nibabel.Nifti1Image(np.full((4, 5, 6), 2.0, ">f8"), np.eye(4)), tmp_path / name)
+    assert read_volume(tmp_path / name).array.mean() == 2.0
+
+
 def _zero_spacing(tmp_path, suffix):
     """A file whose first voxel size is 0 (ITK and nibabel would silently read it as 1 mm)."""
     if suffix == ".nrrd":

@@ -287,6 +287,25 @@ def _check_nifti(path: Path) -> None:
     if size < expected:
         raise VolumeReadError(f"{path}: truncated: the header needs {expected} bytes of data, the file has {size}.")
     _check_spacing(path, header["pixdim"][1:1 + min(len(shape), 3)])
+    if header.get_data_dtype().kind == "f":
+        _check_nifti_finite(path, compressed, header)
+
+
+def _check_nifti_finite(path: Path, compressed: bool, header, chunk: int = 1 << 24) -> None:
+    """ITK's NIfTI reader turns NaN voxels into 0, so the stored floats are checked here, streamed in chunks."""
+    dtype, count = header.get_data_dtype(), int(np.prod(header.get_data_shape()))
+    step = chunk - chunk % dtype.itemsize
+    bad = 0
+    with (gzip.open if compressed else open)(path, "rb") as handle:
+        handle.seek(int(header.get_data_offset()))
+        while count > 0:
+            data = np.frombuffer(handle.read(min(step, count * dtype.itemsize)), dtype=dtype)
+            if data.size == 0:
+                break
+            bad += int(data.size - np.count_nonzero(np.isfinite(data)))
+            count -= data.size
+    if bad:
+        raise VolumeReadError(f"{path}: the volume holds {bad} NaN or infinite voxels.")
 
 
 def _nifti_header(path: Path, compressed: bool):
