@@ -90,6 +90,27 @@ def test_errors(phantom):
         mapping.to_input_grid(np.zeros((2, 2, 2)))
 
 
+@pytest.mark.parametrize("spacing", [(500.0, 500.0, 1000.0), (0.001, 0.001, 0.005)])
+def test_implausible_spacing_is_refused_before_resampling(spacing, monkeypatch):
+    import monai.transforms
+
+    from ssl3d.io import Volume
+
+    volume = Volume.from_geometry(np.zeros((48, 64, 64), np.int16), spacing=spacing)
+    monkeypatch.setattr(monai.transforms, "Spacing", None)  # the check must come before any resampling
+    with pytest.raises(InputError, match=r"implausible spacing .* would give \(\d+, \d+, \d+\) voxels"):
+        preprocess(volume, PreprocessConfig(orientation="RAS", spacing=(1.5, 1.5, 1.5)))
+
+
+def test_plausible_spacings_pass_the_grid_bound():
+    from ssl3d.data.preprocess import check_resampled_grid
+
+    check_resampled_grid((512, 512, 48), (0.57, 0.57, 5.0), (1.5, 1.5, 1.5))  # lung1
+    check_resampled_grid((64, 64, 64), (0.02, 0.02, 0.02), (1.5, 1.5, 1.5))  # factor 75: allowed
+    with pytest.raises(InputError, match="GVoxels"):
+        check_resampled_grid((512, 512, 600), (1.0, 1.0, 1.0), (0.1, 0.1, 0.1))  # 10x per axis, 157 GVoxels
+
+
 def test_mapping_serialises(phantom):
     _, mapping = preprocess(phantom[0], RESAMPLE)
     again = GridMapping.from_dict(mapping.to_dict())

@@ -314,9 +314,30 @@ def _orient_and_resample(image, lab, config: PreprocessConfig, step: np.ndarray)
         image = orient(image)
         lab = orient(lab) if lab is not None else None
     if config.spacing is not None:
+        check_resampled_grid(image.shape[1:], np.linalg.norm(_affine(image)[:3, :3], axis=0), config.spacing)
         image = Spacing(pixdim=config.spacing, mode="bilinear")(image)
         lab = Spacing(pixdim=config.spacing, mode="nearest")(lab) if lab is not None else None
     return image, lab, step @ np.linalg.inv(start) @ _affine(image)
+
+
+MAX_GRID_VOXELS = 2 * 1024**3  # 2 GVoxels: 8 GB as float32, far beyond any CT resampled to a model's spacing
+MAX_SIZE_FACTOR = 100.0
+
+
+def check_resampled_grid(shape, spacing, target) -> None:
+    """InputError, before anything is allocated, when resampling to ``target`` mm gives an implausible grid.
+
+    A header in µm or a 500 mm voxel changes the size by a factor over 100 along an axis (or to over
+    2 GVoxels), which would try to allocate terabytes or collapse the volume to a voxel.
+    """
+    factor = np.asarray(spacing, np.float64) / np.asarray(target, np.float64)
+    grid = tuple(int(v) for v in np.maximum(np.ceil(np.asarray(shape) * factor), 1))
+    if np.any(factor > MAX_SIZE_FACTOR) or np.any(factor < 1 / MAX_SIZE_FACTOR) or np.prod(grid, dtype=np.float64) > MAX_GRID_VOXELS:
+        raise InputError(
+            f"implausible spacing {tuple(round(float(v), 6) for v in spacing)} mm: resampling the {tuple(int(v) for v in shape)} "
+            f"grid to {tuple(float(v) for v in target)} mm would give {grid} voxels (a size factor of "
+            f"{', '.join(f'{v:.3g}' for v in factor)}; the limits are {MAX_SIZE_FACTOR:g} per axis and "
+            f"{MAX_GRID_VOXELS / 1024**3:g} GVoxels). Check the file's spacing (a header in µm?).")
 
 
 def _crop_and_pad(array, lab, config: PreprocessConfig, step: np.ndarray):
