@@ -57,8 +57,42 @@ def test_missing_or_broken_folders(tmp_path):
         read_bundle(tmp_path / "m")
     write_bundle(tmp_path / "n", {"w": torch.zeros(1)}, META)
     (tmp_path / "n" / "model.safetensors").write_bytes(b"garbage")
-    with pytest.raises(BundleError, match="cannot read the weights"):
+    with pytest.raises(BundleError, match="n/model.safetensors: the weights are damaged or were replaced"):
         read_bundle(tmp_path / "n").state_dict()
+
+
+def _flip_a_byte_of_the_data(path, offset_from_end=3):
+    data = bytearray(path.read_bytes())
+    data[-offset_from_end] ^= 0x40  # in the tensor data, not the header: safetensors itself reads it happily
+    path.write_bytes(bytes(data))
+
+
+def test_weights_hash_is_recorded_and_checked(tmp_path):
+    import hashlib
+
+    bundle = write_bundle(tmp_path / "m", {"w": torch.arange(8.0)}, META)
+    weights = tmp_path / "m" / "model.safetensors"
+    recorded = json.loads((tmp_path / "m" / "bundle.json").read_text())["weights"]["sha256"]
+    assert recorded == hashlib.sha256(weights.read_bytes()).hexdigest() == bundle.meta["weights"]["sha256"]
+    _flip_a_byte_of_the_data(weights)
+    with pytest.raises(BundleError, match="m/model.safetensors: the weights are damaged or were replaced"):
+        read_bundle(tmp_path / "m").state_dict()
+
+
+def test_older_bundles_without_a_hash_load_with_a_warning(tmp_path):
+    write_bundle(tmp_path / "m", {"w": torch.arange(8.0)}, META)
+    meta_path = tmp_path / "m" / "bundle.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["weights"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="records no SHA-256 of the weights"):
+        assert torch.equal(read_bundle(tmp_path / "m").state_dict()["w"], torch.arange(8.0))
+
+
+def test_non_finite_weights_are_a_bundle_error(tmp_path):
+    write_bundle(tmp_path / "m", {"w": torch.tensor([1.0, float("nan")]), "i": torch.arange(3)}, META)
+    with pytest.raises(BundleError, match="tensor 'w' holds NaN or infinite values"):
+        read_bundle(tmp_path / "m").state_dict()
 
 
 def test_no_pickles(tmp_path):

@@ -23,10 +23,12 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -92,6 +94,12 @@ def _pretext(value: Any) -> None:
     _need(isinstance(value, dict) and value.get("method") in ("voco", "vf"), f"pretext.method must be 'voco' or 'vf', got {value!r}.")
 
 
+def _weights(value: Any) -> None:
+    digest = value.get("sha256") if isinstance(value, dict) else None
+    _need(isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest),
+          f"weights.sha256 must be 64 lowercase hex digits, got {digest!r}.")
+
+
 def _mapping(name: str) -> Callable[[Any], None]:
     return lambda value: _need(isinstance(value, dict), f"{name} must be a mapping, got {type(value).__name__}.")
 
@@ -102,6 +110,7 @@ for _name, _check in (
     ("preprocessing", _preprocessing),
     ("labels", _labels),
     ("pretext", _pretext),
+    ("weights", _weights),
     ("provenance", _mapping("provenance")),
     ("metrics", _mapping("metrics")),
     ("preset", _mapping("preset")),
@@ -152,12 +161,42 @@ class Bundle:
         return {e["value"]: (e["name"], tuple(e["color"])) for e in self.meta.get("labels", [])}
 
     def state_dict(self, device: str = "cpu") -> dict:
-        from safetensors.torch import load_file
+        """The weights, checked against the SHA-256 that bundle.json records and for non-finite values.
 
+        Raises:
+            BundleError: the file is unreadable, does not match its recorded hash (damaged or replaced) or
+                holds NaN/infinite values. Older bundles without a recorded hash load with a warning.
+        """
+        from safetensors.torch import load
+
+        path = self.path / WEIGHTS
         try:
-            return load_file(str(self.path / WEIGHTS), device=device)
+            data = path.read_bytes()
+        except OSError as exc:
+            raise BundleError(f"{path}: cannot read the weights ({exc.strerror or exc}).") from None
+        self._check_hash(path, data)
+        try:
+            state = load(data)
         except Exception as exc:  # safetensors raises its own error types
-            raise BundleError(f"{self.path / WEIGHTS}: cannot read the weights ({exc}).") from None
+            raise BundleError(f"{path}: cannot read the weights ({exc}).") from None
+        check_finite(state, str(path))
+        return {k: v.to(device) for k, v in state.items()}
+
+    def _check_hash(self, path: Path, data: bytes) -> None:
+        expected = self.meta.get("weights", {}).get("sha256")
+        if expected is None:
+            warnings.warn(f"{path}: bundle.json records no SHA-256 of the weights (a bundle from an older ssl3d); "
+                          "they are used unchecked.", stacklevel=3)
+        elif hashlib.sha256(data).hexdigest() != expected:
+            raise BundleError(f"{path}: the weights are damaged or were replaced: their SHA-256 differs from the one "
+                              f"{self.path / META} records.")
+
+
+def check_finite(tensors: dict, where: str) -> None:
+    """BundleError naming ``where`` and the first tensor that holds NaN or infinite values."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            raise BundleError(f"{where}: tensor {name!r} holds NaN or infinite values; the weights are unusable.")
 
 
 def read_bundle(path: str | os.PathLike) -> Bundle:
@@ -191,6 +230,7 @@ def write_bundle(path: str | os.PathLike, state_dict: dict, meta: dict) -> Bundl
     try:
         tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state_dict.items()}  # clone: no shared storage
         save_file(tensors, str(tmp / WEIGHTS))
+        meta = {**meta, "weights": {"sha256": _sha256(tmp / WEIGHTS)}}
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if path.exists():
             shutil.rmtree(path)
@@ -199,3 +239,11 @@ def write_bundle(path: str | os.PathLike, state_dict: dict, meta: dict) -> Bundl
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return Bundle(path, meta)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -3,6 +3,8 @@ and an oblique phantom, Slicer outputs (seg.nrrd, colour table), probabilities, 
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -166,6 +168,11 @@ def test_cli_bad_inputs_exit_2_and_write_nothing(tmp_path, phantom, seg_cpu_bund
     image, _ = phantom
     good_input = write_volume(image, tmp_path / "ct.nii.gz")
     (tmp_path / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    damaged = tmp_path / "damaged"
+    shutil.copytree(seg_cpu_bundle.path, damaged)
+    weights = bytearray((damaged / "model.safetensors").read_bytes())
+    weights[-5] ^= 0x40  # a flipped bit in the tensor data: safetensors reads it without complaint
+    (damaged / "model.safetensors").write_bytes(bytes(weights))
     huge = write_volume(type(image).from_geometry(image.array, spacing=(500.0, 500.0, 1000.0)), tmp_path / "huge.nrrd")
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -178,6 +185,7 @@ def test_cli_bad_inputs_exit_2_and_write_nothing(tmp_path, phantom, seg_cpu_bund
         "output folder missing": (["--model", model, "--input", str(good_input), "--output", str(tmp_path / "no" / "s.nii.gz")], "does not exist"),
         "unknown output ending": (["--model", model, "--input", str(good_input), "--output", str(out_dir / "s.png")], "unknown file ending"),
         "bad probabilities ending": (["--model", model, "--input", str(good_input), "--output", str(out_dir / "s.nii.gz"), "--probabilities", str(out_dir / "p.seg.nrrd")], "--probabilities"),
+        "damaged weights": (["--model", str(damaged), "--input", str(good_input), "--output", str(out_dir / "s.nii.gz")], "damaged/model.safetensors: the weights are damaged"),
         "implausible spacing": (["--model", model, "--input", str(huge), "--output", str(out_dir / "s.nii.gz")], "implausible spacing (500.0, 500.0, 1000.0)"),
         "overlap out of range": (["--model", model, "--input", str(good_input), "--output", str(out_dir / "s.nii.gz"), "--overlap", "1"], "--overlap"),
     }
