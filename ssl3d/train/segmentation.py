@@ -18,15 +18,46 @@ from .loop import Task, TrainContext
 __all__ = ["SegmentationTask", "parse_labels", "pad_to_multiple"]
 
 
-def parse_labels(text: str | None, values: list[int]) -> list[dict]:
-    """``"1:liver,2:spleen"`` (or None) -> bundle label entries for ``values``, colours from a palette."""
+def label_names(text: str | None) -> dict[int, str]:
+    """``"1:liver,2:spleen"`` (or None) -> {1: "liver", 2: "spleen"}; DatasetError on a malformed item."""
     names: dict[int, str] = {}
     for item in filter(None, (text or "").split(",")):
         value, _, name = item.partition(":")
         if not value.strip().isdigit() or not name.strip():
             raise DatasetError(f"--labels item {item!r} must look like VALUE:NAME, e.g. 1:liver.")
         names[int(value)] = name.strip()
+    return names
+
+
+def parse_labels(text: str | None, values: list[int]) -> list[dict]:
+    """``"1:liver,2:spleen"`` (or None) -> bundle label entries for ``values``, colours from a palette."""
+    names = label_names(text)
     return [{"value": v, "name": names.get(v, f"label {v}"), "color": list(DEFAULT_COLORS[(v - 1) % len(DEFAULT_COLORS)])} for v in values]
+
+
+def class_map(values: list[int], text: str | None, where: str) -> dict[int, int]:
+    """Label value -> network class: the values themselves, or 1..K when they are sparse (a 0/255 mask).
+
+    Sparse values (the largest over 15 and over twice their count: a net with that many outputs would be
+    mostly empty classes) are refused unless ``--labels`` names every one of them; then the named values
+    become classes 1..K in increasing order, e.g. ``--labels 255:tumour`` trains class 1 from value 255.
+
+    Raises:
+        DatasetError: a ``--labels`` value no label holds, or sparse values not all named by ``--labels``.
+    """
+    named = list(label_names(text))
+    absent = sorted(set(named) - set(values))
+    if absent:
+        raise DatasetError(f"{where}: --labels names value(s) {', '.join(map(str, absent))} that no label map holds; "
+                           f"the labels hold {', '.join(map(str, values))}.")
+    if max(values) <= max(15, 2 * len(values)):
+        return {v: v for v in values}
+    if set(named) != set(values):
+        example = ",".join(f"{v}:NAME" for v in values)
+        raise DatasetError(f"{where}: the label maps hold the values {{0, {', '.join(map(str, values))}}}, e.g. a binary "
+                           f"mask saved as 0/255; that would train a {max(values) + 1}-class network. Name each value to map "
+                           f"it to classes 1..{len(values)}: --labels {example} (or save the masks with values 1..{len(values)}).")
+    return {v: k for k, v in enumerate(values, start=1)}
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[slice, ...]]:
@@ -74,6 +105,7 @@ class SegmentationTask(Task):
         self.values = sorted({int(v) for _, lab in self.train_set for v in torch.unique(lab).tolist()} - {0})
         if not self.values:
             raise DatasetError(f"{self.data}: the training labels hold no foreground value.")
+        self._map_classes(class_map(self.values, self.labels_text, str(self.data)))
         network = ctx.preset.network
         self.model = build_network(network.name, 1, max(self.values) + 1, **network.kwargs).to(ctx.device)
         if self.init is not None:
@@ -88,6 +120,20 @@ class SegmentationTask(Task):
         self.forward = ctx.wrap(self.model)
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=ctx.preset.train.include_background)
         self.multiple = size_multiple(network.name, network.kwargs, default=8)
+
+    def _map_classes(self, mapping: dict[int, int]) -> None:
+        """Relabel the cached label maps (and the names) when values are not their own classes."""
+        if all(v == c for v, c in mapping.items()):
+            return
+        table = torch.zeros(256, dtype=torch.uint8)
+        for value, index in mapping.items():
+            table[value] = index
+        relabel = lambda pairs: [(image, table.to(label.device)[label.long()]) for image, label in pairs]
+        self.train_set, self.val = relabel(self.train_set), relabel(self.val)
+        names = {e["value"]: e["name"] for e in parse_labels(self.labels_text, list(mapping))}
+        self.labels_text = ",".join(f"{mapping[v]}:{name}" for v, name in names.items())
+        self.label_names = {mapping[v]: n for v, n in self.label_names.items() if v in mapping}
+        self.values = sorted(mapping.values())
 
     def _split(self, ctx: TrainContext, images: list, labels: list) -> tuple[list, list]:
         """Seeded train/validation split; ``train_cases`` keeps the first N training cases (label efficiency)."""
