@@ -541,6 +541,28 @@ def _worth_compressing(array: np.ndarray, sample_bytes: int = 1 << 22) -> bool:
     return len(zlib.compress(sample, 1)) < 0.7 * len(sample)
 
 
+def check_writable(path: str | os.PathLike, option: str = "--output") -> None:
+    """InputError naming ``path`` when no file can be created where it goes (read-only, full, no permission).
+
+    Called before the work, so a long segmentation does not fail at its very end. The check writes and
+    syncs one byte in a temporary file in the nearest existing folder of ``path`` and removes it.
+    """
+    path = Path(path).absolute()
+    folder = next(p for p in path.parents if p.is_dir())
+    try:
+        handle, tmp = tempfile.mkstemp(prefix=".ssl3d-write-check-", dir=folder)
+    except OSError as exc:
+        raise InputError(f"{option} {path}: cannot write in {folder} ({exc.strerror or exc}).") from None
+    try:
+        os.write(handle, b"\0")
+        os.fsync(handle)
+    except OSError as exc:
+        raise InputError(f"{option} {path}: cannot write in {folder} ({exc.strerror or exc}).") from None
+    finally:
+        os.close(handle)
+        os.unlink(tmp)
+
+
 def write_volume(volume: Volume, path: str | os.PathLike, compress: bool | str = True) -> Path:
     """Write ``volume`` to a NIfTI, NRRD or MHA/MHD file, atomically (no partial file on failure).
 
@@ -563,12 +585,18 @@ def write_volume(volume: Volume, path: str | os.PathLike, compress: bool | str =
     if suffix == ".mhd":  # header + raw pair: an atomic rename of two files is not possible
         sitk.WriteImage(_volume_to_sitk(volume), str(path), compress)
         return path
-    handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
+    try:
+        handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
+    except OSError as exc:  # the temporary file is ours: the user's path is what went wrong
+        raise InputError(f"{path}: cannot write in {path.parent} ({exc.strerror or exc}).") from None
     os.close(handle)
     try:
         sitk.WriteImage(_volume_to_sitk(volume), tmp, compress)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # ITK reports a failed write (a full disk) as RuntimeError
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[-1][:200]
+        raise InputError(f"{path}: cannot write the volume ({reason}).") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

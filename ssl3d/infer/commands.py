@@ -60,13 +60,16 @@ def _add_segment(parser: argparse.ArgumentParser) -> None:
 def _check_segment_args(args: argparse.Namespace) -> None:
     """Everything that can be checked without the model or the volume, so bad input fails before any work."""
     from ..errors import ConfigError, InputError
+    from ..io import check_writable
     from .segment import _PROBABILITY_SUFFIXES, check_output_not_input, check_output_path
 
     output = check_output_path(args.output)
     check_output_not_input(output, args.input)
+    check_writable(output)
     if args.probabilities:
         check_output_path(args.probabilities, "--probabilities", _PROBABILITY_SUFFIXES)
         check_output_not_input(args.probabilities, args.input, "--probabilities")
+        check_writable(args.probabilities, "--probabilities")
         if Path(args.probabilities).resolve() == output.resolve():
             raise InputError(f"--probabilities {args.probabilities}: must differ from --output.")
     if not 0 <= args.overlap < 1:
@@ -174,7 +177,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from ..evaluate import _check_report_path, evaluate_folders, pair_cases, parse_label_names
     from ..events import EventWriter
 
+    from ..io import check_writable
+
     out = _check_report_path(args.out)
+    check_writable(out, "--out")
     labels = parse_label_names(args.labels) if args.labels else None
     cases = pair_cases(args.pred, args.ref)
     with EventWriter(args.events) as events:

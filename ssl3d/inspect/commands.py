@@ -178,9 +178,10 @@ def _add_inspect(parser: argparse.ArgumentParser) -> None:
 def _prepare(args: argparse.Namespace):
     """Checks that need neither the model nor the volume, then the device and the volume."""
     from ..device import resolve_device
-    from ..io import read_volume
+    from ..io import check_writable, read_volume
 
     check_out_dir(args.out)
+    check_writable(args.out, "--out")  # the inspection is written in a temporary folder beside it
     if not Path(args.input).exists():
         raise InputError(f"--input {args.input}: no such file or folder.")
     return resolve_device(args.device), read_volume(args.input)
