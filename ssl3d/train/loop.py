@@ -322,17 +322,25 @@ def train(
     except Cancelled:
         together = True  # the cancel flag is all-reduced, so every rank raises it at the same step
         raise
-    except InputError:
+    except Exception as exc:  # any failure, not only a user error: an OSError or a bug leaves no half run folder either
         if logger is not None:
             logger.close()  # closed before its files are removed
             logger = None
         if snapshot is not None:
             _remove_partial(run_dir, snapshot)
+        if isinstance(exc, OSError) and not isinstance(exc, InputError):
+            raise _os_error(exc) from None  # a read-only --cache-dir, a full disk: the user's location, not a bug
         raise
     finally:
         if logger is not None:
             logger.close()
         cleanup_distributed(barrier=together)
+
+
+def _os_error(exc: OSError) -> InputError:
+    """The file and the reason of an OSError (read-only folder, full disk, no permission) as one user error."""
+    where = exc.filename or "the run's files"
+    return InputError(f"{where}: {exc.strerror or exc}; check that this location is writable and has free space.")
 
 
 def _run(task: Task, ctx: TrainContext, resume: bool) -> dict[str, Path]:
