@@ -142,3 +142,25 @@ def test_events_target_is_the_error_channel(tmp_path, phantom, capsys):
     records = [json.loads(x) for x in events.read_text().splitlines()]
     assert [r["event"] for r in records] == ["start", "error"] and records[-1]["message"] == line[len("error: "):]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("option,value,extra", [
+    ("--point", "-52.7,95.7,-255", ["segment", "--model", "m", "--input", "i.nii", "--output", "o.nii"]),
+    ("--negative", "-1,-2,-3", ["segment", "--model", "m", "--input", "i.nii", "--output", "o.nii"]),
+    ("--spacing", "-1.5,1.5,2", ["finetune", "--data", "d", "--out", "o"]),
+])
+def test_negative_coordinates_parse_as_written(option, value, extra):
+    """``--point -52.7,95.7,-255`` (R < 0: half the body) is a value, not an unknown option."""
+    from ssl3d.cli import _attach_negative_values, build_parser
+
+    args = build_parser().parse_args(_attach_negative_values(extra + [option, value, "--device", "cpu"]))
+    got = getattr(args, option[2:])
+    assert (got[0] if isinstance(got, list) else got) == value and args.device == "cpu"
+
+
+def test_negative_box_reaches_the_command(capsys, tmp_path):
+    """Through main: the error is about the missing bundle, not 'expected one argument'."""
+    code = main(["inspect", "voco", "--model", str(tmp_path / "none"), "--input", str(tmp_path / "x.nii"),
+                 "--box", "-10,-20.5,-30", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "expected one argument" not in err, err

@@ -92,3 +92,19 @@ def test_writer_that_cannot_open_its_file_names_it(tmp_path):
     target = tmp_path / "afile" / "e.jsonl"
     with pytest.raises(InputError, match=f"{re.escape(str(target))}: cannot open the events file for writing: "):
         EventWriter(target)
+
+
+def test_events_into_a_closed_pipe_stop_without_a_traceback(monkeypatch, capsys):
+    """``--events - | head``: the reader goes away; the job keeps running and writes no more events."""
+    import os
+
+    from ssl3d.events import EventWriter
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    monkeypatch.setattr("sys.stdout", os.fdopen(write_end, "w"))
+    writer = EventWriter("-")
+    writer.emit("start", command="segment")  # old code: BrokenPipeError
+    writer.emit("done", command="segment")
+    writer.close()
+    assert "no more events" in capsys.readouterr().err

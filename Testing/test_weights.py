@@ -218,9 +218,14 @@ def test_unreadable_files_raise_weights_error_naming_the_file(tmp_path):
         load_foreign_state(tmp_path / "garbage.pt")
     with open(tmp_path / "code.pt", "wb") as handle:
         pickle.dump({"w": _Payload()}, handle, protocol=2)
-    with pytest.raises(WeightsError, match=r"code.pt: cannot be read as a weights-only .*Unsupported global: GLOBAL (builtins\.)?print") as caught:
+    with pytest.raises(WeightsError, match=r"code.pt: cannot be read as a weights-only .*refused global (builtins\.)?print") as caught:
         load_foreign_state(tmp_path / "code.pt")  # the cause, not torch's generic first line
     assert "\n" not in str(caught.value)
+    assert "weights_only" not in str(caught.value) and "safe_globals" not in str(caught.value)  # no unsafe advice
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "model": torch.nn.Linear(2, 2)}, tmp_path / "whole.pt")
+    with pytest.raises(WeightsError, match=r"whole.pt: .*refused global torch\.nn\.modules\.linear\.Linear") as caught:
+        load_foreign_state(tmp_path / "whole.pt")  # a whole pickled model
+    assert "weights_only" not in str(caught.value) and "safe_globals" not in str(caught.value)
     with pytest.raises(WeightsError, match="empty.pt: holds no tensors"):
         load_foreign_state(_save(tmp_path, {"epoch": 1}, "empty.pt"))
 

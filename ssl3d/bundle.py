@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import BundleError
+from .filemodes import give_umask_mode
 
 __all__ = ["SCHEMA", "Bundle", "read_bundle", "write_bundle", "register_section", "validate_meta", "as_bundle"]
 
@@ -228,8 +229,10 @@ def write_bundle(path: str | os.PathLike, state_dict: dict, meta: dict) -> Bundl
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
+        give_umask_mode(tmp, folder=True)  # not mkdtemp's private 0700
         tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state_dict.items()}  # clone: no shared storage
         save_file(tensors, str(tmp / WEIGHTS))
+        give_umask_mode(tmp / WEIGHTS)  # safetensors creates 0600 files
         meta = {**meta, "weights": {"sha256": _sha256(tmp / WEIGHTS)}}
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if path.exists():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -48,6 +49,21 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # type: ignore[override]
         sys.stderr.write(f"error: {message} (see '{self.prog} --help')\n")
         raise SystemExit(EXIT_USER_ERROR)
+
+
+# A coordinate list that starts with a minus (``-52.7,95.7,-255``): argparse would take it for an option.
+_NEGATIVE_LIST = re.compile(r"^-(\d|\.\d)[\d.eE+-]*(,[-+]?[\d.eE+-]*)+$")
+
+
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    """``--point -52.7,95.7,-255`` as ``--point=-52.7,95.7,-255``, so values with R < 0 parse as written."""
+    out: list[str] = []
+    for arg in argv:
+        if out and _NEGATIVE_LIST.match(arg) and out[-1].startswith("--") and "=" not in out[-1]:
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def add_common_options(parser: argparse.ArgumentParser, preset: bool = True, seed: int | None = None) -> None:
@@ -128,7 +144,7 @@ def _user_path_error(exc: OSError, args: argparse.Namespace) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_negative_values(sys.argv[1:] if argv is None else list(argv)))
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_USER_ERROR

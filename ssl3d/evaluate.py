@@ -41,6 +41,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .errors import ConfigError, InputError
+from .filemodes import give_umask_mode
 from .io import VOLUME_SUFFIXES, Volume, read_volume, volume_suffix
 
 __all__ = ["METRICS", "CONVENTION", "parse_label_names", "evaluate_pair", "pair_cases", "evaluate_folders", "summarize", "write_report"]
@@ -320,6 +321,7 @@ def _atomic_write(files: Mapping[Path, str]) -> None:
             staged.append((tmp, path))
             with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
                 stream.write(text)
+            give_umask_mode(tmp)  # not mkstemp's 0600
         for tmp, path in staged:
             os.replace(tmp, path)
     finally:

@@ -162,9 +162,24 @@ class EventWriter:
         """Write one event and flush, so readers see it at once; returns the record."""
         record = make_event(event, **fields)
         if self._stream is not None:
-            self._stream.write(json.dumps(record, separators=(",", ":")) + "\n")
-            self._stream.flush()
+            try:
+                self._stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+                self._stream.flush()
+            except BrokenPipeError:
+                self._reader_gone()
         return record
+
+    def _reader_gone(self) -> None:
+        """The reader of the pipe went away (``| head``): the job goes on without events, as ``cat`` would
+        stop on SIGPIPE but without losing the job's result; said once on stderr."""
+        stream, self._stream = self._stream, None
+        try:  # the interpreter's own flush of the dead pipe at exit must not print a traceback either
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+        sys.stderr.write("warning: the events reader closed its pipe; no more events are written\n")
 
     def close(self) -> None:
         if self._owned and self._stream is not None:

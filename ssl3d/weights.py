@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -170,7 +171,11 @@ def _load_reason(exc: Exception) -> str:
     if at is not None:  # "WeightsUnpickler error: Unsupported global: GLOBAL x.y was not an allowed global ... Please use ..."
         cause = lines[at].split(marker, 1)[1].strip() or (lines[at + 1] if at + 1 < len(lines) else "")
         cause = cause.split(" Please use", 1)[0].strip()
-    reason = cause or (lines[0] if lines else "")
+    refused = re.search(r"GLOBAL (\S+) was not an allowed global", cause) or re.search(r"but got <class '([^']+)'>", cause)
+    if refused:  # the one fact the user needs; torch's allowlisting advice does not apply to a foreign file
+        cause = f"refused global {refused.group(1)}: a pickled object that needs code to build; only tensors and plain data are read"
+    # torch's first lines advise weights_only=False (arbitrary code): never repeat them
+    reason = cause or next((line for line in lines if "weights_only" not in line and "trust" not in line), "")
     return f"{type(exc).__name__}: {reason[:300]}" if reason else type(exc).__name__
 
 

@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from ..bundle import Bundle, as_bundle
 from ..device import DeviceChoice
 from ..errors import BundleError, ConfigError, InputError
+from ..filemodes import give_umask_mode
 from ..io import LPS_TO_RAS, Volume, volume_suffix, write_volume
 
 __all__ = [
@@ -549,7 +550,7 @@ def write_outputs(result: SegmentResult, output: str | os.PathLike, probabilitie
         targets["segmentation"] = (output, lambda tmp: _write_seg_nrrd(result.labels, result.entries, tmp))
     else:
         targets["labels"] = (output, lambda tmp: write_volume(result.labels, tmp))
-        targets["colour table"] = (color_table_path(output), lambda tmp: _write_color_table(tmp, result.entries))
+        targets["colour table"] = (color_table_path(output), lambda tmp: _write_color_table(tmp, result.entries, color_table_path(output).name))
     if probabilities is not None:
         check_output_path(probabilities, "--probabilities", _PROBABILITY_SUFFIXES)
         for value, path in probability_paths(probabilities, result.entries).items():
@@ -567,6 +568,7 @@ def _commit(targets: dict[str, tuple[Path, Callable[[Path], None]]]) -> dict[str
             os.close(handle)
             staged.append((Path(tmp), path))
             write(Path(tmp))
+            give_umask_mode(tmp)  # mkstemp's 0600 kept by writers that overwrite it in place (slicerio, the .ctbl)
         for tmp, path in staged:
             os.replace(tmp, path)
     finally:
@@ -576,9 +578,12 @@ def _commit(targets: dict[str, tuple[Path, Callable[[Path], None]]]) -> dict[str
     return {name: path for name, (path, _) in targets.items()}
 
 
-def _write_color_table(path: Path, entries: Sequence[tuple[int, str, tuple[int, int, int]]]) -> None:
-    """Slicer's colour table format: ``value name r g b a`` (0-255), spaces in names as underscores."""
-    lines = [f"# Color table file {path.name}", f"# {len(entries) + 1} values", "0 Background 0 0 0 0"]
+def _write_color_table(path: Path, entries: Sequence[tuple[int, str, tuple[int, int, int]]], name: str) -> None:
+    """Slicer's colour table format: ``value name r g b a`` (0-255), spaces in names as underscores.
+
+    ``name``: the final file's name for the header (``path`` is a temporary one).
+    """
+    lines = [f"# Color table file {name}", f"# {len(entries) + 1} values", "0 Background 0 0 0 0"]
     lines += [f"{v} {'_'.join(name.split()) or f'label_{v}'} {r} {g} {b} 255" for v, name, (r, g, b) in entries]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
+from ..filemodes import give_umask_mode
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "restore_rank_rng", "remove_stale_temporaries"]
 
@@ -41,6 +42,7 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
             torch.save(state, stream)
             stream.flush()
             os.fsync(stream.fileno())
+        give_umask_mode(tmp)  # not mkstemp's 0600
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:
