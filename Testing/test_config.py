@@ -17,8 +17,9 @@ def test_every_preset_round_trips_through_json_and_yaml(tmp_path):
 # Large-Scale-Medical Self-supervised/, labelled-abdomen pipeline) and misfm.md (vf-v1: PyMIC a906dfc +
 # PyMIC_examples a581dc8; vf-v2: crop4vf.py + PyMIC_examples HEAD) state them. VF flips (p 0.5 per axis) are
 # fixed in the generator, not preset fields.
+# merging v1.3: MONAI 1.3.0 (pinned by both VoCo repositories) merges Swin tokens in its own order.
 _VOCO_COMMON = {
-    "network.name": "swinunetr", "network.kwargs": {"feature_size": 48, "use_v2": True, "use_checkpoint": True},
+    "network.name": "swinunetr", "network.kwargs": {"feature_size": 48, "use_v2": True, "use_checkpoint": True, "merging": "v1.3"},
     "optim.name": "adamw", "optim.lr": 1e-4, "optim.weight_decay": 0.01, "optim.amsgrad": True, "optim.betas": [0.9, 0.999],
     "schedule.name": "warmup_cosine", "schedule.warmup_steps": 5000, "schedule.cosine_steps": 0,  # cosine over the run
     "train.batch_size": 2, "train.amp": True, "train.grad_clip": None, "train.ema": 0.9,

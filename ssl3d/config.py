@@ -303,8 +303,9 @@ _VOCO_SRC = "Luffy03/VoCo @ ba7b7bd (10k recipe)"
 _VOCO2_SRC = "Luffy03/Large-Scale-Medical @ 1ad538b (Self-supervised/)"
 _VF1_SRC = "HiLab-git/PyMIC @ a906dfc + PyMIC_examples @ a581dc8"
 _VF2_SRC = "HiLab-git/PyMIC @ 8bcebd6 (crop4vf.py)"
-# use_checkpoint: gradient checkpointing as the official VoCo codes (memory only; numbers unchanged)
-_SWIN_B = NetworkConfig("swinunetr", {"feature_size": 48, "use_v2": True, "use_checkpoint": True})
+# use_checkpoint: gradient checkpointing as the official VoCo codes (memory only; numbers unchanged);
+# merging "v1.3": MONAI 1.3.0's 3-D token merge, which the official codes pin (ssl3d.nets.swin_merging)
+_SWIN_B = NetworkConfig("swinunetr", {"feature_size": 48, "use_v2": True, "use_checkpoint": True, "merging": "v1.3"})
 _VOCO_OPTIM = OptimConfig("adamw", lr=1e-4, weight_decay=0.01, amsgrad=True)
 _VOCO_SCHEDULE = ScheduleConfig("warmup_cosine", warmup_steps=5000)
 _CNN_SMALL = NetworkConfig("cnn-small", {"channels": [8, 16, 32, 64]})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .bundle import write_bundle
 from .errors import ConfigError, WeightsError
-from .weights import MatchReport, load_foreign_state, match_state
+from .weights import MatchReport, match_state, read_checkpoint, stated_merging, unwrap_state
 
 __all__ = ["LABEL_SETS", "import_swinunetr_segmentation"]
 
@@ -32,6 +32,10 @@ def _strip_prefixes(key: str) -> str:
     return key
 
 
+_MERGING_FROM = ("the file records no variant: MONAI <= 1.4's 3-D PatchMerging, which VoCo's fine-tuning (MONAI 1.3.0) "
+                 "and SwinUNETR releases were trained with")
+
+
 def _labels(names: str | None, classes: int) -> list[dict]:
     if names is None or names in LABEL_SETS:
         names_list = LABEL_SETS.get(names or "", [])
@@ -46,13 +50,16 @@ def import_swinunetr_segmentation(path: Path, out_dir: Path, labels: str | None 
     """Write a segmentation bundle from a SwinUNETR checkpoint; returns the match report."""
     from .nets.builders import build_network
 
-    foreign = {_strip_prefixes(k): v for k, v in load_foreign_state(path).items()}
+    checkpoint = read_checkpoint(path)
+    foreign = {_strip_prefixes(k): v for k, v in unwrap_state(checkpoint, path).items()}
     embed, out = foreign.get("swinViT.patch_embed.proj.weight"), foreign.get("out.conv.conv.weight")
     if embed is None or out is None:
         raise WeightsError(f"{path}: not a SwinUNETR segmentation checkpoint (no swinViT.patch_embed.proj / out.conv.conv weights).")
     feature_size, in_channels, classes = int(embed.shape[0]), int(embed.shape[1]), int(out.shape[0])
     use_v2 = any(k.startswith("swinViT.layers1c") for k in foreign)
-    kwargs = {"feature_size": feature_size, "use_v2": use_v2, "in_channels": in_channels, "out_channels": classes}
+    stated = stated_merging(checkpoint, path)
+    merging = stated or "v1.3"
+    kwargs = {"feature_size": feature_size, "use_v2": use_v2, "in_channels": in_channels, "out_channels": classes, "merging": merging}
     network = build_network("swinunetr", **kwargs)
     state, report = match_state(network.state_dict(), foreign, lambda k: k, allow_partial, source=str(path))
     entries = _labels(labels, classes)
@@ -69,6 +76,7 @@ def import_swinunetr_segmentation(path: Path, out_dir: Path, labels: str | None 
             "assumed": {
                 "preprocessing": {"value": "RAS, 1.5 mm, window -175..250 HU", "from": "VoCo Finetune/BTCV recipe (preset voco-btcv)"},
                 "patch": {"value": [96, 96, 96], "from": "VoCo Finetune/BTCV roi"},
+                "merging": {"value": merging, "from": "the file's 'merging' entry" if stated else _MERGING_FROM},
             },
         },
         "preset": {"train": {"patch": [96, 96, 96], "overlap": 0.75}},

@@ -39,6 +39,7 @@ __all__ = [
     "load_foreign_state",
     "select_keys",
     "match_state",
+    "stated_merging",
     "voco_keys",
     "misfm_keys",
 ]
@@ -219,6 +220,20 @@ def unwrap_state(obj: Any, path: str | PathLike[str]) -> dict[str, Tensor]:
     if not state:
         raise WeightsError(f"{path}: holds no tensors (top-level keys: {list(obj)[:_LISTED]}).")
     return state
+
+
+def stated_merging(obj: Any, path: str | PathLike[str]) -> str | None:
+    """The SwinUNETR token-merge variant a loaded checkpoint states (a top-level ``merging`` string), or None.
+
+    Released VoCo / SwinUNETR files state none (they were trained under MONAI <= 1.4: ``"v1.3"``); see
+    :mod:`ssl3d.nets.swin_merging`. Raises WeightsError for a value that is not a known variant.
+    """
+    from .nets.swin_merging import MERGING_VARIANTS
+
+    stated = obj.get("merging") if isinstance(obj, Mapping) else None
+    if stated is not None and stated not in MERGING_VARIANTS:
+        raise WeightsError(f"{path}: 'merging' is {stated!r}; expected one of {sorted(MERGING_VARIANTS)}.")
+    return stated
 
 
 def load_foreign_state(path: str | PathLike[str]) -> dict[str, Tensor]:

@@ -153,6 +153,23 @@ def test_single_output_without_multiscale_pred() -> None:
     assert isinstance(out, torch.Tensor) and out.shape == (1, 3, 16, 32, 32)
 
 
+def test_single_output_skips_the_coarse_heads() -> None:
+    """Without multiscale_pred the official network never runs pyramid_ct.out_conv2/3: a training forward
+    leaves their BatchNorm statistics untouched (the other BNs do move) and calls neither."""
+    net = _small_net(multiscale_pred=False).train()
+    coarse = {n: b.clone() for n, b in net.named_buffers() if n.startswith(("pyramid_ct.out_conv2.", "pyramid_ct.out_conv3."))}
+    assert any(n.endswith("running_mean") for n in coarse)
+    calls = []
+    for name in ("out_conv2", "out_conv3"):
+        getattr(net.pyramid_ct, name).register_forward_hook(lambda *_: calls.append(name))
+    before = net.pyramid_ct.convtrans_e2.conv.conv_conv[0].running_mean.clone()
+    net(torch.randn(2, 1, 16, 32, 32))
+    assert not calls
+    for name, value in coarse.items():
+        assert torch.equal(dict(net.named_buffers())[name], value), name
+    assert not torch.equal(net.pyramid_ct.convtrans_e2.conv.conv_conv[0].running_mean, before)
+
+
 def test_eval_is_deterministic_and_train_is_stochastic() -> None:
     net = _small_net()
     x = torch.randn(2, 1, 16, 32, 32)

@@ -46,6 +46,21 @@ def test_loss_terms_and_gradients_equal_official(version, case):
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
+@pytest.mark.parametrize("case", [0, 1])
+def test_loss_under_autocast_equals_float32_official(version, case):
+    """Inside an AMP step (CPU bfloat16 here) the loss still runs in float32: the official values to 1e-6."""
+    ref, t = _case(version, case)
+    inputs = (t["x_student"], t["x_teacher"], t["bases_student"], t["bases_teacher"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = LOSSES[version](*inputs, torch.tensor(ref["labels"]))
+        scores = voco.cosine_matrix(inputs[0], inputs[3])
+    assert scores.dtype == torch.float32
+    for term in TERMS[version]:
+        expected = float(ref[f"case{case}_{term}"].ravel()[0])
+        assert float(out[term].detach()) == pytest.approx(expected, rel=1e-6, abs=1e-9), term
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
 def test_teacher_tensors_get_no_gradient(version):
     ref, t = _case(version, 1)
     x_t = t["x_teacher"].clone().requires_grad_(True)

@@ -1,7 +1,7 @@
 """Network builders by name + kwargs (what presets and bundles store).
 
 Names: ``unet-small`` (:class:`~ssl3d.nets.unet.UNet`), ``cnn-small`` (its encoder alone),
-``swinunetr`` (MONAI SwinUNETR, ``use_v2`` as given), ``pctnet`` (:class:`~ssl3d.nets.pctnet.PCTNet`).
+``swinunetr`` (MONAI SwinUNETR, ``use_v2`` as given, ``merging`` ``"v1.3"`` | ``"distinct"``), ``pctnet`` (:class:`~ssl3d.nets.pctnet.PCTNet`).
 Aliases for SwinUNETR sizes used by VoCo: ``swin-b`` (feature size 48), ``swin-l`` (96), ``swin-h`` (192).
 """
 
@@ -31,12 +31,18 @@ def _cnn(in_channels: int = 1, out_channels: int | None = None, **kwargs: Any) -
     return UNetEncoder(in_channels, **kwargs)
 
 
-def _swinunetr(in_channels: int = 1, out_channels: int = 2, feature_size: int = 48, use_v2: bool = True, **kwargs: Any) -> nn.Module:
+def _swinunetr(in_channels: int = 1, out_channels: int = 2, feature_size: int = 48, use_v2: bool = True,
+               merging: str = "distinct", **kwargs: Any) -> nn.Module:
+    """SwinUNETR; ``merging`` picks the 3-D token merge (``"v1.3"``: MONAI <= 1.4, what released VoCo and
+    SwinUNETR weights expect; ``"distinct"``: MONAI >= 1.5, the default of bundles that record none)."""
     from monai.networks.nets import SwinUNETR
+
+    from .swin_merging import merging_class
 
     if feature_size % 12:
         raise ConfigError(f"swinunetr feature_size must be a multiple of 12, got {feature_size}.")
-    return SwinUNETR(in_channels=in_channels, out_channels=out_channels, feature_size=feature_size, use_v2=use_v2, **kwargs)
+    return SwinUNETR(in_channels=in_channels, out_channels=out_channels, feature_size=feature_size, use_v2=use_v2,
+                     downsample=merging_class(merging), **kwargs)
 
 
 def _pctnet(in_channels: int = 1, out_channels: int = 2, **kwargs: Any) -> nn.Module:

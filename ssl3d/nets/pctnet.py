@@ -381,13 +381,17 @@ class _PyramidConvTrans(nn.Module):
         self.out_conv2 = _ConvLayer(chns[2], class_num)
         self.out_conv3 = _ConvLayer(chns[3], class_num)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns the level-2 decoder map and the level-2 and level-3 predictions."""
+    def forward(self, x: torch.Tensor, predict: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Returns the level-2 decoder map and the level-2 and level-3 predictions (``None`` unless
+        ``predict``: the official network skips the coarse heads without ``multiscale_pred``, so their
+        BatchNorm statistics do not move and no compute is spent)."""
         x2 = self.convtrans_e2(x)
         x3 = self.convtrans_e3(self.down3(x2))
         x4 = self.convtrans_e4(self.down4(x3))
         x_d3 = self.convtrans_d3(self.up4(x3, x4))
         x_d2 = self.convtrans_d2(self.up3(x2, x_d3))
+        if not predict:
+            return x_d2, None, None
         return x_d2, self.out_conv2(x_d2), self.out_conv3(x_d3)
 
 
@@ -601,7 +605,7 @@ class PCTNet(nn.Module):
         """
         self._check_input(x)
         x0, x1, x2 = self.embeddings[self.resolution_mode](x)
-        x_d2, out2, out3 = self.pyramid_ct(x2)
+        x_d2, out2, out3 = self.pyramid_ct(x2, predict=self.multiscale_pred)
         head = self.pred_heads[self.resolution_mode]
         x_d0, x_d1 = head(x0, x1, x_d2)
         out = head.out_conv0(x_d0)

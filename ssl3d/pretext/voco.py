@@ -9,7 +9,8 @@ cell ``k = ix*grid + iy`` with ``ix`` along x (W) and ``iy`` along y (H). Embedd
 batched per volume: random crops ``(B, n_random, D)``, base crops ``(B, n_base, D)``.
 
 Dtype behaviour of the losses (chosen to equal the official values): embeddings are computed in at least
-float32 (float16/bfloat16 inputs are promoted, as autocast runs ``cosine_similarity`` in float32); the
+float32 (float16/bfloat16 inputs are promoted, and autocast is switched off inside the losses and
+:func:`cosine_matrix`, as autocast runs the official ``cosine_similarity`` in float32); the
 positive term is computed in the dtype of ``labels`` promoted with it, so the official float64 labels
 give a float64 ``pos``/``intra``; the other terms stay in the embeddings' dtype. ``total`` is a 0-d tensor
 in the embeddings' dtype, computed as ``float32(pos + neg) + reg`` exactly as the official type promotion
@@ -113,9 +114,15 @@ def cosine_matrix(a: Tensor, b: Tensor) -> Tensor:
     Returns:
         ``(..., n, m)`` in at least float32; norms are clamped at 1e-8 like ``F.cosine_similarity``.
     """
-    a = F.normalize(a.to(_work_dtype(a)), dim=-1, eps=_COS_EPS)
-    b = F.normalize(b.to(_work_dtype(b)), dim=-1, eps=_COS_EPS)
-    return a @ b.transpose(-1, -2)
+    with _no_autocast(a):  # under AMP the matmul would run in float16/bfloat16 (cosine error 3e-5 vs 1e-8)
+        a = F.normalize(a.to(_work_dtype(a)), dim=-1, eps=_COS_EPS)
+        b = F.normalize(b.to(_work_dtype(b)), dim=-1, eps=_COS_EPS)
+        return a @ b.transpose(-1, -2)
+
+
+def _no_autocast(x: Tensor) -> torch.autocast:
+    """Autocast switched off on ``x``'s device: the losses run in (at least) float32 inside an AMP step."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
 
 
 def position_scores_v1(x_s: Tensor, x_t: Tensor, b_s: Tensor, b_t: Tensor) -> Tensor:
@@ -215,10 +222,11 @@ def voco_v1_loss(x_s: Tensor, x_t: Tensor, b_s: Tensor, b_t: Tensor, labels: Ten
         InputError: inconsistent shapes.
     """
     y = _check_loss_inputs(x_s, x_t, b_s, b_t, labels)
-    p = position_scores_v1(x_s, x_t.detach(), b_s, b_t.detach())
-    pos = _pos_term(y, p).mean()
-    neg = _zero_mean(p**2, y).mean()
-    reg = _reg_term(b_s).mean()
+    with _no_autocast(x_s):
+        p = position_scores_v1(x_s, x_t.detach(), b_s, b_t.detach())
+        pos = _pos_term(y, p).mean()
+        neg = _zero_mean(p**2, y).mean()
+        reg = _reg_term(b_s).mean()
     return {"pos": pos, "neg": neg, "reg": reg, "total": _total(pos, neg, reg)}
 
 
@@ -248,10 +256,11 @@ def voco_v2_loss(x_s: Tensor, x_t: Tensor, b_s: Tensor, b_t: Tensor, labels: Ten
         InputError: inconsistent shapes.
     """
     y = _check_loss_inputs(x_s, x_t, b_s, b_t, labels)
-    intra = _ce_v2(y, position_scores_v2(x_s, b_t.detach())).mean()
-    target = position_scores_v2(x_t.detach(), b_t.detach().roll(-1, dims=0))  # roll(-1)[b] = b_t[(b+1) % B]
-    inter = _ce_v2(target, position_scores_v2(x_s, b_s.roll(-1, dims=0))).mean()
-    reg = _reg_term(b_s).mean()
+    with _no_autocast(x_s):
+        intra = _ce_v2(y, position_scores_v2(x_s, b_t.detach())).mean()
+        target = position_scores_v2(x_t.detach(), b_t.detach().roll(-1, dims=0))  # roll(-1)[b] = b_t[(b+1) % B]
+        inter = _ce_v2(target, position_scores_v2(x_s, b_s.roll(-1, dims=0))).mean()
+        reg = _reg_term(b_s).mean()
     return {"intra": intra, "inter": inter, "reg": reg, "total": _total(intra, inter, reg)}
 
 

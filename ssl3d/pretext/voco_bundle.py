@@ -41,7 +41,7 @@ from ..bundle import Bundle, as_bundle, write_bundle
 from ..config import NetworkConfig, Preset, VoCoConfig, from_dict, get_preset, to_dict
 from ..errors import BundleError, ConfigError, InputError, WeightsError
 from ..nets.builders import size_multiple
-from ..weights import MatchReport, load_foreign_state, match_state, voco_keys
+from ..weights import MatchReport, match_state, read_checkpoint, stated_merging, unwrap_state, voco_keys
 from .voco import (
     ProjectionHead,
     SwinPooledEncoder,
@@ -531,16 +531,20 @@ def import_voco_weights(path: str | os.PathLike, preset_name: str, out_dir: str 
                           f"this one is {preset.method!r} with network {preset.network.name!r}.")
     path, out_dir = Path(path), Path(out_dir)
     _check_out_dir(out_dir)
-    foreign = load_foreign_state(path)
+    checkpoint = read_checkpoint(path)
+    foreign = unwrap_state(checkpoint, path)
     size, channels = _file_feature_size(foreign, branch, path)
-    network = NetworkConfig("swinunetr", {**preset.network.kwargs, "feature_size": size})
+    stated = stated_merging(checkpoint, path)
+    network = NetworkConfig("swinunetr", {"merging": "v1.3", **preset.network.kwargs, "feature_size": size})
+    if stated:
+        network.kwargs["merging"] = stated
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # the init of what a partial file leaves unfilled is reproducible
         backbone, _, prefix = build_backbone(network)
     target = backbone.net.state_dict()
     state, report = match_state(target, foreign, lambda key: voco_keys(key, branch), allow_partial, source=path.name)
     full = {**target, **state}
-    meta = _imported_meta(preset, network, path, branch, size, channels, report)
+    meta = _imported_meta(preset, network, path, branch, size, channels, report, stated is not None)
     write_bundle(out_dir, {"backbone." + prefix + k: v for k, v in full.items()}, meta)
     return report
 
@@ -561,8 +565,11 @@ def _file_feature_size(foreign: dict[str, Tensor], branch: str, path: Path) -> t
     return int(shape[0]), int(shape[1])
 
 
-def _imported_meta(preset: Preset, network: NetworkConfig, path: Path, branch: str, size: int, channels: int, report: MatchReport) -> dict:
+def _imported_meta(preset: Preset, network: NetworkConfig, path: Path, branch: str, size: int, channels: int, report: MatchReport,
+                   merging_stated: bool = False) -> dict:
     source = f"preset {preset.name} ({preset.source})"
+    merging_from = ("the file's 'merging' entry" if merging_stated else
+                    f"{source}: the official code pins MONAI 1.3.0 (its 3-D PatchMerging order); the file records no variant")
     return {
         "network": {"name": "swinunetr", "kwargs": {**network.kwargs, "in_channels": 1}},
         "task": "pretext",
@@ -578,6 +585,7 @@ def _imported_meta(preset: Preset, network: NetworkConfig, path: Path, branch: s
                 "preprocessing": {"value": to_dict(preset.preprocess), "from": source},
                 "feature_size": {"value": size, "from": f"shape of {_PATCH_EMBED} in the file ({channels} input channel(s))"},
                 "network": {"value": "MONAI SwinUNETR(use_v2=True) encoder", "from": source},
+                "merging": {"value": network.kwargs["merging"], "from": merging_from},
             },
         },
         "metrics": {},

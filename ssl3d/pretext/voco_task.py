@@ -117,6 +117,7 @@ def _network_record(current: NetworkConfig, name: str) -> NetworkConfig:
     kwargs.pop("channels", None)
     size = SWIN_NAMES[name] or kwargs.get("feature_size", SWIN_NAMES.get(current.name) or 48)
     kwargs.setdefault("use_checkpoint", True)  # official use_checkpoint=True (memory only; numbers unchanged)
+    kwargs.setdefault("merging", "v1.3")  # the official MONAI 1.3.0 token merge (ssl3d.nets.swin_merging)
     return NetworkConfig("swinunetr", {**kwargs, "feature_size": size, "use_v2": True})
 
 
