@@ -42,6 +42,7 @@ from .checkpoint import load_checkpoint, remove_stale_temporaries, restore_rank_
 from .distributed import DistInfo, all_reduce_flag, cleanup_distributed, gather_objects, init_distributed
 from .logger import RunLogger
 from .optim import build_optimizer, build_scheduler
+from .run_lock import RunFolderBusy, RunLock
 
 __all__ = ["Task", "TrainContext", "train", "CANCEL_FILE"]
 
@@ -224,6 +225,20 @@ def _agree_to_start(preset: Preset, dist: DistInfo, problem: str | None) -> None
         )
 
 
+def _lock_run(run_dir: Path, dist: DistInfo) -> RunLock | None:
+    """Rank 0 takes the run folder's lock (one live owner, see run_lock.py); its refusal reaches every rank."""
+    lock, problem = None, None
+    if dist.is_main:
+        try:
+            lock = RunLock.acquire(run_dir)
+        except RunFolderBusy as exc:
+            problem = str(exc)
+    found = gather_objects(problem, dist)
+    if found[0] is not None:
+        raise RunFolderBusy(found[0])
+    return lock
+
+
 def _check_resumable(path: Path, dist: DistInfo) -> None:
     """Every rank loads the ``last.pt`` that rank 0 wrote: decide together, so no rank waits for one that failed."""
     found = gather_objects((path.is_file(), socket.gethostname()), dist)
@@ -307,13 +322,14 @@ def train(
     run_dir = Path(run_dir)
     dist, device = init_distributed(device)
     torch.manual_seed(preset.train.seed + dist.rank)
-    snapshot = None  # taken only once --out is known to be usable: a failed check removes nothing
+    snapshot = lock = None  # snapshot: taken only once --out is known to be usable: a failed check removes nothing
     logger, together = None, False  # together: every rank reached the same point, leave the process group in step
     try:
         _agree_to_start(preset, dist, _out_problem(run_dir, resume) if dist.is_main else None)
         if resume:  # before setup builds the cache
             _check_resumable(run_dir / "checkpoints" / "last.pt", dist)
-        snapshot = _snapshot(run_dir) if dist.is_main else None
+        # left to right: the snapshot is taken before the lock creates anything; a refusal leaves it None
+        snapshot, lock = (_snapshot(run_dir) if dist.is_main else None), _lock_run(run_dir, dist)
         logger = _prepare_run(preset, run_dir, events, dist, run_info or {})
         ctx = TrainContext(preset, run_dir, device, dist, logger, preset.train.seed)
         outputs = _run(task, ctx, resume)
@@ -326,6 +342,8 @@ def train(
         if logger is not None:
             logger.close()  # closed before its files are removed
             logger = None
+        if lock is not None:
+            lock.release()
         if snapshot is not None:
             _remove_partial(run_dir, snapshot)
         if isinstance(exc, OSError) and not isinstance(exc, InputError):
@@ -334,6 +352,8 @@ def train(
     finally:
         if logger is not None:
             logger.close()
+        if lock is not None:
+            lock.release()
         cleanup_distributed(barrier=together)
 
 
