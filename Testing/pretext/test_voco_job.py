@@ -252,7 +252,7 @@ def test_swin_path_one_step_at_64_cubed(tmp_path):
     sizes = {"voco.grid": 2, "voco.base_crop": 64, "voco.random_crop": 64, "voco.crop_out": 64, "voco.num_random": 1,
              "voco.head_hidden": 64, "voco.head_out": 64, "preprocess.resize": [128, 128, 64], "train.steps": 1, "train.batch_size": 1}
     preset = apply_network_choice(apply_overrides(get_preset("voco-v1-cpu"), sizes), "swinunetr", 12)
-    assert preset.network.kwargs == {"feature_size": 12, "use_v2": True, "use_checkpoint": True}  # official checkpointing
+    assert preset.network.kwargs == {"feature_size": 12, "use_v2": True, "use_checkpoint": True, "merging": "v1.3"}  # official checkpointing
     preset.network.kwargs["window_size"] = 4  # attention cost on 2 cores; the key names stay SwinUNETR's
     backbone = build_backbone(preset.network)[0]  # the encoder-only VoCo path keeps MONAI's checkpointing on
     assert all(block.use_checkpoint for layer in backbone.net.swinViT.layers1 for block in layer.blocks)
@@ -269,7 +269,7 @@ def test_swin_path_one_step_at_64_cubed(tmp_path):
 
 def test_network_choice():
     v1, v2 = get_preset("voco-v1"), get_preset("voco-v2")
-    assert apply_network_choice(v1, "swin-l").network.kwargs == {"feature_size": 96, "use_v2": True, "use_checkpoint": True}
+    assert apply_network_choice(v1, "swin-l").network.kwargs == {"feature_size": 96, "use_v2": True, "use_checkpoint": True, "merging": "v1.3"}
     assert apply_network_choice(v1, "swinunetr", 24).network.kwargs["feature_size"] == 24
     assert apply_network_choice(v1, None, 192).network.kwargs["feature_size"] == 192
     assert apply_network_choice(get_preset("voco-v1-cpu"), "cnn-small").network.name == "cnn-small"
@@ -282,7 +282,7 @@ def test_network_choice():
     assert apply_network_choice(get_preset("voco-v2-cpu"), None, None, "resize").preprocess.pad_to == (16, 16, 16)
     assert apply_network_choice(apply_network_choice(v2, None, None, "chest"), None, None, "abdomen").preprocess == v2.preprocess
     assert apply_network_choice(get_preset("voco-v2-cpu"), None, None, "chest").preprocess.spacing == (5.0, 5.0, 20.0)
-    assert v1.network.kwargs == {"feature_size": 48, "use_v2": True, "use_checkpoint": True}  # the input is not changed
+    assert v1.network.kwargs == {"feature_size": 48, "use_v2": True, "use_checkpoint": True, "merging": "v1.3"}  # the input is not changed
 
 
 @pytest.mark.parametrize(
@@ -338,7 +338,7 @@ def test_import_v1_student_teacher_file(tmp_path, swin12, branch, scale, layout)
     bundle = read_bundle(tmp_path / "bundle")
     assert bundle.meta["pretext"]["heads"] is None and bundle.meta["provenance"]["branch"] == branch
     network, state = voco_backbone_state(bundle)
-    assert network == {"name": "swinunetr", "kwargs": {"feature_size": 12, "use_v2": True, "use_checkpoint": True, "in_channels": 1}}
+    assert network == {"name": "swinunetr", "kwargs": {"feature_size": 12, "use_v2": True, "use_checkpoint": True, "in_channels": 1, "merging": "v1.3"}}
     torch.testing.assert_close(state["swinViT.patch_embed.proj.weight"], swin12["swinViT.patch_embed.proj.weight"] * scale)
     assert state["swinViT.layers1.0.blocks.0.attn.relative_position_index"].dtype == torch.int64
 
