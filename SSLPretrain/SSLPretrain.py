@@ -218,6 +218,9 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
         self._inspectAgain = False
         self._runFolder = None
         self._inspectFolder = None
+        self._presetMethod = None  # the method whose presets and networks the boxes list
+        self._runEvents = []  # the shown run's events, so a chart lost with the scene is drawn again once
+        self._chartTitle = ""
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)  # noqa: F405
@@ -226,14 +229,20 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SSLPretrainLogic()
-        for pathEdit in (self.ui.dataFolderPathLineEdit, self.ui.outputFolderPathLineEdit, self.ui.inspectModelPathLineEdit):
+        # Path fields are bound by hand: the parameter node's empty Path is ".", which the wrapper's connector
+        # would write into every empty field.
+        self._pathFields = {"dataFolder": self.ui.dataFolderPathLineEdit, "outputFolder": self.ui.outputFolderPathLineEdit,
+                            "inspectModel": self.ui.inspectModelPathLineEdit}
+        for name, pathEdit in self._pathFields.items():
             pathEdit.filters = ctk.ctkPathLineEdit.Dirs
+            pathEdit.currentPathChanged.connect(lambda text, name=name: self.onPathEdited(name, text))
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-        self.ui.methodComboBox.currentIndexChanged.connect(self.updatePresetChoices)
-        self.ui.presetComboBox.currentIndexChanged.connect(self.onPresetChosen)
-        self.ui.networkComboBox.currentIndexChanged.connect(self.onNetworkChosen)
+        # The method box is bound to the parameter node; the preset and network lists follow the node's method
+        # (_checkCanApply), and only a user's choice in them (activated, never a refill) writes the node.
+        self.ui.presetComboBox.activated.connect(self.onPresetChosen)
+        self.ui.networkComboBox.activated.connect(self.onNetworkChosen)
         self.ui.startButton.clicked.connect(self.onStartButton)
         self.ui.openRunButton.clicked.connect(self.onOpenRunButton)
         self.ui.inspectButton.clicked.connect(self.onInspectButton)
@@ -255,14 +264,11 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self.setParameterNode(None)  # the GUI follows the node again on enter(); jobs are handled meanwhile
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
-        self._chart = None
+        self._chart = None  # went with the scene; the next events draw the run's chart again, once
         self._inspection = {}
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -277,19 +283,34 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
     def setParameterNode(self, inputParameterNode: Optional[SSLPretrainParameterNode]) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
         self._parameterNode = inputParameterNode
+        self._presetMethod = None
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self.updatePresetChoices()
-            self.updateInspectModelInfo()
             self._checkCanApply()
+            self.updateInspectModelInfo()
+
+    @property
+    def parameters(self) -> SSLPretrainParameterNode:
+        """The scene's parameter node, also while the module is not shown (a job may end then)."""
+        return self._parameterNode or self.logic.getParameterNode()
+
+    def onPathEdited(self, name: str, text: str) -> None:
+        if self._parameterNode is not None and pathOrNone(text) != pathOrNone(getattr(self._parameterNode, name)):
+            setattr(self._parameterNode, name, Path(text) if text.strip() else Path())
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         p = self._parameterNode
         if p is None:
             return
+        for name, pathEdit in self._pathFields.items():
+            path = pathOrNone(getattr(p, name))
+            if pathOrNone(pathEdit.currentPath) != path:
+                pathEdit.currentPath = str(path) if path is not None else ""
+        self.updatePresetChoices()
         fromScene = p.dataSource == DataSource.SCENE
         for widget in (self.ui.sceneVolumesLabel, self.ui.sceneVolumesComboBox):
             widget.visible = fromScene
@@ -303,27 +324,37 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
         self._observeRoi(p.cropRoi if p.followRoi else None)
 
     # ------------------------------------------------------------------------------------ choices
-    def updatePresetChoices(self, index=None) -> None:
-        """Fill the preset and network boxes for the chosen method, keeping valid choices."""
-        if self._parameterNode is None:
+    def updatePresetChoices(self) -> None:
+        """List the presets and networks of the parameter node's method and show the node's choice.
+
+        The node is the truth: a saved ``vf-v2`` stays ``vf-v2`` through setup and re-entering. Only a change of
+        method replaces a preset or network that the new method does not have.
+        """
+        p = self._parameterNode
+        if p is None:
             return
-        # the box, not the parameter node: this slot can run before the binding has updated the node
-        index = self.ui.methodComboBox.currentIndex
-        method = list(Method)[index].value if 0 <= index < len(Method) else self._parameterNode.method.value
-        for box, names, current, default in (
-            (self.ui.presetComboBox, PRESETS[method], self._parameterNode.preset, None),
-            (self.ui.networkComboBox, NETWORKS[method], self._parameterNode.network, _("preset default")),
-        ):
-            wasBlocked = box.blockSignals(True)
-            box.clear()
-            if default:
-                box.addItem(default, "")
-            for name in names:
-                box.addItem(name, name)
-            box.setCurrentIndex(max(0, box.findData(current)))
-            box.blockSignals(wasBlocked)
-        self.onPresetChosen()
-        self.onNetworkChosen()
+        method = p.method.value
+        if method != self._presetMethod:
+            self._presetMethod = method
+            for box, names, default in ((self.ui.presetComboBox, PRESETS[method], None),
+                                        (self.ui.networkComboBox, NETWORKS[method], _("preset default"))):
+                wasBlocked = box.blockSignals(True)
+                box.clear()
+                if default:
+                    box.addItem(default, "")
+                for name in names:
+                    box.addItem(name, name)
+                box.blockSignals(wasBlocked)
+            with slicer.util.NodeModify(p):
+                if p.preset not in PRESETS[method]:
+                    p.preset = PRESETS[method][0]
+                if p.network and p.network not in NETWORKS[method]:
+                    p.network = ""
+        for box, value in ((self.ui.presetComboBox, p.preset), (self.ui.networkComboBox, p.network)):
+            if box.currentData != value:
+                wasBlocked = box.blockSignals(True)
+                box.setCurrentIndex(max(0, box.findData(value)))
+                box.blockSignals(wasBlocked)
 
     def onPresetChosen(self, index=None) -> None:
         if self._parameterNode is not None and self.ui.presetComboBox.currentData:
@@ -377,15 +408,8 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
             self.timer.start()
 
     def _resetRunDisplay(self, title: str) -> None:
-        from ssl3d import mrml
-
-        self._chart = mrml.events_to_plot([], slicer.mrmlScene, name=title)
-        viewNode = slicer.mrmlScene.GetSingletonNode("SSLPretrainPlot", "vtkMRMLPlotViewNode")
-        if viewNode is None:
-            viewNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotViewNode")
-            viewNode.SetSingletonTag("SSLPretrainPlot")
-        viewNode.SetPlotChartNodeID(self._chart.GetID())
-        self.ui.lossPlotWidget.setMRMLPlotViewNode(viewNode)
+        self._chartTitle, self._runEvents, self._chart = title, [], None
+        self._plotRunEvents([])
         self.ui.logTextEdit.clear()
         self.ui.progressBar.value = 0
         self.ui.statusLabel.text = ""
@@ -402,12 +426,29 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
         if not self.logic.jobs.running("pretrain") and not self.logic.jobs.running("inspect") and self._follower is None:
             self.timer.stop()
 
+    def _plotRunEvents(self, events: list) -> None:
+        """Add events to the run's one chart; a chart that went with a closed scene is drawn again, once, whole."""
+        from ssl3d import mrml
+
+        scene = slicer.mrmlScene
+        self._runEvents.extend(events)
+        if self._chart is not None and scene.IsNodePresent(self._chart):
+            mrml.events_to_plot(events, scene, self._chart)
+            return
+        self._chart = mrml.events_to_plot(self._runEvents, scene, name=self._chartTitle)
+        viewNode = scene.GetSingletonNode("SSLPretrainPlot", "vtkMRMLPlotViewNode")
+        if viewNode is None:
+            viewNode = scene.AddNewNodeByClass("vtkMRMLPlotViewNode")
+            viewNode.SetSingletonTag("SSLPretrainPlot")
+        viewNode.SetPlotChartNodeID(self._chart.GetID())
+        self.ui.lossPlotWidget.setMRMLPlotViewNode(viewNode)
+
     def _showRunEvents(self, events: list) -> None:
         if not events:
             return
         from ssl3d import mrml
 
-        mrml.events_to_plot(events, slicer.mrmlScene, self._chart)
+        self._plotRunEvents(events)
         for event in events:
             kind = event.get("event")
             if kind == "progress":
@@ -423,13 +464,15 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
                 if bundle is None and self._follower is not None:
                     bundle = SSLPretrainLogic.newestBundle(self._runFolder)
                 if bundle is not None:
-                    self._parameterNode.inspectModel = bundle
+                    self.parameters.inspectModel = bundle
                     self.ui.logTextEdit.appendPlainText(_("Pretext bundle: {path}").format(path=bundle))
+            if kind in ("done", "error") and self._follower is not None:
+                self._follower = None  # a followed run has ended: the timer stops once nothing else runs
 
     def onPretrainFinished(self, job) -> None:
         self.ui.startButton.text = _("Start pretraining")
         if job.cancelled:
-            self._parameterNode.resume = True
+            self.parameters.resume = True
             self.ui.statusLabel.text = _("Cancelled. The checkpoint is kept: press Start to resume.")
         elif job.returncode != 0:
             self.ui.statusLabel.text = _("Failed: {message}").format(message=job.error_message)
@@ -486,7 +529,7 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
         self.ui.inspectButton.text = _("Inspect")
         if job.returncode == 0 and not job.cancelled:
             with slicer.util.tryWithErrorDisplay(_("Failed to load the inspection."), waitCursor=True):
-                p = self._parameterNode
+                p = self.parameters
                 self._inspection = self.logic.loadInspection(self._inspectMethod, self._inspectFolder, p.inspectVolume)
                 self._fillOverlayChoices()
                 self.ui.inspectStatusLabel.text = _("Done.")
