@@ -210,7 +210,7 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._chart = None
+        self._chart = None  # RunChart of the shown run
         self._follower = None
         self._inspection = {}  # label in the Show box -> (node, kind)
         self._inspectMethod = None
@@ -219,8 +219,6 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
         self._runFolder = None
         self._inspectFolder = None
         self._presetMethod = None  # the method whose presets and networks the boxes list
-        self._runEvents = []  # the shown run's events, so a chart lost with the scene is drawn again once
-        self._chartTitle = ""
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)  # noqa: F405
@@ -229,13 +227,9 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SSLPretrainLogic()
-        # Path fields are bound by hand: the parameter node's empty Path is ".", which the wrapper's connector
-        # would write into every empty field.
-        self._pathFields = {"dataFolder": self.ui.dataFolderPathLineEdit, "outputFolder": self.ui.outputFolderPathLineEdit,
-                            "inspectModel": self.ui.inspectModelPathLineEdit}
-        for name, pathEdit in self._pathFields.items():
-            pathEdit.filters = ctk.ctkPathLineEdit.Dirs
-            pathEdit.currentPathChanged.connect(lambda text, name=name: self.onPathEdited(name, text))
+        self._chart = RunChart(self.ui.lossPlotWidget, "SSLPretrainPlot")
+        self._pathFields = PathFields({"dataFolder": self.ui.dataFolderPathLineEdit, "outputFolder": self.ui.outputFolderPathLineEdit,
+                                       "inspectModel": self.ui.inspectModelPathLineEdit}, lambda: self._parameterNode)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -268,7 +262,6 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
-        self._chart = None  # went with the scene; the next events draw the run's chart again, once
         self._inspection = {}
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -298,18 +291,11 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
         """The scene's parameter node, also while the module is not shown (a job may end then)."""
         return self._parameterNode or self.logic.getParameterNode()
 
-    def onPathEdited(self, name: str, text: str) -> None:
-        if self._parameterNode is not None and pathOrNone(text) != pathOrNone(getattr(self._parameterNode, name)):
-            setattr(self._parameterNode, name, Path(text) if text.strip() else Path())
-
     def _checkCanApply(self, caller=None, event=None) -> None:
         p = self._parameterNode
         if p is None:
             return
-        for name, pathEdit in self._pathFields.items():
-            path = pathOrNone(getattr(p, name))
-            if pathOrNone(pathEdit.currentPath) != path:
-                pathEdit.currentPath = str(path) if path is not None else ""
+        self._pathFields.show(p)
         self.updatePresetChoices()
         fromScene = p.dataSource == DataSource.SCENE
         for widget in (self.ui.sceneVolumesLabel, self.ui.sceneVolumesComboBox):
@@ -408,8 +394,7 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
             self.timer.start()
 
     def _resetRunDisplay(self, title: str) -> None:
-        self._chartTitle, self._runEvents, self._chart = title, [], None
-        self._plotRunEvents([])
+        self._chart.reset(title)
         self.ui.logTextEdit.clear()
         self.ui.progressBar.value = 0
         self.ui.statusLabel.text = ""
@@ -426,29 +411,12 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
         if not self.logic.jobs.running("pretrain") and not self.logic.jobs.running("inspect") and self._follower is None:
             self.timer.stop()
 
-    def _plotRunEvents(self, events: list) -> None:
-        """Add events to the run's one chart; a chart that went with a closed scene is drawn again, once, whole."""
-        from ssl3d import mrml
-
-        scene = slicer.mrmlScene
-        self._runEvents.extend(events)
-        if self._chart is not None and scene.IsNodePresent(self._chart):
-            mrml.events_to_plot(events, scene, self._chart)
-            return
-        self._chart = mrml.events_to_plot(self._runEvents, scene, name=self._chartTitle)
-        viewNode = scene.GetSingletonNode("SSLPretrainPlot", "vtkMRMLPlotViewNode")
-        if viewNode is None:
-            viewNode = scene.AddNewNodeByClass("vtkMRMLPlotViewNode")
-            viewNode.SetSingletonTag("SSLPretrainPlot")
-        viewNode.SetPlotChartNodeID(self._chart.GetID())
-        self.ui.lossPlotWidget.setMRMLPlotViewNode(viewNode)
-
     def _showRunEvents(self, events: list) -> None:
         if not events:
             return
         from ssl3d import mrml
 
-        self._plotRunEvents(events)
+        self._chart.add(events)
         for event in events:
             kind = event.get("event")
             if kind == "progress":
@@ -591,6 +559,62 @@ def pathOrNone(value) -> Optional[Path]:
     """A path parameter as a Path, or None when unset (the parameter node stores '' or '.')."""
     text = str(value or "").strip()
     return Path(text) if text not in ("", ".") else None
+
+
+class RunChart:
+    """The loss chart of the run a module shows: one chart per run, whatever the scene does.
+
+    A chart that went with a closed scene is drawn again once, with all the run's events, when the next events
+    arrive (no new chart per timer tick).
+    """
+
+    def __init__(self, plotWidget, singletonTag: str) -> None:
+        self.plotWidget, self.singletonTag = plotWidget, singletonTag
+        self.title, self.events, self.chart = "", [], None
+
+    def reset(self, title: str) -> None:
+        self.title, self.events, self.chart = title, [], None
+        self.add([])
+
+    def add(self, events: list) -> None:
+        from ssl3d import mrml
+
+        scene = slicer.mrmlScene
+        self.events.extend(events)
+        if self.chart is not None and scene.IsNodePresent(self.chart):
+            mrml.events_to_plot(events, scene, self.chart)
+            return
+        self.chart = mrml.events_to_plot(self.events, scene, name=self.title)
+        viewNode = scene.GetSingletonNode(self.singletonTag, "vtkMRMLPlotViewNode")
+        if viewNode is None:
+            viewNode = scene.AddNewNodeByClass("vtkMRMLPlotViewNode")
+            viewNode.SetSingletonTag(self.singletonTag)
+        viewNode.SetPlotChartNodeID(self.chart.GetID())
+        self.plotWidget.setMRMLPlotViewNode(viewNode)
+
+
+class PathFields:
+    """Folder fields bound to the parameter node's ``Path`` parameters by hand, so an empty field stays empty.
+
+    (Slicer's connector writes ``str(Path())``, ".", into every empty ctkPathLineEdit.) Each field picks a folder.
+    """
+
+    def __init__(self, fields: dict, parameterNode) -> None:
+        self.fields, self._parameterNode = fields, parameterNode  # name -> ctkPathLineEdit; () -> node or None
+        for name, pathEdit in fields.items():
+            pathEdit.filters = ctk.ctkPathLineEdit.Dirs
+            pathEdit.currentPathChanged.connect(lambda text, name=name: self.store(name, text))
+
+    def store(self, name: str, text: str) -> None:
+        p = self._parameterNode()
+        if p is not None and pathOrNone(text) != pathOrNone(getattr(p, name)):
+            setattr(p, name, Path(text.strip()) if text.strip() else Path())
+
+    def show(self, p) -> None:
+        for name, pathEdit in self.fields.items():
+            path = pathOrNone(getattr(p, name))
+            if pathOrNone(pathEdit.currentPath) != path:
+                pathEdit.currentPath = str(path) if path is not None else ""
 
 
 def pythonSlicer() -> Optional[str]:

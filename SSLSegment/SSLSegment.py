@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Annotated, Optional
 
-import ctk
 import qt
 import slicer
 import vtk
@@ -28,13 +27,15 @@ from slicer.i18n import translate
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import *  # noqa: F403
 from slicer.util import VTKObservationMixin
-from SSLPretrain import (PHANTOM_SAMPLE, Device, SSLPretrainLogic, ensureEngineRequirements, pathOrNone, pythonSlicer,
-                         writePhantomSample)
+from SSLPretrain import (PHANTOM_SAMPLE, Device, PathFields, RunChart, SSLPretrainLogic, ensureEngineRequirements,
+                         pathOrNone, pythonSlicer, writePhantomSample)
 
 MODEL_SETTING = "SSL3D/SSLSegment/modelPath"
 POINT_COLORS = {"positive": (0.2, 0.8, 0.3), "negative": (0.9, 0.2, 0.2)}
 SEGMENT_OUTPUT = "segmentation.seg.nrrd"  # ssl3d segment writes names and colours into it
 BUSY_AFTER_S = 0.5  # the busy indicator shows only for clicks slower than this
+#: Keys while the click section is open (listed in the help text): include/exclude toggle, undo, reset, next segment.
+CLICK_SHORTCUTS = (("T", "onToggleClickKind"), ("U", "onUndoClick"), ("Shift+R", "onResetClicks"), ("N", "onNextSegment"))
 
 
 #
@@ -50,7 +51,9 @@ class SSLSegment(ScriptedLoadableModule):  # noqa: F405
         self.parent.helpText = _(
             "Segment a volume with an SSL3D model bundle (all organs at once), refine one structure with positive "
             "and negative clicks, and fine-tune a model on segmentations made in Slicer, starting from a VoCo or "
-            "Volume Fusion pretext bundle."
+            "Volume Fusion pretext bundle.<br><br>Keys while 'Click to segment' is open: <b>T</b> switches between "
+            "include and exclude points, <b>U</b> undoes the last click, <b>Shift+R</b> removes all clicks, <b>N</b> "
+            "starts a new segment. Needs Slicer 5.10 or newer."
         )
         self.parent.acknowledgementText = _(
             "SSL3D builds on MONAI and PyTorch; the pretext tasks follow VoCo (CVPR 2024) and MIS-FM (2023)."
@@ -103,7 +106,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         self._parameterNodeGuiTag = None
         self._bundleInfo = {}
         self._segmentRun = None  # (folder, device) of the running segmentation
-        self._chart = None
+        self._chart = None  # RunChart of the fine-tuning run
         self._pairs = []  # (volume node ID, segmentation node ID)
         from ssl3d.infer.click_worker import ClickWorker  # stdlib only: safe before the engine's packages are installed
 
@@ -113,6 +116,8 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         self._clickPoints = []  # (click number, point list ID) of the clicks, oldest first, for Undo
         self._clickCount = 0  # numbers the clicks, so a failed one is found among those queued
         self._choosingTarget = False
+        self._observedPointLists = []
+        self._shortcuts = []
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)  # noqa: F405
@@ -121,12 +126,22 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SSLSegmentLogic()
-        for pathEdit in (self.ui.modelPathLineEdit, self.ui.initBundlePathLineEdit, self.ui.fineTuneOutputPathLineEdit):
-            pathEdit.filters = ctk.ctkPathLineEdit.Dirs
-        self.ui.datasetPathLineEdit.filters = ctk.ctkPathLineEdit.Dirs | ctk.ctkPathLineEdit.Files  # folder or dataset.json
+        self._pathFields = PathFields({  # the dataset field picks a folder: the engine finds a dataset.json in it
+            "modelPath": self.ui.modelPathLineEdit, "datasetFolder": self.ui.datasetPathLineEdit,
+            "initBundle": self.ui.initBundlePathLineEdit, "fineTuneOutput": self.ui.fineTuneOutputPathLineEdit},
+            lambda: self._parameterNode)
+        self._chart = RunChart(self.ui.fineTunePlotWidget, "SSLSegmentPlot")
         for placeWidget in (self.ui.positivePlaceWidget, self.ui.negativePlaceWidget):
             placeWidget.buttonsVisible = False
             placeWidget.placeButton().show()
+            # clicks stay in place mode until the user leaves it, as in nnInteractive
+            placeWidget.placeMultipleMarkups = slicer.qSlicerMarkupsPlaceWidget.ForcePlaceMultipleMarkups
+        for keys, slotName in CLICK_SHORTCUTS:
+            shortcut = qt.QShortcut(qt.QKeySequence(keys), self.parent)
+            shortcut.setContext(qt.Qt.ApplicationShortcut)  # the slice views have the keyboard focus
+            shortcut.activated.connect(getattr(self, slotName))
+            shortcut.enabled = False
+            self._shortcuts.append(shortcut)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -163,19 +178,22 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         self._connectSegmentEditor()
 
     def exit(self) -> None:
+        self._leavePlaceMode()
+        self._updateShortcuts(False)
         editor = self.ui.segmentEditorWidget
         editor.setActiveEffect(None)  # no paint brush left active in the views of another module
         editor.uninstallKeyboardShortcuts()
         editor.removeViewObservations()
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event) -> None:
+        self._leavePlaceMode()
+        for node in self._observedPointLists:  # the point lists go with the scene
+            self.removeObserver(node, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onPointPlaced)
+        self._observedPointLists = []
         self.setParameterNode(None)
-        self._chart = None
         self._pairs = []
+        self.ui.pairsListWidget.clear()  # the list shows exactly the pairs
         self._clicker.submit("forget")  # the session's volume and clicks went with the scene
         self._clickTarget, self._clickVolumeKey, self._clickPoints = None, None, []
 
@@ -205,6 +223,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
     def setParameterNode(self, inputParameterNode: Optional[SSLSegmentParameterNode]) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
@@ -212,10 +231,16 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
             self.onModelChanged()
 
+    @property
+    def parameters(self) -> SSLSegmentParameterNode:
+        """The scene's parameter node, also while the module is not shown (a job may end then)."""
+        return self._parameterNode or self.logic.getParameterNode()
+
     def _checkCanApply(self, caller=None, event=None) -> None:
         p = self._parameterNode
         if p is None:
             return
+        self._pathFields.show(p)
         jobs = self.logic.jobs
         canSegment = SSLSegmentLogic.task(self._bundleInfo) == "segmentation" and p.inputVolume is not None
         editor = self.ui.segmentEditorWidget
@@ -302,7 +327,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             slicer.util.errorDisplay(_("Segmentation failed: {message}").format(message=message), detailedText=job.stderr)
         else:
             with slicer.util.tryWithErrorDisplay(_("Failed to load the segmentation."), waitCursor=True):
-                p = self._parameterNode
+                p = self.parameters
                 segmentation = self.logic.loadSegmentation(folder / SEGMENT_OUTPUT, self._bundleInfo, p.inputVolume,
                                                            p.outputSegmentation, p.showSurface)
                 p.outputSegmentation = segmentation
@@ -314,17 +339,41 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
     # ----------------------------------------------------------------------------- click to segment
     def onClickSectionToggled(self, collapsed: bool) -> None:
         """Prepare the include (green) and exclude (red) point lists when the section opens."""
+        self._updateShortcuts(not collapsed)
         if collapsed:
+            self._leavePlaceMode()
             return
         for kind, placeWidget in (("positive", self.ui.positivePlaceWidget), ("negative", self.ui.negativePlaceWidget)):
             node = self.logic.pointList(kind)
             placeWidget.setCurrentNode(node)
             if not self.hasObserver(node, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onPointPlaced):
                 self.addObserver(node, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onPointPlaced)
+                self._observedPointLists.append(node)
         segmentation = self._parameterNode.outputSegmentation if self._parameterNode else None
         if segmentation is not None and self.ui.segmentEditorWidget.segmentationNode() is None:
             self.ui.segmentEditorWidget.setSegmentationNode(segmentation)
         self.ui.clickStatusLabel.text = SSLSegmentLogic.clickStatus(self._bundleInfo)
+
+    def _leavePlaceMode(self) -> None:
+        for placeWidget in (self.ui.positivePlaceWidget, self.ui.negativePlaceWidget):
+            if placeWidget.currentNode() is not None and placeWidget.placeModeEnabled:
+                placeWidget.setPlaceModeEnabled(False)
+
+    def _updateShortcuts(self, enabled: bool) -> None:
+        for shortcut in self._shortcuts:
+            shortcut.enabled = enabled
+
+    def onToggleClickKind(self) -> None:
+        """T: place exclude points after include points, and the other way round."""
+        positive, negative = self.ui.positivePlaceWidget, self.ui.negativePlaceWidget
+        (negative if positive.placeModeEnabled else positive).setPlaceModeEnabled(True)
+
+    def onNextSegment(self) -> None:
+        """N: a new empty segment to click on (the clicks of the last one stay in it)."""
+        editor = self.ui.segmentEditorWidget
+        segmentationNode = editor.segmentationNode()
+        if segmentationNode is not None:
+            editor.setCurrentSegmentID(segmentationNode.GetSegmentation().AddEmptySegment("", _("Clicked structure")))
 
     def onPointPlaced(self, caller=None, event=None) -> None:
         """A placed include/exclude point refines the selected segment (through the worker thread)."""
@@ -448,9 +497,17 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             segmentationNode = slicer.mrmlScene.GetNodeByID(target[3])
             if segmentationNode is None or segmentationNode.GetSegmentation().GetSegment(target[4]) is None:
                 continue  # removed meanwhile
-            with slicer.util.tryWithErrorDisplay(_("Failed to update the segment."), waitCursor=False):
-                mrml.write_mask_region(segmentationNode, target[4], result["ijkToRas"], result["box"],
-                                       result["values"], result["changed"])
+            try:  # one failed write must not drop the results after it (tryWithErrorDisplay raises again)
+                with slicer.util.tryWithErrorDisplay(_("Failed to update the segment."), waitCursor=False):
+                    editor = self.ui.segmentEditorWidget
+                    if editor.segmentationNode() is segmentationNode:
+                        editor.saveStateForUndo()  # each click is one step of the Segment Editor's Undo too
+                    mrml.write_mask_region(segmentationNode, target[4], result["ijkToRas"], result["box"],
+                                           result["values"], result["changed"])
+            except Exception:
+                if result["kind"] == "point":  # nothing was written: that click has no step to undo
+                    self._clickPoints = [entry for entry in self._clickPoints if entry[0] != result.get("tag")]
+                continue
             label = f" ({result['label']})" if result.get("label") else ""
             self.ui.clickStatusLabel.text = _("{count} click(s){label}, {seconds:.2f} s.").format(
                 count=result.get("clicks", 0), label=label, seconds=result.get("seconds", 0.0))
@@ -495,13 +552,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
                 data, labels = dataset.parent, json.loads(dataset.read_text(encoding="utf-8"))["labels"]
             args = SSLSegmentLogic.fineTuneArguments(data, pathOrNone(p.fineTuneOutput), pathOrNone(p.initBundle),
                                                      p.task.value, p.fineTuneSteps, labels)
-            self._chart = mrml.events_to_plot([], slicer.mrmlScene, name=_("Fine-tuning"))
-            viewNode = slicer.mrmlScene.GetSingletonNode("SSLSegmentPlot", "vtkMRMLPlotViewNode")
-            if viewNode is None:
-                viewNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotViewNode")
-                viewNode.SetSingletonTag("SSLSegmentPlot")
-            viewNode.SetPlotChartNodeID(self._chart.GetID())
-            self.ui.fineTunePlotWidget.setMRMLPlotViewNode(viewNode)
+            self._chart.reset(_("Fine-tuning"))
             self.ui.fineTuneLogTextEdit.setPlainText("ssl3d " + " ".join(args))
             self.logic.jobs.start("finetune", args, pathOrNone(p.fineTuneOutput))
             self.ui.fineTuneButton.text = _("Cancel")
@@ -513,7 +564,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             return
         from ssl3d import mrml
 
-        mrml.events_to_plot(events, slicer.mrmlScene, self._chart)
+        self._chart.add(events)
         for event in events:
             kind = event.get("event")
             if kind == "progress":
@@ -527,7 +578,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             elif kind == "done":
                 bundle = SSLPretrainLogic.bundleFromOutputs(event.get("outputs") or {})
                 if bundle is not None:
-                    self._parameterNode.modelPath = bundle  # the new model becomes the selected one
+                    self.parameters.modelPath = bundle  # the new model becomes the selected one
                     self.ui.fineTuneLogTextEdit.appendPlainText(_("New model: {path}").format(path=bundle))
 
     def onFineTuneFinished(self, job) -> None:

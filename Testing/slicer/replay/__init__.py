@@ -85,6 +85,14 @@ class SlicerReplay:
         self.app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
         self.core = slicer_core
         self.scene = slicer_core.vtkMRMLScene()
+        interaction = slicer_core.vtkMRMLInteractionNode()  # Slicer's application logic adds it to every scene
+        interaction.SetSingletonTag("Singleton")
+        self.scene.AddNode(interaction)
+        self.scene.RegisterNodeClass(slicer_core.vtkMRMLSegmentEditorNode())  # as the Segmentations module does
+        _register_conversion_rules(slicer_core)
+        selection = slicer_core.vtkMRMLSelectionNode()
+        selection.SetSingletonTag("Singleton")
+        self.scene.AddNode(selection)
         self.slicer_app = _App(version, testing)
         self.messages: list[tuple[str, str]] = []  # (kind, text) of every dialog shown
         self.answers = answers  # what confirmation dialogs answer
@@ -279,6 +287,19 @@ class SlicerReplay:
         unwrap(old.parent).deleteLater()
         return self.widget(name)
 
+    def click(self, pointList, ras) -> bool:
+        """A left click in a slice view: places a point on ``pointList`` only in place mode for that list; after
+        it, place mode ends unless the interaction node is persistent (vtkSlicerMarkupsWidget / the markups
+        displayable manager call SwitchToViewTransformMode)."""
+        interaction = self.scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
+        selection = self.scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
+        if interaction.GetCurrentInteractionMode() != interaction.Place or selection.GetActivePlaceNodeID() != pointList.GetID():
+            return False
+        index = pointList.AddControlPoint(*ras)
+        if not interaction.GetPlaceModePersistence():
+            interaction.SwitchToViewTransformMode()
+        return index >= 0
+
     def process_events(self, seconds: float = 0.0):
         deadline = time.monotonic() + seconds
         while True:
@@ -289,3 +310,13 @@ class SlicerReplay:
 
 
 _WIDGET_CLASSES: dict = {}
+
+
+def _register_conversion_rules(core) -> None:
+    """The segmentation conversion rules that Slicer's Segmentations module registers at startup (without them
+    a segmentation cannot make an empty binary labelmap segment)."""
+    factory = core.vtkSegmentationConverterFactory.GetInstance()
+    if factory.GetConverterRules():
+        return
+    for rule in (core.vtkBinaryLabelmapToClosedSurfaceConversionRule, core.vtkClosedSurfaceToBinaryLabelmapConversionRule):
+        factory.RegisterConverterRule(rule())

@@ -173,5 +173,143 @@ class qMRMLSegmentSelectorWidget(qMRMLWidget):
     pass
 
 
+class qMRMLSegmentEditorWidget(qMRMLWidget):
+    """The Segment Editor widget: its selection lives in its segment editor node (as in Slicer); every
+    saveStateForUndo() keeps a copy of the segmentation that undo() restores (qMRMLSegmentEditorWidget.cxx keeps
+    vtkSegmentation copies in its undo list)."""
+
+    currentSegmentIDChanged = QtCore.Signal(str)
+    segmentationNodeChanged = QtCore.Signal(object)
+    sourceVolumeNodeChanged = QtCore.Signal(object)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._editorNode, self._segmentation, self._source, self._segment = None, None, None, ""
+        self._selectorVisible = self._switchVisible = True
+        self.undoStates, self.shortcutsInstalled, self.viewsObserved, self.activeEffect = [], False, False, None
+
+    sourceVolumeNodeSelectorVisible = QtCore.Property(bool, lambda self: self._selectorVisible,
+                                                      lambda self, v: setattr(self, "_selectorVisible", bool(v)))
+    switchToSegmentationsButtonVisible = QtCore.Property(bool, lambda self: self._switchVisible,
+                                                         lambda self, v: setattr(self, "_switchVisible", bool(v)))
+
+    def setMRMLSegmentEditorNode(self, node):
+        self._editorNode = node
+
+    def mrmlSegmentEditorNode(self):
+        return self._editorNode
+
+    def segmentationNode(self):
+        return self._segmentation
+
+    def setSegmentationNode(self, node):
+        if node is not self._segmentation:
+            self._segmentation, self._segment = node, ""
+            self.undoStates = []
+            self.segmentationNodeChanged.emit(node)
+
+    def sourceVolumeNode(self):
+        return self._source
+
+    def setSourceVolumeNode(self, node):
+        if self._segmentation is None:  # Slicer: no source volume without a segmentation
+            return
+        if node is not self._source:
+            self._source = node
+            self.sourceVolumeNodeChanged.emit(node)
+
+    def currentSegmentID(self):
+        return self._segment
+
+    def setCurrentSegmentID(self, segmentId):
+        if segmentId != self._segment:
+            self._segment = segmentId
+            self.currentSegmentIDChanged.emit(segmentId)
+
+    def setActiveEffect(self, effect):
+        self.activeEffect = effect
+
+    def installKeyboardShortcuts(self):
+        self.shortcutsInstalled = True
+
+    def uninstallKeyboardShortcuts(self):
+        self.shortcutsInstalled = False
+
+    def setupViewObservations(self):
+        self.viewsObserved = True
+
+    def removeViewObservations(self):
+        self.viewsObserved = False
+
+    def saveStateForUndo(self):
+        import slicer as slicer_core
+
+        if self._segmentation is not None:
+            copy = slicer_core.vtkSegmentation()
+            copy.DeepCopy(self._segmentation.GetSegmentation())
+            self.undoStates.append(copy)
+
+    def undo(self):
+        if self.undoStates and self._segmentation is not None:
+            self._segmentation.GetSegmentation().DeepCopy(self.undoStates.pop())
+            self._segmentation.Modified()
+
+
+class qSlicerMarkupsPlaceWidget(qSlicerWidget):
+    """Markups place widget on the scene's interaction node, as qSlicerMarkupsPlaceWidget.cxx: enabling place
+    mode with ForcePlaceSingleMarkup (or ForcePlaceMultipleMarkups) sets the node's persistence off (on) first;
+    with the default ShowPlaceMultipleMarkupsOption the persistence stays as it was (off in a new scene)."""
+
+    ShowPlaceMultipleMarkupsOption, ForcePlaceSingleMarkup, ForcePlaceMultipleMarkups = 0, 1, 2
+    activeMarkupsPlaceModeChanged = QtCore.Signal(bool)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._node, self._buttons, self._multiple = None, True, self.ShowPlaceMultipleMarkupsOption
+        self._placeButton = QtWidgets.QToolButton(self)
+
+    buttonsVisible = QtCore.Property(bool, lambda self: self._buttons, lambda self, v: setattr(self, "_buttons", bool(v)))
+    placeMultipleMarkups = QtCore.Property(int, lambda self: self._multiple, lambda self, v: setattr(self, "_multiple", int(v)))
+
+    def interactionNode(self):
+        return self._scene.GetNodeByID("vtkMRMLInteractionNodeSingleton")
+
+    def placeButton(self):
+        return self._placeButton
+
+    def currentNode(self):
+        return self._node
+
+    def setCurrentNode(self, node):
+        self._node = node
+
+    def _get_enabled(self):
+        node = self.interactionNode()
+        selection = self._scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
+        return (node.GetCurrentInteractionMode() == node.Place and self._node is not None
+                and selection.GetActivePlaceNodeID() == self._node.GetID())
+
+    def setPlaceModeEnabled(self, enable):
+        node = self.interactionNode()
+        if enable:
+            if self._multiple == self.ForcePlaceSingleMarkup:
+                node.SetPlaceModePersistence(0)
+            elif self._multiple == self.ForcePlaceMultipleMarkups:
+                node.SetPlaceModePersistence(1)
+            self._scene.GetNodeByID("vtkMRMLSelectionNodeSingleton").SetActivePlaceNodeID(self._node.GetID())
+            node.SetCurrentInteractionMode(node.Place)
+        elif self._get_enabled():
+            node.SetCurrentInteractionMode(node.ViewTransform)
+        self.activeMarkupsPlaceModeChanged.emit(bool(enable))
+
+    def _get_persistency(self):
+        return bool(self.interactionNode().GetPlaceModePersistence())
+
+    placeModeEnabled = QtCore.Property(bool, _get_enabled, setPlaceModeEnabled)
+    placeModePersistency = QtCore.Property(bool, _get_persistency,
+                                           lambda self, v: self.interactionNode().SetPlaceModePersistence(int(bool(v))))
+
+
 CLASSES = (qMRMLWidget, qSlicerWidget, ctkCollapsibleButton, ctkPathLineEdit, ctkSliderWidget, qMRMLNodeComboBox,
-           qMRMLCheckableNodeComboBox, qMRMLPlotWidget, qMRMLTableView, qMRMLSegmentSelectorWidget)
+           qMRMLCheckableNodeComboBox, qMRMLPlotWidget, qMRMLTableView, qMRMLSegmentSelectorWidget,
+           qMRMLSegmentEditorWidget, qSlicerMarkupsPlaceWidget)
