@@ -474,7 +474,7 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
 
         p = self._parameterNode
         folder = Path(slicer.util.tempDirectory("ssl3d-inspect"))
-        inputFile = mrml.export_volume(p.inspectVolume, folder / "input.nii.gz")
+        inputFile = mrml.export_volume(p.inspectVolume, folder / "input.nrrd", compress=False)
         box = mrml.format_ras(mrml.roi_center(p.cropRoi)) if p.cropRoi is not None and self._inspectMethod == "voco" else None
         args = SSLPretrainLogic.inspectArguments(self._inspectMethod, pathOrNone(p.inspectModel), inputFile, folder / "out",
                                                  box=box, seed=p.seed, dense=p.denseMap)
@@ -714,7 +714,7 @@ class SSLPretrainLogic(ScriptedLoadableModuleLogic):  # noqa: F405
             raise ValueError(_("Check at least one volume to pretrain on."))
         for index, node in enumerate(nodes):
             safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in node.GetName())
-            mrml.export_volume(node, folder / f"{index:03d}_{safe}.nii.gz")
+            mrml.export_volume(node, folder / f"{index:03d}_{safe}.nrrd", compress=False)
         return folder
 
     @staticmethod

@@ -302,7 +302,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
 
         p = self._parameterNode
         folder = Path(slicer.util.tempDirectory("ssl3d-segment"))
-        inputFile = mrml.export_volume(p.inputVolume, folder / "input.nii.gz")
+        inputFile = mrml.export_volume(p.inputVolume, folder / "input.nrrd", compress=False)
         args = SSLSegmentLogic.segmentArguments(pathOrNone(p.modelPath), inputFile, folder / SEGMENT_OUTPUT, device)
         self.logic.jobs.start("segment", args, folder)
         self._segmentRun = (folder, device)

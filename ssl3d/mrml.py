@@ -193,9 +193,13 @@ def _add_display_node(node: Any, scene: Any) -> Any:
     return display
 
 
-def export_volume(node: Any, path: str | os.PathLike) -> Path:
-    """Write a volume node to a file with its world geometry (parent transform applied)."""
-    return write_volume(volume_from_node(node), path)
+def export_volume(node: Any, path: str | os.PathLike, compress: bool | str = True) -> Path:
+    """Write a volume node to a file with its world geometry (parent transform applied).
+
+    A job's temporary input is written with ``compress=False`` and straight from the node's voxels (no copy):
+    on Slicer's main thread that is ~0.2 s for a 512x512x300 CT instead of seconds for gzip.
+    """
+    return write_volume(volume_from_node(node, copy=False), path, compress=compress)
 
 
 def import_volume(path: str | os.PathLike, scene: Any, name: str, labelmap: bool = False, node: Any = None) -> Any:

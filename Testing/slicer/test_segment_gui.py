@@ -223,3 +223,17 @@ def test_a_fine_tuning_ending_while_the_module_is_not_shown(replay, tmp_path):
     assert str(p.modelPath) == str(bundle), "the new model is selected whichever module is shown"
     replay.enter(widget)
     assert widget.ui.modelPathLineEdit.currentPath == str(bundle)
+
+
+def test_the_segmentation_input_is_written_uncompressed(replay, clicking):
+    """The job's temporary input is written on the main thread: raw, not gzip (seconds for a large CT)."""
+    widget, started = clicking.widget, []
+    widget.logic.jobs.start = lambda role, args, run_dir: started.append(args)
+    widget._startSegmentation("cpu")
+    widget.timer.stop()
+    args = started[0]
+    inputFile = args[args.index("--input") + 1]
+    assert inputFile.endswith(".nrrd")
+    with open(inputFile, "rb") as stream:
+        header = stream.read(1024).split(b"\n\n")[0].decode()
+    assert "encoding: raw" in header
