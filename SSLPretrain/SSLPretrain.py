@@ -73,7 +73,7 @@ class SSLPretrain(ScriptedLoadableModule):  # noqa: F405
         self.parent.helpText = _(
             "Pretrain a 3D encoder without labels on a folder of CT or MR volumes, with VoCo (volume contrast) or "
             "Volume Fusion, on the GPU or the CPU; follow runs started elsewhere; and look inside the pretext task: "
-            "which base crop the model thinks a box belongs to, which fusion coefficient it predicts per voxel."
+            "which base crop the model thinks a box belongs to, which fusion coefficient it predicts per voxel. Needs Slicer 5.10 or newer."
         )
         self.parent.acknowledgementText = _(
             "VoCo: Wu, Zhuang, Chen, 'VoCo: A Simple-yet-Effective Volume Contrastive Learning Framework for 3D "
