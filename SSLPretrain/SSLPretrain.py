@@ -618,7 +618,8 @@ class PathFields:
 
 
 def pythonSlicer() -> Optional[str]:
-    """PythonSlicer runs engine jobs with Slicer's Python (inside Slicer, sys.executable is the application)."""
+    """PythonSlicer, Slicer's Python launcher (on Slicer's PATH; Slicer also sets sys.executable to it), runs engine
+    jobs with Slicer's Python. It starts python-real as a child and forwards no signals: jobs cancel the whole tree."""
     return shutil.which("PythonSlicer")
 
 
