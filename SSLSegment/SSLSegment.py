@@ -866,9 +866,10 @@ class SSLSegmentTest(ScriptedLoadableModuleTest):  # noqa: F405
 
     @staticmethod
     def _waitForClicks(widget, timeout: float = 120.0) -> None:
-        """Let the worker finish and the module's timer write its results into the segment."""
+        """Wait as the module does: Qt's event loop runs (the module's timer takes the results) while this thread
+        keeps the GIL between events, as PythonQt does; time.sleep would release it and hide a starving worker."""
         deadline = time.monotonic() + timeout
         while widget._clicker.pending() and time.monotonic() < deadline:
             slicer.app.processEvents()
-            time.sleep(0.05)
+            qt.QThread.msleep(20)  # a C++ sleep: PythonQt does not release the GIL around it
         widget._showClickResults()
