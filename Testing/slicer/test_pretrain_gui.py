@@ -146,3 +146,20 @@ def test_a_job_ending_while_the_module_is_not_shown_after_a_scene_close(replay):
     widget.onPretrainFinished(_FinishedJob())  # must not raise AttributeError on a missing parameter node
     p = module.SSLPretrainLogic().getParameterNode()
     assert p.resume is True, "a cancelled run is resumed by the next Start"
+
+
+def test_following_a_finished_run_stops_the_timer(replay, tmp_path):
+    module = replay.load("SSLPretrain")
+    widget = replay.widget("SSLPretrain", module)
+    replay.enter(widget)
+    run = tmp_path / "run"
+    run.mkdir()
+    _follow(widget, run, module)
+    widget.timer.start()
+    _append_events(run, 1, 2)
+    widget.onTimer()
+    assert widget.timer.isActive()
+    with open(run / "events.jsonl", "a", encoding="utf-8") as stream:
+        stream.write(json.dumps({"event": "done", "time": 0.0, "outputs": {}}) + "\n")
+    widget.onTimer()
+    assert not widget.timer.isActive(), "a followed run that has ended needs no timer"
