@@ -9,12 +9,9 @@ it, numpy (which Slicer ships) installed once per session into a temporary folde
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -28,27 +25,6 @@ STDLIB_ONLY = ["ssl3d", "ssl3d.errors", "ssl3d.requirements", "ssl3d.slicer_supp
 
 #: What must never be importable in the 3.12 tier (the point of it: Slicer's side runs without them).
 ABSENT = ("torch", "monai", "yaml", "scipy", "SimpleITK")
-
-
-def _find_python312() -> str | None:
-    roots = []
-    if shutil.which("pyenv"):
-        done = subprocess.run(["pyenv", "root"], capture_output=True, text=True)
-        roots += [done.stdout.strip()] if done.returncode == 0 else []
-    roots += [os.environ.get("PYENV_ROOT", ""), str(Path.home() / ".pyenv")]
-    for root in filter(None, roots):
-        found = sorted(glob.glob(os.path.join(root, "versions", "3.12*", "bin", "python3.12")))
-        if found:
-            return found[-1]
-    return shutil.which("python3.12")
-
-
-@pytest.fixture(scope="session")
-def python312() -> str:
-    found = _find_python312()
-    if found is None:
-        pytest.skip("no python3.12 (pyenv's 3.12 is on the CI machines): the Slicer 5.10+ Python tier needs it")
-    return found
 
 
 @pytest.fixture(scope="session")
