@@ -269,6 +269,8 @@ def test_install_steps_order_and_pins():
     steps = requirements.install_steps([TORCH, monai, numpy])
     assert [(s.via_pytorch, s.requirements) for s in steps] == [(True, (TORCH,)), (False, (monai, numpy))]
     assert steps[1].pip_arguments({"torch": "2.9.1+cu126"}.get) == ["monai>=1.4", "numpy>=1.24,<3", "torch==2.9.1"]
+    assert steps[1].pip_arguments({"torch": "2.10.0.dev20260101+cpu", "SimpleITK": "2.4.0-g1a2b3c"}.get) == [
+        "monai>=1.4", "numpy>=1.24,<3", "torch==2.10.0.dev20260101"]  # no pin from a version pip cannot read
     assert [s.via_pytorch for s in requirements.install_steps([monai])] == [False]
     assert requirements.install_steps([]) == []
     with pytest.raises(ValueError, match="SimpleITK"):

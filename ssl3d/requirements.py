@@ -257,6 +257,10 @@ def skip_reason(scan: Optional[Scan] = None) -> Optional[str]:
             + ". Install them from the module's first-use dialog (outside --testing), then run the test again.")
 
 
+#: A PEP 440 public version that pip accepts after ``==``.
+_PUBLIC_VERSION = re.compile(r"\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?", re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class InstallStep:
     """One step of the install plan.
@@ -278,9 +282,9 @@ class InstallStep:
         """
         pins = []
         for name in PROVIDED_BY_SLICER:
-            version = version_of(name)
-            if version is not None:
-                pins.append(f"{name}=={version.split('+')[0]}")
+            version = (version_of(name) or "").split("+")[0]
+            if _PUBLIC_VERSION.fullmatch(version):  # a build's odd version string would make pip refuse all
+                pins.append(f"{name}=={version}")
         return pip_args(self.requirements) + pins
 
 
