@@ -248,6 +248,16 @@ def test_a_failed_install_forgets_the_kept_scan():
     assert fake.scan.missing() == [] and fake.scan.scans == 2
 
 
+def test_a_package_installed_elsewhere_is_seen_at_the_next_call():
+    versions = _everything()
+    del versions["torch"]
+    scan = requirements.Scan(versions.get)
+    assert [r.name for r in scan.missing()] == ["torch"]
+    versions["torch"] = "2.9.0"  # e.g. from the PyTorch module's own Install button
+    assert scan.missing() == [] and scan.scans == 2
+    assert scan.missing() == [] and scan.scans == 2  # all there: kept from now on
+
+
 def test_session_scan_is_kept_until_invalidate(monkeypatch):
     lookups = []
 

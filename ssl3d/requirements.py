@@ -195,10 +195,12 @@ def describe(missing: Sequence[Requirement]) -> str:
 
 
 class Scan:
-    """What is missing (torch first), found once and remembered until :meth:`invalidate`.
+    """What is missing (torch first); once nothing is, that answer is kept until :meth:`invalidate`.
 
     Scanning the metadata of every installed distribution takes tens of milliseconds in Slicer's Python,
-    which has many; the modules ask before every job, so the answer is kept for the session.
+    which has many; the modules ask before every job and every click, so "all there" is kept for the
+    session. While something is missing every call looks again: the user may have installed it meanwhile
+    (from the PyTorch module, or with pip in the Python console), and a dialog follows anyway.
 
     Args:
         version_of: looks an installed distribution up; ``None`` means :func:`installed_version`
@@ -218,8 +220,8 @@ class Scan:
         return (self._version_of or installed_version)(name)
 
     def missing(self, cache: bool = True) -> list[Requirement]:
-        """torch (when missing) then the other missing requirements; scans unless a result is kept."""
-        if self._missing is None or not cache:
+        """torch (when missing) then the other missing requirements; scans unless "none" is kept."""
+        if self._missing != [] or not cache:
             torch = torch_missing(self.version_of)
             self._missing = ([torch] if torch else []) + missing_requirements(REQUIREMENTS, self.version_of)
             self.scans += 1
