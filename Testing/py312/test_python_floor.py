@@ -10,18 +10,15 @@ imports there, so a module on Slicer 5.8 can say what it needs.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
+from bare_python import ROOT, run_code
 from python_floor import newer_than
 
-ROOT = Path(__file__).resolve().parents[2]
 FLOOR = (3, 10)
 MODULES = ("SSLPretrain/SSLPretrain.py", "SSLSegment/SSLSegment.py")
 
@@ -92,19 +89,9 @@ def test_pyproject_floor_is_3_10():
     assert re.search(r'^requires-python\s*=\s*">=3\.10"', text, re.M)
 
 
-def _clean_env(*paths: str) -> dict:
-    return {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", ""), "LC_ALL": "C.UTF-8",
-            "PYTHONPATH": os.pathsep.join([str(ROOT), *paths]), "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-
-
-def _run(python: str, code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([python, "-s", "-c", textwrap.dedent(code)], env=_clean_env(), cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-
-
 def test_every_file_compiles_and_the_light_modules_import_in_python_3_10(python310):
     paths = [str(path) for path in _sources()]
-    done = _run(python310, f"""
+    done = run_code(python310, f"""
         import json, sys
         assert sys.version_info[:2] == (3, 10), sys.version
         failed = []
@@ -123,7 +110,7 @@ def test_every_file_compiles_and_the_light_modules_import_in_python_3_10(python3
 
 
 def test_python_3_9_of_slicer_5_8_cannot_run_the_engine_but_gets_the_message(python39):
-    done = _run(python39, """
+    done = run_code(python39, """
         import json, sys
         from dataclasses import dataclass
         from typing import get_type_hints

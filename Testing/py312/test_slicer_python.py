@@ -10,14 +10,12 @@ it, numpy (which Slicer ships) installed once per session into a temporary folde
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import textwrap
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from bare_python import ROOT, run_code
 
 #: Modules Slicer's process imports before the engine's packages exist: standard library only.
 STDLIB_ONLY = ["ssl3d", "ssl3d.errors", "ssl3d.requirements", "ssl3d.slicer_support", "ssl3d.events",
@@ -39,17 +37,14 @@ def numpy312(python312, tmp_path_factory) -> str:
     return str(folder)
 
 
-def run312(python: str, code: str, *paths: str, cwd: Path | None = None) -> dict:
-    """Run ``code`` in Python 3.12 with only this worktree (and ``paths``) importable; its last stdout line is JSON."""
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", ""), "LC_ALL": "C.UTF-8",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), *paths]), "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+def run312(python: str, code: str, *paths: str) -> dict:
+    """Run ``code`` in a clean Python 3.12 (see ``bare_python.py``); its last stdout line is JSON."""
     prelude = textwrap.dedent(f"""\
         import importlib.util, json, sys
         assert sys.version_info[:2] == (3, 12), sys.version
         assert [m for m in {ABSENT!r} if importlib.util.find_spec(m)] == [], "not a clean Python"
     """)
-    done = subprocess.run([python, "-s", "-c", prelude + textwrap.dedent(code)], env=env, cwd=cwd or ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = run_code(python, prelude + textwrap.dedent(code), *paths)
     assert done.returncode == 0, f"Python 3.12 failed:\n{done.stdout}\n{done.stderr}"
     return json.loads(done.stdout.strip().splitlines()[-1])
 
