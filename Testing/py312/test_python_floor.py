@@ -124,11 +124,17 @@ def test_python_3_9_of_slicer_5_8_cannot_run_the_engine_but_gets_the_message(pyt
             hints = "ok"
         except TypeError as error:
             hints = str(error)
+        try:
+            exec("from typing import Mapping\\nLabels = Mapping[int, str] | str | None\\n", {})  # ssl3d.evaluate
+            alias = "ok"
+        except TypeError as error:
+            alias = str(error)
         from ssl3d.slicer_support import unsupported
-        print(json.dumps({"hints": hints, "message": unsupported("5.8.1")}))
+        print(json.dumps({"hints": hints, "alias": alias, "message": unsupported("5.8.1")}))
     """)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
-    assert "unsupported operand" in result["hints"]  # the reason the floor is 3.10
+    assert "unsupported operand" in result["hints"]  # the reasons the floor is 3.10
+    assert "unsupported operand" in result["alias"]
     assert result["message"].startswith("SSL3D needs 3D Slicer 5.10 or newer (Python 3.12)")
     assert "5.8.1" in result["message"] and "Python 3.9." in result["message"]
