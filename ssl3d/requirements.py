@@ -1,4 +1,4 @@
-"""What the engine needs from the Python environment, and what is missing (standard library only).
+"""What the engine needs from the Python environment, what is missing, and how Slicer installs it (stdlib only).
 
 Slicer's modules call this on first use, before anything imports numpy-heavy or torch-heavy parts of
 ``ssl3d``, to show one dialog that lists what is missing and asks before installing it. The floors are
@@ -7,11 +7,18 @@ those of ``pyproject.toml``; ``Testing/test_requirements.py`` keeps :data:`REQUI
 SimpleITK, and torch comes from the PyTorch extension (``PyTorchUtils``), which picks the CUDA build
 that fits the driver; a plain ``pip install`` would pull the wrong build.
 
+The install plan (:func:`install_steps`) is torch first, through the PyTorch extension, then everything
+else with its dependencies through Slicer's pip, with torch and SimpleITK pinned at the versions already
+installed so that pip resolves around them instead of replacing them (no ``--no-deps``, no
+``skip_packages``). The metadata scan runs once per session (:func:`missing`) and again only after an
+install or :func:`invalidate`. In ``Slicer --testing`` nothing is installed: :func:`skip_reason` tells a
+test why it skips.
+
 Example::
 
-    missing = missing_requirements()          # [] when everything is there
-    print(describe(missing))                  # "monai >=1.4 (not installed)\\n..."
-    slicer.util.pip_install(pip_args(missing))
+    missing()                                 # [] when everything is there (scanned once per session)
+    print(describe(missing()))                # "torch >=2.8 (not installed)\\nmonai >=1.4 (not installed)"
+    outcome = ensure(confirm, install_torch, slicer.util.pip_install, testing=slicer.app.testingEnabled())
 """
 
 from __future__ import annotations
@@ -34,6 +41,13 @@ __all__ = [
     "torch_missing",
     "pip_args",
     "describe",
+    "Scan",
+    "SESSION",
+    "missing",
+    "invalidate",
+    "skip_reason",
+    "InstallStep",
+    "install_steps",
     "Outcome",
     "ensure",
 ]
@@ -180,6 +194,115 @@ def describe(missing: Sequence[Requirement]) -> str:
     return "\n".join(lines)
 
 
+class Scan:
+    """What is missing (torch first); once nothing is, that answer is kept until :meth:`invalidate`.
+
+    Scanning the metadata of every installed distribution takes tens of milliseconds in Slicer's Python,
+    which has many; the modules ask before every job and every click, so "all there" is kept for the
+    session. While something is missing every call looks again: the user may have installed it meanwhile
+    (from the PyTorch module, or with pip in the Python console), and a dialog follows anyway.
+
+    Args:
+        version_of: looks an installed distribution up; ``None`` means :func:`installed_version`
+            (looked up at scan time, so tests can replace it). Tests pass a dict's ``get``.
+
+    Attributes:
+        scans: how many times the metadata was read (tests check the cache with it).
+    """
+
+    def __init__(self, version_of: Optional[Callable[[str], Optional[str]]] = None) -> None:
+        self._version_of = version_of
+        self._missing: Optional[list[Requirement]] = None
+        self.scans = 0
+
+    def version_of(self, name: str) -> Optional[str]:
+        """The installed version of ``name``, read now (never cached)."""
+        return (self._version_of or installed_version)(name)
+
+    def missing(self, cache: bool = True) -> list[Requirement]:
+        """torch (when missing) then the other missing requirements; scans unless "none" is kept."""
+        if self._missing != [] or not cache:
+            torch = torch_missing(self.version_of)
+            self._missing = ([torch] if torch else []) + missing_requirements(REQUIREMENTS, self.version_of)
+            self.scans += 1
+        return list(self._missing)
+
+    def invalidate(self) -> None:
+        """Forget the kept result: the next :meth:`missing` scans again (call it after any install)."""
+        self._missing = None
+
+
+#: This Python session's scan; :func:`missing`, :func:`invalidate` and :func:`ensure` share it.
+SESSION = Scan()
+
+
+def missing(cache: bool = True) -> list[Requirement]:
+    """What this Python lacks (torch first), scanned once per session; ``cache=False`` scans again."""
+    return SESSION.missing(cache)
+
+
+def invalidate() -> None:
+    """Scan again on the next :func:`missing` (after packages were installed some other way)."""
+    SESSION.invalidate()
+
+
+def skip_reason(scan: Optional[Scan] = None) -> Optional[str]:
+    """Why a test inside Slicer must skip (the engine's packages are missing), or None when it can run.
+
+    In ``Slicer --testing`` the modules never install anything, so their tests call this first and skip
+    with the message, e.g. ``"SSL3D's Python packages are missing: torch >=2.8 (not installed); ..."``.
+    """
+    wanted = (scan or SESSION).missing()
+    if not wanted:
+        return None
+    return ("SSL3D's Python packages are missing: " + describe(wanted).replace("\n", "; ")
+            + ". Install them from the module's first-use dialog (outside --testing), then run the test again.")
+
+
+#: A PEP 440 public version that pip accepts after ``==``.
+_PUBLIC_VERSION = re.compile(r"\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class InstallStep:
+    """One step of the install plan.
+
+    Attributes:
+        via_pytorch: True: install ``requirements[0]`` (torch) with the PyTorch extension; False: pip.
+        requirements: what this step installs.
+    """
+
+    via_pytorch: bool
+    requirements: tuple[Requirement, ...]
+
+    def pip_arguments(self, version_of: Callable[[str], Optional[str]] = installed_version) -> list[str]:
+        """pip arguments for a pip step: the requirements, then what Slicer provides pinned as installed.
+
+        The pins are read when the step runs (after torch was installed) so that pip, which installs each
+        requirement with its dependencies, keeps the PyTorch extension's torch build and Slicer's SimpleITK
+        (``torch==2.9.1`` also accepts the installed ``2.9.1+cu126``) and fails instead of replacing them.
+        """
+        pins = []
+        for name in PROVIDED_BY_SLICER:
+            version = (version_of(name) or "").split("+")[0]
+            if _PUBLIC_VERSION.fullmatch(version):  # a build's odd version string would make pip refuse all
+                pins.append(f"{name}=={version}")
+        return pip_args(self.requirements) + pins
+
+
+def install_steps(wanted: Sequence[Requirement]) -> list[InstallStep]:
+    """The order in which Slicer installs ``wanted``: torch through the PyTorch extension, then one pip step.
+
+    Raises:
+        ValueError: ``wanted`` holds SimpleITK, which Slicer ships and the module must not replace.
+    """
+    torch = [r for r in wanted if r.name.lower() == TORCH.name]
+    rest = [r for r in wanted if r.name.lower() != TORCH.name]
+    pip_args(rest)  # raises on anything else that Slicer provides
+    steps = [InstallStep(True, (torch[0],))] if torch else []
+    return steps + ([InstallStep(False, tuple(rest))] if rest else [])
+
+
 @dataclass
 class Outcome:
     """What :func:`ensure` achieved.
@@ -188,53 +311,72 @@ class Outcome:
         ready: everything is installed and usable in this session.
         declined: the user said no; nothing was installed.
         restart: a package that this Python session had already imported was replaced; restart Slicer.
-        missing: what is still missing (after a refusal, a failed install, or before a restart).
+        missing: what is still missing (after a refusal, a failed install, in testing mode, before a restart).
+        testing: Slicer runs its tests (``--testing``): nothing was asked or installed; see :func:`skip_reason`.
     """
 
     ready: bool
     declined: bool = False
     restart: bool = False
     missing: list = field(default_factory=list)
+    testing: bool = False
 
 
 def ensure(
     confirm: Callable[[str], bool],
     install_torch: Callable[[Requirement], None],
     pip_install: Callable[[list], None],
-    version_of: Callable[[str], Optional[str]] = installed_version,
+    scan: Optional[Scan] = None,
     loaded: Callable[[str], bool] = lambda module: module in sys.modules,
+    testing: bool = False,
 ) -> Outcome:
     """Check the engine's requirements and, with the user's consent, install what is missing.
 
-    The Slicer modules call this on first use (never at import). The decisions live here; the dialogs and
-    installers are the callbacks, so this runs without Slicer in tests.
+    The Slicer modules call this before each job; it reads the packages' metadata once per session (see
+    :class:`Scan`). The decisions live here; the dialogs and installers are the callbacks, so this runs
+    without Slicer in tests.
 
     Args:
         confirm: shows the text (one line per missing package, see :func:`describe`) and returns
             whether the user agrees to install. Called once, and only when something is missing.
         install_torch: installs torch satisfying the given requirement (in Slicer: the PyTorch
-            extension's ``PyTorchUtilsLogic().installTorch``); called before ``pip_install`` so that
-            pip never pulls a torch build from PyPI as a dependency.
-        pip_install: installs a list of pip arguments (see :func:`pip_args`).
-        version_of: looks an installed distribution up (tests pass a dict's ``get``).
+            extension's ``PyTorchUtilsLogic().installTorch(torchVersionRequirement=r.specifier)``);
+            runs before ``pip_install``, and when torch is still missing afterwards pip is not run, so
+            that pip never pulls a torch build from PyPI as a dependency.
+        pip_install: installs a list of pip arguments, dependencies included (in Slicer:
+            ``slicer.util.pip_install``); see :meth:`InstallStep.pip_arguments`.
+        scan: whose kept result to use and refresh; ``None``: this session's (:data:`SESSION`).
         loaded: whether a module is already imported in this session (an upgrade then needs a restart).
+        testing: Slicer runs in testing mode: report what is missing, never ask, never install.
 
     Returns:
-        An :class:`Outcome`. Errors raised by the callbacks propagate.
+        An :class:`Outcome`. Errors raised by the callbacks propagate (the kept scan is dropped first).
     """
-    torch = torch_missing(version_of)
-    missing = missing_requirements(REQUIREMENTS, version_of)
-    wanted = ([torch] if torch else []) + missing
+    scan = scan or SESSION
+    wanted = scan.missing()
     if not wanted:
         return Outcome(ready=True)
+    if testing:
+        return Outcome(ready=False, missing=wanted, testing=True)
     if not confirm(describe(wanted)):
         return Outcome(ready=False, declined=True, missing=wanted)
-    if torch:
-        install_torch(torch)
-    if missing:
-        pip_install(pip_args(missing))
-    importlib.invalidate_caches()
+    try:
+        _install(install_steps(wanted), install_torch, pip_install, scan)
+    finally:
+        importlib.invalidate_caches()
+        scan.invalidate()
     restart = any(r.installed is not None and loaded(r.import_name) for r in wanted)
-    torch_left = torch_missing(version_of)
-    still = ([torch_left] if torch_left else []) + missing_requirements(REQUIREMENTS, version_of)
+    still = scan.missing()
     return Outcome(ready=not still and not restart, restart=restart, missing=still)
+
+
+def _install(steps: Sequence[InstallStep], install_torch: Callable, pip_install: Callable, scan: Scan) -> None:
+    """Run the plan in order; stop before pip when the PyTorch extension left torch missing."""
+    for step in steps:
+        if step.via_pytorch:
+            install_torch(step.requirements[0])
+            importlib.invalidate_caches()
+            if torch_missing(scan.version_of) is not None:
+                return
+        else:
+            pip_install(step.pip_arguments(scan.version_of))
