@@ -51,7 +51,7 @@ def test_the_jobs_cancel_file_stops_the_work_and_a_stale_one_does_not(tmp_path):
     assert cancel.is_file()  # nobody deletes it
 
 
-def test_a_cancel_inside_a_shielded_block_waits_for_check(tmp_path):
+def test_a_cancel_inside_a_shielded_block_is_raised_after_it(tmp_path):
     cancel = tmp_path / "cancel"
     with CancelWatch(cancel, token="t") as watch:
         with watch.shielded():
@@ -60,9 +60,20 @@ def test_a_cancel_inside_a_shielded_block_waits_for_check(tmp_path):
             while not watch.requested and time.monotonic() < deadline:
                 sum(range(1000))  # not cut although the cancel has arrived
             assert watch.requested
-        with pytest.raises(Cancelled, match="cancel file"):
-            watch.check()
-        watch.check()  # raised once
+        assert busy_until_cancelled(watch) < LIMIT_S
+
+
+def test_a_cancel_during_the_final_step_changes_nothing(tmp_path):
+    cancel = tmp_path / "cancel"
+    with CancelWatch(cancel) as watch:
+        watch.check()
+        with watch.final():
+            cancel.write_text("")
+            time.sleep(3 * POLL_S)
+            sum(range(10**6))
+        time.sleep(3 * POLL_S)
+        watch.check()
+    assert watch.requested
 
 
 def test_outside_the_main_thread_the_watch_only_records(tmp_path):

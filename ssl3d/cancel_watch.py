@@ -11,8 +11,8 @@ job is cancelled into :class:`~ssl3d.errors.Cancelled` in the main thread:
 
 The exception is raised where the main thread is (Python runs signal handlers between bytecodes, so
 within one forward pass), not only at :meth:`check`. Code that must not be cut halfway, such as moving a
-finished result into place, runs inside :meth:`CancelWatch.shielded`: a cancel that comes then waits for
-the block to end and is raised by the next :meth:`check`; the command decides whether one comes.
+finished result into place, runs inside :meth:`CancelWatch.final`: a cancel that comes then is too late
+and changes nothing (:meth:`CancelWatch.shielded` only defers it to the end of its block).
 
 Which file to watch: :class:`~ssl3d.jobs.Job` tells its child through :data:`ENV_CANCEL_FILE` and
 :data:`ENV_JOB_TOKEN`. A cancel file counts only when it names this job's token, so a ``cancel`` left in a
@@ -22,7 +22,8 @@ reused folder by an earlier job never stops a new one (and no one has to delete 
         for batch in batches:
             watch.check()          # also raised asynchronously between checks
             ...
-        with watch.shielded():
+        watch.check()
+        with watch.final():
             write_result()
 
 Standard library only: the CLI imports it before torch.
@@ -65,6 +66,9 @@ class CancelWatch:
         token: the cancel file counts only when its text contains it (None: any cancel file counts).
         interrupt: raise in the main thread as soon as a cancel arrives; False only records it for
             :meth:`check` (also what happens when the watch is entered outside the main thread).
+
+    Until the watched block ends, a requested cancel is raised again every :data:`POLL_S`: Python drops an
+    exception raised while a finalizer (``__del__``, a weakref callback) happens to run.
     """
 
     def __init__(self, cancel_file: str | os.PathLike | None = None, token: str | None = None, interrupt: bool = True) -> None:
@@ -73,7 +77,7 @@ class CancelWatch:
         self.reason: str | None = None
         self._interrupt = interrupt
         self._shield_depth = 0
-        self._raised = False
+        self._done = False  # final() entered, or the block has ended: nothing is raised any more
         self._signum: int | None = None  # the signal whose handler interrupts the main thread
         self._previous: dict[int, Any] = {}
         self._stop = threading.Event()
@@ -90,38 +94,41 @@ class CancelWatch:
         return self.reason is not None
 
     def check(self) -> None:
-        """Raise :class:`Cancelled` if a cancel has arrived (and was not raised yet)."""
-        if self.reason is not None and not self._raised:
-            self._raised = True
+        """Raise :class:`Cancelled` if a cancel has arrived (a safe point, also inside :meth:`shielded`)."""
+        if self.reason is not None and not self._done:
             raise Cancelled(self.reason)
 
     @contextlib.contextmanager
     def shielded(self) -> Iterator[None]:
-        """A block that a cancel does not cut: it is recorded and left to the next :meth:`check`."""
+        """A block that a cancel does not cut: it is recorded and raised after the block (or by :meth:`check`)."""
         self._shield_depth += 1
         try:
             yield
         finally:
             self._shield_depth -= 1
 
+    @contextlib.contextmanager
+    def final(self) -> Iterator[None]:
+        """The last step (writing the finished result): not cut, and a cancel from now on changes nothing."""
+        self._done = True
+        yield
+
     # ----------------------------------------------------------------------------------- arrival
-    def _request(self, reason: str) -> bool:
-        """Record the first cancel; True when the main thread should be interrupted now."""
-        if self.reason is None:
-            self.reason = reason
-        return self._interrupt and self._shield_depth == 0 and not self._raised
+    def _may_raise(self) -> bool:
+        return self.reason is not None and self._interrupt and self._shield_depth == 0 and not self._done
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        reason = self.reason or f"stopped by {signal.Signals(signum).name}"
-        if self._request(reason):
-            self.check()
+        if self.reason is None:
+            self.reason = f"stopped by {signal.Signals(signum).name}"
+        if self._may_raise():
+            raise Cancelled(self.reason)
 
-    def _poll(self, path: Path) -> None:
+    def _poll(self, path: Path | None) -> None:
         while not self._stop.wait(POLL_S):
-            if cancel_file_names_token(path, self.token):
-                if self._request(f"cancel file {path}") and self._signum is not None:
-                    _thread.interrupt_main(self._signum)  # runs _on_signal in the main thread
-                return
+            if self.reason is None and path is not None and cancel_file_names_token(path, self.token):
+                self.reason = f"cancel file {path}"
+            if self._may_raise() and self._signum is not None:
+                _thread.interrupt_main(self._signum)  # runs _on_signal in the main thread
 
     # ------------------------------------------------------------------------- context manager
     def __enter__(self) -> CancelWatch:
@@ -134,16 +141,16 @@ class CancelWatch:
             except ValueError:  # not the main thread: check() only
                 break
             self._signum = self._signum or signum
-        if self.cancel_file is not None:
+        if self.cancel_file is not None or self._signum is not None:
             self._poller = threading.Thread(target=self._poll, args=(self.cancel_file,), name="ssl3d-cancel-watch", daemon=True)
             self._poller.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._done = True  # nothing is raised once the watched block has ended
         self._stop.set()
         if self._poller is not None:
             self._poller.join(timeout=2 * POLL_S)
-        self._raised = True  # nothing is raised once the watched block has ended
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()

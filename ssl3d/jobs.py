@@ -549,9 +549,10 @@ def job_state(code: int | None, cancelled: bool, events: Sequence[dict], stderr:
         return "cancelling" if cancelled else "running"
     if any(e.get("event") == "done" for e in events):
         return "done"  # the engine finished its work (a cancel came too late, or a launcher hid its exit code)
+    if code == CANCELLED_EXIT_CODE or (cancelled and any(_ENGINE_CANCELLED.match(line) for line in stderr)):
+        return "cancelled"  # the engine stopped itself (its exit code, or its message when a launcher hid it)
     if cancelled:
-        stopped = code == CANCELLED_EXIT_CODE or any(_ENGINE_CANCELLED.match(line) for line in stderr)
-        return "cancelled" if stopped else "killed"
+        return "killed"
     if code == 0:
         return "done"
     return "killed" if code < 0 else "failed"

@@ -115,7 +115,7 @@ def _segment_volume(args: argparse.Namespace, watch) -> int:
         result = segment(bundle, volume, args.device, args.overlap, args.sw_batch, amp, bool(args.probabilities), progress=progress, log=note)
         del volume
         watch.check()
-        with watch.shielded():  # all outputs or none: a cancel now comes too late
+        with watch.final():  # all outputs or none: a cancel now comes too late
             outputs = write_outputs(result, args.output, args.probabilities)
         events.emit("done", step=result.info["windows"], total=result.info["windows"], outputs=outputs)
     if args.events != "-":
@@ -166,7 +166,7 @@ def _segment_with_points(args: argparse.Namespace, bundle, device: str, watch) -
         note = lambda message: _device_note(args, events, message)  # noqa: E731
         mask = segment_with_points(bundle, volume, points, negatives, device, ijk=args.ijk, log=note)
         watch.check()
-        with watch.shielded():
+        with watch.final():
             outputs = write_outputs(SegmentResult(mask, [(1, "structure", (230, 25, 75))], {}), args.output)
         events.emit("done", step=1, total=1, outputs=outputs)
     if args.events != "-":

@@ -218,7 +218,7 @@ def _inspect(args: argparse.Namespace, watch) -> int:
         events.emit("start", step=0, total=1, message=f"inspect {args.inspect_method} {args.input}")
         result = run()  # a cancel is raised inside it, between two forward passes
         watch.check()
-        with watch.shielded():  # the finished folder replaces --out in one step
+        with watch.final():  # the finished folder replaces --out in one step
             files = write_inspection(result, args.out, config)
         events.emit("done", step=1, total=1, outputs={k: str(v) for k, v in files.items()})
     if args.events != "-":
