@@ -286,21 +286,6 @@ def test_the_cancel_file_names_the_job_and_the_job_knows_its_file(tmp_path):
 
 
 # ------------------------------------------------------------------------------ run folders: lock and re-attach
-def test_start_refuses_a_folder_whose_old_job_still_runs_and_keeps_its_cancel_file(tmp_path):
-    from ssl3d.jobs import JobBoard
-    from ssl3d.train.run_lock import RunFolderBusy
-
-    old = fake_job("--steps", "10000", "--run-dir", str(tmp_path), "--lock", "--ignore-term")
-    wait_for_event(old, "progress")
-    try:
-        (tmp_path / "cancel").write_text("cancelled by the user; the old job is still saving\n")
-        with pytest.raises(RunFolderBusy, match=rf"pid {wait_for_event(old, 'start')['pid']}"):
-            JobBoard().start("pretrain", ["pretrain", "--out", str(tmp_path)], run_dir=tmp_path)
-        assert (tmp_path / "cancel").is_file()
-    finally:
-        old.cancel(grace_s=0, wait=True)
-
-
 def test_attach_follows_a_run_after_a_reload_and_cancels_it(tmp_path):
     from ssl3d.jobs import JobBoard, live_job
 
@@ -342,10 +327,13 @@ def test_detach_all_forgets_without_cancelling(tmp_path):
         wait_for_event(job, "progress")
         board = JobBoard()
         board.attach("pretrain", tmp_path)
-        assert board.detach_all() == {"pretrain": str(tmp_path)}  # what the module keeps over a reload
+        kept = board.detach_all()
+        assert kept == {"pretrain": str(tmp_path)}  # what the module keeps over a reload
         assert not board.running("pretrain") and board.job("pretrain") is None
         time.sleep(0.3)
         assert job.running and not (tmp_path / "cancel").exists()
         assert board.detach_all() == {}
+        again = JobBoard().reattach({**kept, "segment": str(tmp_path / "ended")})
+        assert list(again) == ["pretrain"] and again["pretrain"].running
     finally:
         job.cancel(grace_s=0, wait=True)

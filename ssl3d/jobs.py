@@ -419,6 +419,18 @@ class JobBoard:
         self._jobs[role] = job
         return job
 
+    def reattach(self, kept: dict[str, str]) -> dict[str, AttachedJob]:
+        """:meth:`attach` every ``role -> run_dir`` of ``kept`` (what :meth:`detach_all` returned before a
+        reload) whose run still lives; the ended ones are skipped (their events are in their folder)."""
+        attached = {}
+        for role, run_dir in kept.items():
+            if not self.running(role) and live_job(run_dir) is not None:
+                try:
+                    attached[role] = self.attach(role, run_dir)
+                except JobError:  # ended between the two looks
+                    continue
+        return attached
+
     def running(self, role: str) -> bool:
         job = self._jobs.get(role)
         return job is not None and job.running

@@ -28,7 +28,7 @@ def big_volume(tmp_path_factory) -> Path:
     from ssl3d.io import write_volume
 
     path = tmp_path_factory.mktemp("cancel_segment") / "ct.nrrd"
-    write_volume(make_phantom(5, shape=(160, 192, 192))[0], path)
+    write_volume(make_phantom(5, shape=(96, 128, 128))[0], path)
     return path
 
 
