@@ -99,7 +99,8 @@ def test_cancel_by_file_saves_checkpoint(tmp_path):
     assert job.wait(TIMEOUT) == CANCELLED_EXIT_CODE
     assert job.cancelled and (tmp_path / "cancel").is_file()
     assert (tmp_path / "checkpoint.json").is_file()
-    assert job.events[-1]["event"] == "checkpoint"
+    assert [e["event"] for e in job.events][-2:] == ["checkpoint", "log"]  # checkpoint, then "cancelled at step"
+    assert job.state == "cancelled" and job.last_checkpoint == str(tmp_path / "checkpoint.json")
     assert [e["event"] for e in follow_run(tmp_path).poll()] == [e["event"] for e in job.events]
     with pytest.raises(Cancelled, match="cancelled"):
         job.raise_for_status()
@@ -200,3 +201,139 @@ def test_job_board_one_job_per_role_events_then_finished(tmp_path):
     with pytest.raises(JobError):
         board.run(["segment", "--model", str(tmp_path / "missing"), "--input", "x.nii.gz", "--output", "y.nii.gz"])
     board.cancel_all()  # nothing running: nothing to do
+
+
+# ------------------------------------------------------------------------------ a launcher like PythonSlicer
+LAUNCHER = Path(__file__).parent / "helpers" / "fake_launcher.py"
+
+
+def launched_fake_job(*args: str, **kwargs) -> Job:
+    """fake_job.py run by a launcher that forwards no signal (as PythonSlicer runs python-real)."""
+    return Job.start([sys.executable, str(LAUNCHER), sys.executable, str(FAKE_JOB), *args], **kwargs)
+
+
+def engine_pid(job: Job) -> int:
+    pid = wait_for_event(job, "start")["pid"]
+    assert pid != job.pid  # the engine is the launcher's child
+    return pid
+
+
+def test_state_of_jobs_that_end_by_themselves():
+    done, failed = fake_job("--steps", "1"), fake_job("--fail", "user")
+    done.wait(TIMEOUT), failed.wait(TIMEOUT)
+    assert (done.state, failed.state) == ("done", "failed")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_cancel_through_a_launcher_reaches_the_engine(tmp_path):
+    # no run folder for the Job: only the signal can stop the engine, as for a segment job before this issue
+    job = launched_fake_job("--steps", "10000", "--run-dir", str(tmp_path))
+    engine = engine_pid(job)
+    wait_for_event(job, "progress")
+    job.cancel(grace_s=TIMEOUT)
+    assert job.state == "cancelling"  # not "cancelled" before the checkpoint is written
+    job.wait(TIMEOUT)
+    assert gone(engine) and gone(job.pid)
+    assert (tmp_path / "checkpoint.json").is_file()  # the engine itself got SIGTERM and saved
+    assert job.state == "cancelled"  # the launcher died of SIGTERM, the engine's own stop is what counts
+    assert job.last_checkpoint == str(tmp_path / "checkpoint.json")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_poll_reports_the_end_only_when_the_launchers_child_has_exited(tmp_path, monkeypatch):
+    import ssl3d.jobs
+
+    monkeypatch.setattr(ssl3d.jobs, "_DRAIN_S", 0.3)  # the old poll gave up waiting for the pipes after this
+    job = launched_fake_job("--steps", "10000", "--run-dir", str(tmp_path))
+    engine = engine_pid(job)
+    try:
+        os.kill(job.pid, signal.SIGKILL)  # the launcher alone dies
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            assert job.poll() is None and job.running, "the engine still runs"
+            time.sleep(0.05)
+        assert not gone(engine)
+        job.cancel(grace_s=TIMEOUT, wait=True)  # found and stopped although its launcher is gone
+        assert gone(engine) and job.state == "cancelled" and (tmp_path / "checkpoint.json").is_file()
+    finally:
+        if not gone(engine):
+            psutil.Process(engine).kill()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_kill_after_the_grace_period_kills_the_launchers_child():
+    job = launched_fake_job("--steps", "10000", "--ignore-term")
+    engine = engine_pid(job)
+    try:
+        job.cancel(grace_s=0.5, wait=True)
+        assert gone(engine) and gone(job.pid)
+        assert job.state == "killed"  # no checkpoint: the module must not say "cancelled, resumable"
+    finally:
+        if not gone(engine):
+            psutil.Process(engine).kill()
+
+
+def test_the_cancel_file_names_the_job_and_the_job_knows_its_file(tmp_path):
+    from ssl3d.cancel_watch import ENV_CANCEL_FILE, ENV_JOB_TOKEN
+
+    code = "import os; print(os.environ['%s'], os.environ['%s'], flush=True)" % (ENV_CANCEL_FILE, ENV_JOB_TOKEN)
+    job = Job.start([sys.executable, "-c", code], run_dir=tmp_path)
+    assert job.wait(TIMEOUT) == 0
+    assert job.events[0]["message"] == f"{tmp_path / 'cancel'} {job.token}"
+    slow = fake_job("--steps", "10000", "--ignore-term", run_dir=tmp_path / "b")
+    slow.cancel(grace_s=0, wait=True)
+    assert slow.token in (tmp_path / "b" / "cancel").read_text() and slow.token != job.token
+
+
+# ------------------------------------------------------------------------------ run folders: lock and re-attach
+def test_attach_follows_a_run_after_a_reload_and_cancels_it(tmp_path):
+    from ssl3d.jobs import JobBoard, live_job
+
+    first = launched_fake_job("--steps", "10000", "--interval", "0.05", "--run-dir", str(tmp_path), "--lock")
+    engine = engine_pid(first)
+    wait_for_event(first, "progress")
+    assert live_job(tmp_path)["pid"] == engine  # the engine owns the folder, not the launcher
+    try:
+        board = JobBoard()  # the reloaded module's board
+        job = board.attach("pretrain", tmp_path)
+        with pytest.raises(RuntimeError, match="already running"):
+            board.attach("pretrain", tmp_path)
+        events, deadline = [], time.monotonic() + TIMEOUT
+        while sum(e["event"] == "progress" for e in events) < 3 and time.monotonic() < deadline:
+            events += board.take_events("pretrain")
+            time.sleep(0.05)
+        assert events[0]["event"] == "start" and board.running("pretrain") and job.state == "running"
+        board.cancel("pretrain")
+        finished = None
+        while finished is None and time.monotonic() < deadline:  # as the module's timer
+            events += board.take_events("pretrain")
+            finished = board.finished("pretrain")
+            time.sleep(0.05)
+        assert finished is job and gone(engine)
+        assert job.state == "cancelled" and job.returncode == CANCELLED_EXIT_CODE
+        assert job.last_checkpoint == str(tmp_path / "checkpoint.json") and events[-1]["event"] == "log"
+        assert live_job(tmp_path) is None
+        with pytest.raises(JobError, match="no running job"):
+            board.attach("pretrain", tmp_path)
+    finally:
+        first.cancel(grace_s=0, wait=True)
+
+
+def test_detach_all_forgets_without_cancelling(tmp_path):
+    from ssl3d.jobs import JobBoard
+
+    job = fake_job("--steps", "10000", "--run-dir", str(tmp_path), "--lock", run_dir=tmp_path)
+    try:
+        wait_for_event(job, "progress")
+        board = JobBoard()
+        board.attach("pretrain", tmp_path)
+        kept = board.detach_all()
+        assert kept == {"pretrain": str(tmp_path)}  # what the module keeps over a reload
+        assert not board.running("pretrain") and board.job("pretrain") is None
+        time.sleep(0.3)
+        assert job.running and not (tmp_path / "cancel").exists()
+        assert board.detach_all() == {}
+        again = JobBoard().reattach({**kept, "segment": str(tmp_path / "ended")})
+        assert list(again) == ["pretrain"] and again["pretrain"].running
+    finally:
+        job.cancel(grace_s=0, wait=True)

@@ -6,8 +6,9 @@ with :meth:`Job.engine` and receive the job's events (see :mod:`ssl3d.events`) t
     job = Job.engine(["pretrain", "--preset", "voco-v1-cpu", "--out", run_dir], run_dir=run_dir,
                      on_event=event_queue.put)
     ...                       # a QTimer on the main thread drains event_queue and calls job.poll()
-    job.cancel()              # Cancel button: cancel file + SIGTERM, tree killed after the grace period
+    job.cancel()              # Cancel button: cancel file + SIGTERM to the tree, tree killed after the grace period
     job.wait()
+    job.state                 # "cancelled" once every process is gone and the engine stopped itself
     job.raise_for_status()    # JobError(message) on failure, Cancelled after a cancel
 
 Threads. ``on_event`` is called from the job's stdout reader thread, never from the caller's thread.
@@ -15,11 +16,21 @@ GUI callers must not touch widgets or MRML there: hand the event to the main thr
 ``queue.Queue`` and drain the queue from a ``QTimer``). Once :meth:`Job.poll` returns an exit code, every
 event has been delivered to ``on_event`` and is in :attr:`Job.events`.
 
-Cancel protocol (the engine's side is in ``ssl3d.train``). :meth:`Job.cancel` writes a file named
-``cancel`` into the run folder (polled by the training loop; the dependable path on every OS) and sends
-SIGTERM (POSIX) or CTRL_BREAK_EVENT (Windows; it reaches the job only when it shares the caller's console).
-The job then saves a checkpoint and exits with :data:`CANCELLED_EXIT_CODE`. Whatever of the process tree
-is still alive after the grace period is killed with psutil, children first.
+The process tree. Inside Slicer the program is ``PythonSlicer``, a launcher (CTK's AppLauncher) that runs
+``python-real`` as a child with the same stdout and stderr and installs no signal handler: SIGTERM kills
+the launcher and the engine runs on, re-parented. So a job is the whole tree: :meth:`Job.poll` reports an
+exit only when every process of it has exited (descendants are remembered while they run, by a tracking
+thread and at each poll; on POSIX the members of the job's process group are looked up before the end is
+reported), and :meth:`Job.cancel` signals every process of the tree, not only the one it started.
+
+Cancel protocol (the engine's side is in ``ssl3d.train`` and :mod:`ssl3d.cancel_watch`). :meth:`Job.cancel`
+writes a file named ``cancel`` into the run folder, naming the job's token (polled by the engine; the
+dependable path on every OS) and sends SIGTERM to the job's process group and every remembered descendant
+(POSIX) or CTRL_BREAK_EVENT (Windows; it reaches the job only when it shares the caller's console). The
+engine then saves a checkpoint (training) or drops its partial result (segment, inspect) and exits with
+:data:`CANCELLED_EXIT_CODE`. Whatever of the process tree is still alive after the grace period is killed.
+A job started elsewhere (before a module reload, by an earlier Slicer) is re-attached from its run folder
+with :meth:`JobBoard.attach` (see :mod:`ssl3d.attached_job`).
 """
 
 from __future__ import annotations
@@ -34,13 +45,16 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
+from .cancel_watch import ENV_CANCEL_FILE, ENV_JOB_TOKEN
 from .errors import Cancelled, JobError
 from .events import EventFollower, make_event, parse_event
+from .process_tree import ProcessTree
 
-__all__ = ["CANCELLED_EXIT_CODE", "CANCEL_FILE", "EVENTS_FILE", "Job", "JobBoard", "follow_run"]
+__all__ = ["CANCELLED_EXIT_CODE", "CANCEL_FILE", "EVENTS_FILE", "JOB_STATES", "Job", "JobBoard", "follow_run", "live_job"]
 
 #: Exit code of an engine job that stopped because it was cancelled (after saving a checkpoint);
 #: 128 + SIGINT, as shells report an interrupted program.
@@ -49,11 +63,17 @@ CANCELLED_EXIT_CODE = 130
 CANCEL_FILE = "cancel"  # written into the run folder by Job.cancel; the training loop polls for it
 EVENTS_FILE = "events.jsonl"  # every run folder's events, read by follow_run
 STDERR_LINES = 200  # stderr lines kept for error reports
-_DRAIN_S = 5.0  # how long to wait for the output pipes after the process has exited
+_DRAIN_S = 5.0  # how long to wait for the output pipes after the process tree has exited
+_TRACK_S = 0.5  # how often the tracking thread remembers the tree's new processes
+#: What :attr:`Job.state` says: running; cancelling (asked to stop, some process still runs); done (the
+#: engine finished its work); cancelled (it stopped itself after a cancel: checkpoint written, no partial
+#: output); killed (a cancelled tree that had to be killed, or died of a signal); failed.
+JOB_STATES = ("running", "cancelling", "done", "cancelled", "killed", "failed")
+_ENGINE_CANCELLED = re.compile(r"^(cancelled: |interrupted$)")  # what the ssl3d CLI prints when it stops on a cancel
 _ERROR_LINE = re.compile(r"^(?:.*?: )?error: (.+)$")  # "error: msg" (ssl3d CLI), "prog: error: msg" (argparse)
 
 if TYPE_CHECKING:
-    import psutil  # imported where used: a Slicer without it yet can still build a JobBoard
+    from .attached_job import AttachedJob
 
 EventCallback = Callable[[dict], None]
 _log = logging.getLogger(__name__)
@@ -67,21 +87,24 @@ class Job:
     """
 
     def __init__(self, process: subprocess.Popen, command: Sequence[str], run_dir: Path | None,
-                 on_event: EventCallback | None) -> None:
+                 on_event: EventCallback | None, token: str | None = None) -> None:
         self.command = list(command)
         self.run_dir = run_dir
+        self.token = token or uuid.uuid4().hex
         self.events: list[dict] = []
         self._process = process
         self._on_event = on_event
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self._cancelled = False
-        self._exited_at: float | None = None
+        self._tree = ProcessTree(process.pid)
+        self._gone_at: float | None = None  # when the last process of the tree was seen gone
         self._readers = [
             threading.Thread(target=self._read_stdout, args=(process.stdout,), name=f"ssl3d-job-{process.pid}-out", daemon=True),
             threading.Thread(target=self._read_stderr, args=(process.stderr,), name=f"ssl3d-job-{process.pid}-err", daemon=True),
         ]
         for reader in self._readers:
             reader.start()
+        threading.Thread(target=self._track, name=f"ssl3d-job-{process.pid}-tree", daemon=True).start()
 
     # ----------------------------------------------------------------------------------------- start
     @classmethod
@@ -92,7 +115,10 @@ class Job:
 
         Args:
             command: program and arguments, e.g. ``[sys.executable, "-m", "ssl3d", "info", "--events", "-"]``.
-            run_dir: the job's run folder; :meth:`cancel` writes its ``cancel`` file there.
+            run_dir: the job's run folder; :meth:`cancel` writes its ``cancel`` file there. The job learns
+                the file and its token from :data:`~ssl3d.cancel_watch.ENV_CANCEL_FILE` and
+                :data:`~ssl3d.cancel_watch.ENV_JOB_TOKEN` (short commands watch it with
+                :class:`~ssl3d.cancel_watch.CancelWatch`; the training loop polls ``run_dir/cancel``).
             on_event: called with each event, from the reader thread (see the module docstring).
                 Stdout lines that are not events arrive as ``log`` events.
             env: variables added to (or replacing those of) the current environment. The job also gets
@@ -105,14 +131,19 @@ class Job:
         command = [os.fspath(part) for part in command]
         if not command:
             raise JobError("Job.start: command must name a program, got an empty list.")
+        token = uuid.uuid4().hex
         child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", **(env or {})}
+        child_env.pop(ENV_CANCEL_FILE, None)  # never a cancel file inherited from a job that started this one
+        child_env[ENV_JOB_TOKEN] = token
+        if run_dir is not None:
+            child_env[ENV_CANCEL_FILE] = os.fspath(Path(run_dir) / CANCEL_FILE)
         try:
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 env=child_env, cwd=cwd, encoding="utf-8", errors="replace", bufsize=1, **_group_options())
         except OSError as exc:
             raise JobError(f"cannot start {command[0]}: {exc.strerror or exc}.") from exc
-        return cls(process, command, Path(run_dir) if run_dir is not None else None, on_event)
+        return cls(process, command, Path(run_dir) if run_dir is not None else None, on_event, token)
 
     @classmethod
     def engine(cls, args: Sequence[str], run_dir: str | os.PathLike | None = None,
@@ -121,8 +152,8 @@ class Job:
         """Start ``python -m ssl3d ARGS --events -`` (``--events -`` unless ARGS has ``--events``); the rest
         as :meth:`start`.
 
-        ``python`` defaults to :data:`sys.executable`. Inside Slicer pass the ``PythonSlicer`` executable
-        (Slicer's own ``sys.executable`` is the application). The folder holding this ``ssl3d`` package is
+        ``python`` defaults to :data:`sys.executable`. Inside Slicer pass the ``PythonSlicer`` launcher
+        (Slicer sets ``sys.executable`` to it too; the tree it starts is followed and cancelled as one). The folder holding this ``ssl3d`` package is
         put first on the job's ``PYTHONPATH``, so the job runs this copy of the engine.
         """
         args = [os.fspath(arg) for arg in args]
@@ -140,35 +171,50 @@ class Job:
         return self._process.pid
 
     def poll(self) -> int | None:
-        """The exit code once the job has exited and its output is read, else ``None``. Never blocks."""
+        """The exit code once every process of the job's tree has exited and its output is read, else
+        ``None``. Never blocks (at most one look at the process table)."""
         code = self._process.poll()
-        if code is None:
+        if code is None or not self._tree_gone():
             return None
-        if self._exited_at is None:
-            self._exited_at = time.monotonic()
-        if self._reading() and time.monotonic() - self._exited_at < _DRAIN_S:
+        if self._reading() and time.monotonic() - self._gone_at < _DRAIN_S:  # type: ignore[operator]
             return None
         return code
 
     def wait(self, timeout: float | None = None) -> int:
-        """Block until the job has exited and its output is read; return the exit code.
+        """Block until every process of the job has exited and its output is read; return the exit code.
 
         A failed job is not an error here (see :meth:`raise_for_status`).
 
         Raises:
-            TimeoutError: the job still runs after ``timeout`` seconds.
+            TimeoutError: the job (or a process it started) still runs after ``timeout`` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             code = self._process.wait(timeout)
         except subprocess.TimeoutExpired:
             raise TimeoutError(f"{self.name} still runs after {timeout} s.") from None
-        if self._exited_at is None:
-            self._exited_at = time.monotonic()
-        drain_until = self._exited_at + _DRAIN_S if deadline is None else min(deadline, self._exited_at + _DRAIN_S)
+        while not self._tree_gone():
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} exited, but a process it started still runs after {timeout} s.")
+            time.sleep(0.05)
+        drain_until = self._gone_at + _DRAIN_S  # type: ignore[operator]
+        if deadline is not None:
+            drain_until = min(deadline, drain_until)
         for reader in self._readers:
             reader.join(max(0.0, drain_until - time.monotonic()))
         return code
+
+    def _tree_gone(self) -> bool:
+        """True once the started process and every process of its tree have exited (remembered)."""
+        if self._gone_at is None and self._process.poll() is not None and not self._tree.alive():
+            self._gone_at = time.monotonic()
+        return self._gone_at is not None
+
+    def _track(self) -> None:
+        """Remember the tree's processes while it runs: a launcher's child outlives it, re-parented."""
+        while not self._tree_gone():
+            self._tree.refresh()
+            time.sleep(_TRACK_S)
 
     @property
     def running(self) -> bool:
@@ -183,6 +229,18 @@ class Job:
     def cancelled(self) -> bool:
         """True once :meth:`cancel` was called on the running job, whatever exit code followed."""
         return self._cancelled
+
+    @property
+    def state(self) -> str:
+        """One of :data:`JOB_STATES`. ``cancelled`` shows only once the whole tree is gone and the engine
+        stopped itself (exit 130, or the CLI's ``cancelled:`` line when a launcher's exit code hides it):
+        by then a training run has written its checkpoint (:attr:`last_checkpoint`)."""
+        return job_state(self.poll(), self._cancelled, self.events, self._stderr)
+
+    @property
+    def last_checkpoint(self) -> str | None:
+        """The path of the last ``checkpoint`` event (what a resume starts from), or None."""
+        return last_checkpoint(self.events)
 
     @property
     def name(self) -> str:
@@ -236,69 +294,38 @@ class Job:
     def cancel(self, grace_s: float = 30.0, wait: bool = False) -> None:
         """Ask the job to save a checkpoint and stop; kill its whole process tree after ``grace_s``.
 
-        Writes ``run_dir/cancel`` (when the job has a run folder), sends SIGTERM (POSIX) or
-        CTRL_BREAK_EVENT (Windows), and kills whatever of the tree is still alive ``grace_s`` seconds
-        later (children first). Returns at once unless ``wait`` is true: then it returns when the job
-        has exited and its tree is gone. A job that has already exited is left alone (and not marked
-        cancelled). Calling it again with ``grace_s=0`` kills at once.
+        Writes ``run_dir/cancel`` (when the job has a run folder) naming the job's token, sends SIGTERM to
+        the job's process group and every process of its tree (POSIX) or CTRL_BREAK_EVENT (Windows), and
+        kills whatever of the tree is still alive ``grace_s`` seconds later. Returns at once unless
+        ``wait`` is true: then it returns when every process of the tree is gone. A job whose tree has
+        already exited is left alone (and not marked cancelled). Calling it again with ``grace_s=0``
+        kills at once.
         """
-        if self._process.poll() is not None:
+        if self.poll() is not None:
             return
         self._cancelled = True
-        tree = _descendants(self._process.pid)
-        self._write_cancel_file()
-        self._send_stop_signal()
+        self._tree.refresh()
+        write_cancel_file(self.run_dir, self.token)
+        self._tree.signal_stop()
         if wait:
-            self._reap(grace_s, tree)
+            self._reap(grace_s)
             self.wait()
         else:
-            threading.Thread(target=self._reap, args=(grace_s, tree), name=f"ssl3d-job-{self.pid}-cancel",
-                             daemon=True).start()
+            threading.Thread(target=self._reap, args=(grace_s,), name=f"ssl3d-job-{self.pid}-cancel", daemon=True).start()
 
-    def _write_cancel_file(self) -> None:
-        if self.run_dir is None:
-            return
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / CANCEL_FILE).write_text(f"cancelled at {time.time():.3f}\n", encoding="utf-8")
-        except OSError as exc:
-            _log.warning("cannot write the cancel file in %s: %s", self.run_dir, exc)
-
-    def _send_stop_signal(self) -> None:
-        try:
-            if os.name == "nt":
-                os.kill(self._process.pid, signal.CTRL_BREAK_EVENT)  # to the job's process group
-            else:
-                self._process.send_signal(signal.SIGTERM)  # the job forwards it (torchrun does)
-        except OSError as exc:  # already gone, or no shared console on Windows
-            _log.debug("stop signal to %s not delivered: %s", self._process.pid, exc)
-
-    def _reap(self, grace_s: float, tree: list[psutil.Process]) -> None:
-        """Wait up to ``grace_s`` for the job and its descendants, then kill the survivors."""
+    def _reap(self, grace_s: float) -> None:
+        """Wait up to ``grace_s`` for the whole tree, then kill the survivors."""
         deadline = time.monotonic() + grace_s
-        try:
-            self._process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-        if self._process.poll() is None:
-            tree = _merge(tree, _descendants(self._process.pid))
-        _wait_gone(tree, deadline)
-        self._kill_tree(tree)
-
-    def _kill_tree(self, descendants: list[psutil.Process]) -> None:
-        survivors = [p for p in descendants if _alive(p)]
-        for process in survivors:
-            _kill(process)
-        if self._process.poll() is None:
-            _log.info("killing %s (pid %d) after the cancel grace period", self.name, self._process.pid)
+        while not self._tree_gone() and time.monotonic() < deadline:
+            self._tree.refresh()
+            time.sleep(0.05)
+        if not self._tree_gone():
+            _log.info("killing %s (pid %d) after the cancel grace period", self.name, self.pid)
+            self._tree.kill()
             try:
-                if os.name == "nt":
-                    self._process.kill()
-                else:
-                    os.killpg(self._process.pid, signal.SIGKILL)  # also members that left the tree
-            except OSError:
+                self._process.wait(5.0)  # reap the started process; the others are re-parented
+            except subprocess.TimeoutExpired:
                 pass
-        _wait_gone(survivors, time.monotonic() + 5.0)
 
     # ------------------------------------------------------------------------------------------ I/O
     def _reading(self) -> bool:
@@ -336,8 +363,7 @@ class Job:
             self.wait()
 
     def __repr__(self) -> str:
-        state = "cancelled" if self._cancelled else "running" if self._process.poll() is None else f"exit {self._process.returncode}"
-        return f"<Job {self.name} pid={self._process.pid} {state}>"
+        return f"<Job {self.name} pid={self._process.pid} {self.state}>"
 
 
 class JobBoard:
@@ -346,24 +372,72 @@ class JobBoard:
     What a GUI needs around :class:`Job`: its timer calls :meth:`take_events` and :meth:`finished` on the
     main thread while each job's reader thread fills that role's queue; scripts and tests call :meth:`run`.
     ``python`` runs the jobs (Slicer passes its PythonSlicer; default: this interpreter).
+
+    Module reload: :meth:`detach_all` forgets the jobs without stopping them and returns ``role -> run_dir``
+    for the module to keep; the new module's board calls :meth:`attach` for each run that :func:`live_job`
+    still finds alive, and shows its progress, its end and its Cancel as before.
     """
 
     def __init__(self, python: str | None = None) -> None:
         self.python = python
-        self._jobs: dict[str, Job] = {}
+        self._jobs: dict[str, Job | AttachedJob] = {}
         self._queues: dict[str, queue.Queue] = {}
 
     def start(self, role: str, args: Sequence[str], run_dir: str | os.PathLike | None = None) -> Job:
-        """Start ``ssl3d ARGS`` for ``role``; a RuntimeError when that role's job is still running."""
+        """Start ``ssl3d ARGS`` for ``role``.
+
+        Raises:
+            RuntimeError: that role's job is still running.
+            RunFolderBusy: a live process (an earlier job of this folder that has not stopped yet, or a run
+                started elsewhere) owns ``run_dir``; its ``cancel`` file is left as it is.
+        """
         if self.running(role):
             raise RuntimeError(f"a {role} job is already running.")
+        if run_dir is not None:
+            _refuse_busy(Path(run_dir))
         self._queues[role] = queue.Queue()
-        self._jobs[role] = Job.engine(args, run_dir=run_dir, on_event=self._queues[role].put, python=self.python)
-        return self._jobs[role]
+        job = Job.engine(args, run_dir=run_dir, on_event=self._queues[role].put, python=self.python)
+        self._jobs[role] = job
+        return job
+
+    def attach(self, role: str, run_dir: str | os.PathLike) -> AttachedJob:
+        """Follow the live run in ``run_dir`` as ``role``'s job (after a module reload or a Slicer restart).
+
+        Raises:
+            RuntimeError: that role's job is still running.
+            JobError: no live process owns ``run_dir`` (the run has ended; its events are in events.jsonl).
+        """
+        from .attached_job import AttachedJob
+
+        if self.running(role):
+            raise RuntimeError(f"a {role} job is already running.")
+        owner = live_job(run_dir)
+        if owner is None:
+            raise JobError(f"{run_dir}: no running job owns this run folder (it has ended, or never started).")
+        self._queues[role] = queue.Queue()
+        job = AttachedJob(run_dir, owner, on_event=self._queues[role].put)
+        self._jobs[role] = job
+        return job
+
+    def reattach(self, kept: dict[str, str]) -> dict[str, AttachedJob]:
+        """:meth:`attach` every ``role -> run_dir`` of ``kept`` (what :meth:`detach_all` returned before a
+        reload) whose run still lives; the ended ones are skipped (their events are in their folder)."""
+        attached = {}
+        for role, run_dir in kept.items():
+            if not self.running(role) and live_job(run_dir) is not None:
+                try:
+                    attached[role] = self.attach(role, run_dir)
+                except JobError:  # ended between the two looks
+                    continue
+        return attached
 
     def running(self, role: str) -> bool:
         job = self._jobs.get(role)
         return job is not None and job.running
+
+    def job(self, role: str) -> Job | AttachedJob | None:
+        """The role's current job (running, or ended but not yet handed over by :meth:`finished`), or None."""
+        return self._jobs.get(role)
 
     def take_events(self, role: str) -> list[dict]:
         """The events received since the last call."""
@@ -372,8 +446,8 @@ class JobBoard:
             events.append(pending.get_nowait())
         return events
 
-    def finished(self, role: str) -> Job | None:
-        """The job once it has ended and all its events were taken (then forgotten), else None."""
+    def finished(self, role: str) -> Job | AttachedJob | None:
+        """The job once its whole tree has ended and all its events were taken (then forgotten), else None."""
         job = self._jobs.get(role)
         if job is None or job.running or not self._queues[role].empty():
             return None
@@ -381,13 +455,28 @@ class JobBoard:
         return job
 
     def cancel(self, role: str) -> None:
-        """Cancel file + stop signal: the job saves a checkpoint and stops; its tree is killed after the grace period."""
+        """Cancel file + stop signal to the tree: the job saves a checkpoint and stops; killed after the grace period."""
         if self.running(role):
             self._jobs[role].cancel()
 
     def cancel_all(self) -> None:
         for role in list(self._jobs):
             self.cancel(role)
+
+    def detach(self, role: str) -> Path | None:
+        """Forget ``role``'s job without stopping it; its run folder if it still runs and has one."""
+        job = self._jobs.pop(role, None)
+        self._queues.pop(role, None)
+        if job is None or job.run_dir is None or not job.running:
+            return None
+        return job.run_dir
+
+    def detach_all(self) -> dict[str, str]:
+        """Forget every job without stopping any; ``role -> run_dir`` of those still running, for the module
+        to keep and, after a reload, to :meth:`attach` where :func:`live_job` finds a live owner (training
+        runs hold a lock; segment and inspect jobs do not and cannot be attached: cancel those first)."""
+        kept = {role: self.detach(role) for role in list(self._jobs)}
+        return {role: str(run_dir) for role, run_dir in kept.items() if run_dir is not None}
 
     def run(self, args: Sequence[str], run_dir: str | os.PathLike | None = None, timeout: float | None = None) -> list[dict]:
         """Run a job to its end and return its events.
@@ -401,6 +490,15 @@ class JobBoard:
         del self._jobs["run"]
         job.raise_for_status()
         return events
+
+
+def _refuse_busy(run_dir: Path) -> None:
+    from .train.run_lock import RunFolderBusy, describe_owner
+
+    owner = live_job(run_dir)
+    if owner is not None:
+        raise RunFolderBusy(f"{run_dir}: this run folder is in use by a running job ({describe_owner(owner)}); "
+                            "wait for it to end, cancel it, or choose another output folder.")
 
 
 def follow_run(run_dir: str | os.PathLike) -> EventFollower:
@@ -446,40 +544,43 @@ def _exit_summary(name: str, code: int) -> str:
     return f"{name} failed with exit code {code}"
 
 
-def _descendants(pid: int) -> list[psutil.Process]:
-    import psutil
-
+def write_cancel_file(run_dir: Path | None, token: str | None = None) -> None:
+    """``run_dir/cancel``, naming the job's token (see :mod:`ssl3d.cancel_watch`); a warning if it cannot be written."""
+    if run_dir is None:
+        return
     try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CANCEL_FILE).write_text(f"cancelled at {time.time():.3f} by job {token or '-'}\n", encoding="utf-8")
+    except OSError as exc:
+        _log.warning("cannot write the cancel file in %s: %s", run_dir, exc)
 
 
-def _merge(first: Iterable[psutil.Process], second: Iterable[psutil.Process]) -> list[psutil.Process]:
-    merged = {p.pid: p for p in first}
-    merged.update((p.pid, p) for p in second)
-    return list(merged.values())
+def job_state(code: int | None, cancelled: bool, events: Sequence[dict], stderr: Iterable[str] = ()) -> str:
+    """The :data:`JOB_STATES` word for a job with this exit code (None: its tree still runs) and events."""
+    if code is None:
+        return "cancelling" if cancelled else "running"
+    if any(e.get("event") == "done" for e in events):
+        return "done"  # the engine finished its work (a cancel came too late, or a launcher hid its exit code)
+    if code == CANCELLED_EXIT_CODE or (cancelled and any(_ENGINE_CANCELLED.match(line) for line in stderr)):
+        return "cancelled"  # the engine stopped itself (its exit code, or its message when a launcher hid it)
+    if cancelled:
+        return "killed"
+    if code == 0:
+        return "done"
+    return "killed" if code < 0 else "failed"
 
 
-def _alive(process: psutil.Process) -> bool:
-    """Running and not a zombie (a killed grandchild stays a zombie until some parent reaps it)."""
-    import psutil
-
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+def last_checkpoint(events: Sequence[dict]) -> str | None:
+    paths = [e.get("path") for e in events if e.get("event") == "checkpoint" and e.get("path")]
+    return str(paths[-1]) if paths else None
 
 
-def _kill(process: psutil.Process) -> None:
-    import psutil
+def live_job(run_dir: str | os.PathLike) -> dict | None:
+    """The live process that owns the run folder (its ``run.lock`` record: pid, host, started), or None.
 
-    try:
-        process.kill()  # psutil checks that the pid still belongs to this process
-    except psutil.Error:
-        pass
+    A module keeps ``role -> run_dir`` of its running jobs (e.g. in its parameter node); after a reload this
+    says which of them still run, and :meth:`JobBoard.attach` follows one.
+    """
+    from .train.run_lock import live_owner
 
-
-def _wait_gone(processes: list[psutil.Process], deadline: float) -> None:
-    while any(_alive(p) for p in processes) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    return live_owner(run_dir)

@@ -9,6 +9,7 @@ emits a ``checkpoint`` event and exits with CANCELLED_EXIT_CODE, as the training
     python fake_job.py --fail user                # error event + "error: ..." on stderr; exit 2
     python fake_job.py --fail crash               # an uncaught exception (traceback); exit 1
     python fake_job.py --ignore-term --child      # ignores SIGTERM and starts a child that ignores it too
+    python fake_job.py --run-dir R --lock         # owns R/run.lock while it runs, as a training run
 """
 
 from __future__ import annotations
@@ -46,11 +47,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fail", choices=("user", "crash"), help="fail after the first step")
     parser.add_argument("--ignore-term", action="store_true", help="ignore the stop signal")
     parser.add_argument("--child", action="store_true", help="start a child process that ignores the stop signal")
+    parser.add_argument("--lock", action="store_true", help="hold RUN_DIR/run.lock while running, as a training run")
     return parser.parse_args()
 
 
 def main() -> int:
     args = parse_args()
+    if not args.lock:
+        return run(args)
+    from ssl3d.train.run_lock import RunLock
+
+    with RunLock.acquire(args.run_dir):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     signal.signal(STOP_SIGNAL, signal.SIG_IGN if args.ignore_term else on_stop_signal)
     writers = [EventWriter("-")]
     if args.run_dir is not None:
@@ -60,7 +71,7 @@ def main() -> int:
         for writer in writers:
             writer.emit(event, **fields)
 
-    emit("start", total=args.steps)
+    emit("start", total=args.steps, pid=os.getpid())
     if args.child:
         child = subprocess.Popen([sys.executable, "-c", CHILD_CODE.format(STOP_SIGNAL.name)])
         emit("log", message=f"started child {child.pid}", child_pid=child.pid)
@@ -90,6 +101,8 @@ def save_and_exit(run_dir: Path | None, step: int, emit) -> int:
     path = (run_dir or Path.cwd()) / "checkpoint.json"
     path.write_text(json.dumps({"step": step}), encoding="utf-8")
     emit("checkpoint", step=step, path=path)
+    emit("log", message=f"cancelled at step {step}; resume with --resume")  # as the training loop
+    print(f"cancelled: cancelled at step {step}", file=sys.stderr, flush=True)  # as the ssl3d CLI
     return CANCELLED_EXIT_CODE
 
 

@@ -1,7 +1,9 @@
 """``ssl3d segment`` (whole-volume segmentation with a bundle) and ``ssl3d evaluate`` (Dice, HD95, ASSD).
 
 Both check every argument before any work starts, so a user error prints one ``error:`` line, exits 2
-and leaves no output file.
+and leaves no output file. ``segment`` stops within a second of a cancel (SIGTERM, or the cancel file
+of the Slicer job that started it: :mod:`ssl3d.cancel_watch`), exits 130 and writes nothing; its
+outputs are written as one uncut step.
 """
 
 from __future__ import annotations
@@ -81,27 +83,40 @@ def _check_segment_args(args: argparse.Namespace) -> None:
 
 
 def _run_segment(args: argparse.Namespace) -> int:
+    from ..cancel_watch import CancelWatch
+
+    _check_segment_args(args)
+    with CancelWatch.from_environment() as watch:
+        return _segment_volume(args, watch)
+
+
+def _segment_volume(args: argparse.Namespace, watch) -> int:
     from ..bundle import read_bundle
     from ..device import resolve_device
     from ..events import EventWriter
     from ..io import read_volume
     from .segment import _check_task, segment, write_outputs
 
-    _check_segment_args(args)
     resolve_device(args.device)  # a bad --device fails before any work; the GPU-memory check comes with the volume
     bundle = read_bundle(args.model)
     if args.point or args.negative:
-        return _segment_with_points(args, bundle, args.device)
+        return _segment_with_points(args, bundle, args.device, watch)
     _check_task(bundle)
     volume = read_volume(args.input)
     amp = None if args.amp == "auto" else args.amp == "on"
     with EventWriter(args.events) as events:
         events.emit("start", step=0, message=f"segment {args.input}")
-        progress = lambda done, total: events.emit("progress", step=done, total=total)  # noqa: E731
+
+        def progress(done: int, total: int) -> None:
+            watch.check()  # between forward passes (a cancel is also raised within one)
+            events.emit("progress", step=done, total=total)
+
         note = lambda message: _device_note(args, events, message)  # noqa: E731
         result = segment(bundle, volume, args.device, args.overlap, args.sw_batch, amp, bool(args.probabilities), progress=progress, log=note)
         del volume
-        outputs = write_outputs(result, args.output, args.probabilities)
+        watch.check()
+        with watch.final():  # all outputs or none: a cancel now comes too late
+            outputs = write_outputs(result, args.output, args.probabilities)
         events.emit("done", step=result.info["windows"], total=result.info["windows"], outputs=outputs)
     if args.events != "-":
         info = result.info
@@ -136,7 +151,7 @@ def _parse_point(text: str, option: str) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
-def _segment_with_points(args: argparse.Namespace, bundle, device: str) -> int:
+def _segment_with_points(args: argparse.Namespace, bundle, device: str, watch) -> int:
     """Click mode: one structure as a 0/1 label map (named after the bundle's class at the click)."""
     from ..events import EventWriter
     from ..io import read_volume
@@ -150,7 +165,9 @@ def _segment_with_points(args: argparse.Namespace, bundle, device: str) -> int:
         events.emit("start", step=0, message=f"segment {args.input} with points")
         note = lambda message: _device_note(args, events, message)  # noqa: E731
         mask = segment_with_points(bundle, volume, points, negatives, device, ijk=args.ijk, log=note)
-        outputs = write_outputs(SegmentResult(mask, [(1, "structure", (230, 25, 75))], {}), args.output)
+        watch.check()
+        with watch.final():
+            outputs = write_outputs(SegmentResult(mask, [(1, "structure", (230, 25, 75))], {}), args.output)
         events.emit("done", step=1, total=1, outputs=outputs)
     if args.events != "-":
         print(f"{int(mask.array.sum())} voxels selected")

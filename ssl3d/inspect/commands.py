@@ -2,7 +2,9 @@
 
 Every argument, the bundle and the volume are checked and the whole inspection is computed before the
 first file is written; the files go into a temporary folder beside ``--out`` that is renamed into place,
-so a user error prints one ``error:`` line, exits 2 and leaves nothing behind.
+so a user error prints one ``error:`` line, exits 2 and leaves nothing behind. A cancel (SIGTERM, or the
+cancel file of the Slicer job that started it: :mod:`ssl3d.cancel_watch`) stops the command within a
+second, with exit 130 and nothing written; the finished folder is moved into place as one uncut step.
 """
 
 from __future__ import annotations
@@ -188,6 +190,13 @@ def _prepare(args: argparse.Namespace):
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
+    from ..cancel_watch import CancelWatch
+
+    with CancelWatch.from_environment() as watch:
+        return _inspect(args, watch)
+
+
+def _inspect(args: argparse.Namespace, watch) -> int:
     from ..events import EventWriter
 
     if args.inspect_method == "voco":
@@ -207,8 +216,10 @@ def _run_inspect(args: argparse.Namespace) -> int:
     config = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "events"}
     with EventWriter(args.events) as events:
         events.emit("start", step=0, total=1, message=f"inspect {args.inspect_method} {args.input}")
-        result = run()
-        files = write_inspection(result, args.out, config)
+        result = run()  # a cancel is raised inside it, between two forward passes
+        watch.check()
+        with watch.final():  # the finished folder replaces --out in one step
+            files = write_inspection(result, args.out, config)
         events.emit("done", step=1, total=1, outputs={k: str(v) for k, v in files.items()})
     if args.events != "-":
         _print(result.summary, files)
