@@ -7,6 +7,7 @@ here by a QTimer. Volumes cross the process boundary as files written and read b
 
 import enum
 import json
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -34,6 +35,7 @@ PRESETS = {"voco": ("voco-v1-cpu", "voco-v2-cpu", "voco-v1", "voco-v2"), "vf": (
 NETWORKS = {"voco": ("swin-b", "swin-l", "swin-h", "swinunetr", "cnn-small"), "vf": ("pctnet", "unet", "swinunetr")}
 #: Sample Data module entries (category SSL3D). The phantom is generated locally by
 #: ssl3d.data.phantoms.write_phantom_sample; PHANTOM_FILES must equal its SAMPLE_FILES (a static test checks).
+JOBS_SETTING = "SSL3D/SSLPretrain/runningJobs"  # role -> run folder of the jobs a module reload left running
 SAMPLE_CATEGORY = "SSL3D"
 PHANTOM_SAMPLE = "SSL3DPhantom"
 PHANTOM_FILES = ("SSL3DPhantom-v1.nrrd", "SSL3DPhantom-v1.seg.nrrd")
@@ -225,6 +227,10 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/SSLPretrain.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
+        self.timer = qt.QTimer()
+        self.timer.setInterval(250)
+        if showUnsupportedSlicer(self.layout, uiWidget):
+            return  # an older Slicer: one message, nothing else is set up
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SSLPretrainLogic()
         self._chart = RunChart(self.ui.lossPlotWidget, "SSLPretrainPlot")
@@ -244,21 +250,27 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
         self.ui.overlayOpacitySlider.valueChanged.connect(self.showOverlay)
         self.ui.inspectModelPathLineEdit.currentPathChanged.connect(self.updateInspectModelInfo)
 
-        self.timer = qt.QTimer()
-        self.timer.setInterval(250)
         self.timer.timeout.connect(self.onTimer)
         self.initializeParameterNode()
+        if reattachJobs(self.logic.jobs, JOBS_SETTING):  # a reload while pretraining: follow it again
+            self.ui.startButton.text = _("Cancel")
+            self._chart.reset(_("Pretraining loss"))
+            self.timer.start()
 
     def cleanup(self) -> None:
         self.timer.stop()
-        self.logic.jobs.cancel_all()
+        if self.logic is not None:
+            self.logic.jobs.cancel("inspect")  # seconds long, no run folder to come back to
+            keepJobs(self.logic.jobs, JOBS_SETTING)  # a reload must not cancel hours of training
         self.removeObservers()
 
     def enter(self) -> None:
-        self.initializeParameterNode()
+        if self.logic is not None:
+            self.initializeParameterNode()
 
     def exit(self) -> None:
-        self.setParameterNode(None)  # the GUI follows the node again on enter(); jobs are handled meanwhile
+        if self.logic is not None:
+            self.setParameterNode(None)  # the GUI follows the node again on enter(); jobs are handled meanwhile
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
@@ -439,9 +451,12 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
 
     def onPretrainFinished(self, job) -> None:
         self.ui.startButton.text = _("Start pretraining")
-        if job.cancelled:
+        if job.state == "cancelled":  # the tree is gone and the engine wrote its checkpoint first
             self.parameters.resume = True
             self.ui.statusLabel.text = _("Cancelled. The checkpoint is kept: press Start to resume.")
+        elif job.state == "killed":
+            self.ui.statusLabel.text = _("Stopped after the cancel grace period; the last checkpoint is {path}.").format(
+                path=job.last_checkpoint or _("none"))
         elif job.returncode != 0:
             self.ui.statusLabel.text = _("Failed: {message}").format(message=job.error_message)
             slicer.util.errorDisplay(_("Pretraining failed: {message}").format(message=job.error_message),
@@ -561,6 +576,39 @@ def pathOrNone(value) -> Optional[Path]:
     return Path(text) if text not in ("", ".") else None
 
 
+def showUnsupportedSlicer(layout, uiWidget) -> bool:
+    """On a Slicer older than SSL3D supports: one message above the module's widgets, which are disabled.
+
+    Checked before anything else of the engine is imported (on Slicer 5.8's Python 3.9 it could not be).
+    """
+    from ssl3d.slicer_support import unsupported
+
+    message = unsupported(slicer.app.applicationVersion, sys.version_info)
+    if message is None:
+        return False
+    label = qt.QLabel(message)
+    label.wordWrap = True
+    label.objectName = "unsupportedSlicerLabel"
+    layout.insertWidget(0, label)
+    uiWidget.enabled = False
+    return True
+
+
+def keepJobs(board, setting: str) -> None:
+    """Forget the module's jobs without stopping them, remembering their run folders (a module reload)."""
+    qt.QSettings().setValue(setting, json.dumps(board.detach_all()))
+
+
+def reattachJobs(board, setting: str) -> dict:
+    """Follow again the runs that :func:`keepJobs` remembered and that still live; role -> job."""
+    try:
+        kept = json.loads(str(qt.QSettings().value(setting, "") or "{}"))
+    except ValueError:
+        kept = {}
+    qt.QSettings().remove(setting)
+    return board.reattach(kept) if isinstance(kept, dict) else {}
+
+
 class RunChart:
     """The loss chart of the run a module shows: one chart per run, whatever the scene does.
 
@@ -624,7 +672,11 @@ def pythonSlicer() -> Optional[str]:
 
 
 def ensureEngineRequirements() -> bool:
-    """On first use: list what the engine still needs, ask, and install it (torch via the PyTorch extension)."""
+    """Before a job: what the engine still needs (checked once per session), asked for and installed.
+
+    torch comes from the PyTorch extension (the build for this computer's GPU), the rest from pip with their
+    dependencies, around Slicer's torch and SimpleITK. Under ``Slicer --testing`` nothing is asked or installed.
+    """
     from ssl3d import requirements
 
     def confirm(text):
@@ -639,21 +691,10 @@ def ensureEngineRequirements() -> bool:
             raise RuntimeError(_("Install the PyTorch extension from the Extensions Manager, then restart Slicer.")) from None
         PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=requirement.specifier)
 
-    def pipInstall(args):
-        for name in ("slicer.packaging", "slicer.pydeps"):  # Slicer >= 5.11 (the module's name changed once)
-            try:
-                deps = __import__(name, fromlist=["pip_ensure"])
-            except ImportError:
-                continue
-            if hasattr(deps, "pip_ensure"):
-                from packaging.requirements import Requirement
-
-                deps.pip_ensure([Requirement(a) for a in args], requester="SSL3D", prompt_install=False,
-                                prompt_restart=False, skip_packages=list(requirements.PROVIDED_BY_SLICER))
-                return
-        slicer.util.pip_install(args)
-
-    outcome = requirements.ensure(confirm, installTorch, pipInstall)
+    outcome = requirements.ensure(confirm, installTorch, slicer.util.pip_install, testing=slicer.app.testingEnabled())
+    if outcome.testing:
+        logging.info(requirements.skip_reason() or "")
+        return False
     if outcome.restart and slicer.util.confirmYesNoDisplay(_("Restart Slicer now to use the updated packages?")):
         slicer.util.restart()
     if not outcome.ready and not outcome.declined and not outcome.restart:
@@ -843,7 +884,12 @@ class SSLPretrainTest(ScriptedLoadableModuleTest):  # noqa: F405
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        from ssl3d import requirements
+
         self.setUp()
+        reason = requirements.skip_reason()
+        if reason:
+            self.skipTest(reason)
         self.test_requirements_listed()
         self.test_command_lines()
         self.test_phantom_sample()
@@ -853,7 +899,9 @@ class SSLPretrainTest(ScriptedLoadableModuleTest):  # noqa: F405
         from ssl3d import requirements
 
         self.assertTrue(all(r.minimum for r in requirements.REQUIREMENTS))
-        self.assertTrue(ensureEngineRequirements(), "the engine's Python packages are missing")
+        reason = requirements.skip_reason()  # under --testing nothing is installed: skip, saying what is missing
+        if reason:
+            self.skipTest(reason)
 
     def test_command_lines(self):
         args = SSLPretrainLogic.pretrainArguments("voco", "voco-v1-cpu", Path("d"), Path("o"), steps=3, resume=True)

@@ -4,16 +4,18 @@ Widget wiring only. Segmentation and fine-tuning run as ``ssl3d segment`` / ``ss
 background process (:class:`ssl3d.jobs.JobBoard`); the ``.seg.nrrd`` result becomes
 a segmentation node with the bundle's names and colours through :mod:`ssl3d.mrml`.
 
-Click to segment runs in-process: one persistent worker thread (``ssl3d.infer.click_worker.ClickWorker``) owns a warm
-``ssl3d.infer.InteractiveSession`` per (bundle, device) and the volume it was given. The worker never touches
-MRML or Qt: the main thread converts the volume node to a ``Volume`` and hands it in with the click; the
-worker hands back the changed box and the mask inside it; the main thread (the module's QTimer) writes only
-those voxels into the selected segment.
+Click to segment runs in a click server (``ssl3d serve``, :mod:`ssl3d.serve`): a process of its own, started with
+PythonSlicer on the first click (or a remote GPU machine named in the Server field), that keeps a warm
+``ssl3d.infer.InteractiveSession`` per volume, bundle and device. Slicer's process computes nothing: inside Slicer a
+Python thread barely runs, as PythonQt keeps the GIL while the event loop waits. The main thread converts the
+volume node to a ``Volume`` once; the client sends it and the clicks on non-blocking sockets advanced by the
+module's QTimer, and writes only the voxels a click changed into the selected segment.
 """
 
 import enum
 import html
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -28,9 +30,11 @@ from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import *  # noqa: F403
 from slicer.util import VTKObservationMixin
 from SSLPretrain import (PHANTOM_SAMPLE, Device, PathFields, RunChart, SSLPretrainLogic, ensureEngineRequirements,
-                         pathOrNone, pythonSlicer, writePhantomSample)
+                         keepJobs, pathOrNone, pythonSlicer, reattachJobs, showUnsupportedSlicer, writePhantomSample)
 
 MODEL_SETTING = "SSL3D/SSLSegment/modelPath"
+CLICK_SERVER_SETTING = "SSL3D/SSLSegment/clickServer"  # the Server field (empty: a local click server)
+JOBS_SETTING = "SSL3D/SSLSegment/runningJobs"  # role -> run folder of the jobs a module reload left running
 POINT_COLORS = {"positive": (0.2, 0.8, 0.3), "negative": (0.9, 0.2, 0.2)}
 SEGMENT_OUTPUT = "segmentation.seg.nrrd"  # ssl3d segment writes names and colours into it
 BUSY_AFTER_S = 0.5  # the busy indicator shows only for clicks slower than this
@@ -108,9 +112,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         self._segmentRun = None  # (folder, device) of the running segmentation
         self._chart = None  # RunChart of the fine-tuning run
         self._pairs = []  # (volume node ID, segmentation node ID)
-        from ssl3d.infer.click_worker import ClickWorker  # stdlib only: safe before the engine's packages are installed
-
-        self._clicker = ClickWorker()
+        self._clicker = None  # ssl3d.serve.client.ServerClickWorker, made in setup
         self._clickTarget = None  # (bundle, device, volume node ID, segmentation node ID, segment ID) of the clicks
         self._clickVolumeKey = None  # (volume node ID, image MTime) the worker's session holds
         self._clickPoints = []  # (click number, point list ID) of the clicks, oldest first, for Undo
@@ -124,8 +126,16 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/SSLSegment.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
+        self.timer = qt.QTimer()
+        self.timer.setInterval(250)
+        if showUnsupportedSlicer(self.layout, uiWidget):
+            return  # an older Slicer: one message, nothing else is set up
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SSLSegmentLogic()
+        self.ui.clickServerLineEdit.text = str(slicer.util.settingsValue(CLICK_SERVER_SETTING, "") or "")
+        self.ui.clickServerLineEdit.editingFinished.connect(self.onClickServerChanged)
+        self.ui.clickTokenLineEdit.editingFinished.connect(self.onClickServerChanged)
+        self._clicker = self._newClickWorker()
         self._pathFields = PathFields({  # the dataset field picks a folder: the engine finds a dataset.json in it
             "modelPath": self.ui.modelPathLineEdit, "datasetFolder": self.ui.datasetPathLineEdit,
             "initBundle": self.ui.initBundlePathLineEdit, "fineTuneOutput": self.ui.fineTuneOutputPathLineEdit},
@@ -162,22 +172,31 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         self.ui.clickBusyProgressBar.visible = False
         self.ui.clickCollapsibleButton.contentsCollapsed.connect(self.onClickSectionToggled)
 
-        self.timer = qt.QTimer()
-        self.timer.setInterval(250)
         self.timer.timeout.connect(self.onTimer)
         self.initializeParameterNode()
+        if reattachJobs(self.logic.jobs, JOBS_SETTING):  # a reload while fine-tuning: follow it again
+            self.ui.fineTuneButton.text = _("Cancel")
+            self._chart.reset(_("Fine-tuning"))
+            self.timer.start()
 
     def cleanup(self) -> None:
         self.timer.stop()
-        self.logic.jobs.cancel_all()
-        self._clicker.stop()
+        if self.logic is None:
+            return
+        self.logic.jobs.cancel("segment")  # seconds long, no run folder to come back to
+        keepJobs(self.logic.jobs, JOBS_SETTING)  # a reload must not cancel a fine-tuning run
+        self._clicker.stop()  # ends the local click server
         self.removeObservers()
 
     def enter(self) -> None:
+        if self.logic is None:
+            return
         self.initializeParameterNode()
         self._connectSegmentEditor()
 
     def exit(self) -> None:
+        if self.logic is None:
+            return
         self._leavePlaceMode()
         self._updateShortcuts(False)
         editor = self.ui.segmentEditorWidget
@@ -354,6 +373,27 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             self.ui.segmentEditorWidget.setSegmentationNode(segmentation)
         self.ui.clickStatusLabel.text = SSLSegmentLogic.clickStatus(self._bundleInfo)
 
+    def _newClickWorker(self):
+        """The click worker of the Server field: a local click server (empty field), or a remote one (URL + token)."""
+        from ssl3d.serve.client import ServerClickWorker  # standard library and numpy: no torch in Slicer's process
+
+        url = self.ui.clickServerLineEdit.text.strip()
+        return ServerClickWorker(python=pythonSlicer() or sys.executable, url=url or None,
+                                 token=self.ui.clickTokenLineEdit.text.strip() or None)
+
+    def onClickServerChanged(self) -> None:
+        """Another server: the next click opens a new session there (the segment keeps what was written)."""
+        url = self.ui.clickServerLineEdit.text.strip()
+        with slicer.util.tryWithErrorDisplay(_("The click server cannot be used."), waitCursor=False):
+            if url and not self.ui.clickTokenLineEdit.text.strip():
+                self.ui.clickStatusLabel.text = _("Enter the server's token.")
+                return
+            worker = self._newClickWorker()
+            self._clicker.stop()
+            self._clicker = worker
+            self._clickTarget, self._clickVolumeKey, self._clickPoints = None, None, []
+            qt.QSettings().setValue(CLICK_SERVER_SETTING, url)
+
     def _leavePlaceMode(self) -> None:
         for placeWidget in (self.ui.positivePlaceWidget, self.ui.negativePlaceWidget):
             if placeWidget.currentNode() is not None and placeWidget.placeModeEnabled:
@@ -516,6 +556,9 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         self.ui.undoClickButton.enabled = bool(self._clickPoints)
         busy = self._clicker.busyFor()
         self.ui.clickBusyProgressBar.visible = busy is not None and busy > BUSY_AFTER_S
+        status = getattr(self._clicker, "status", "")
+        if status:  # "starting the click server" (the first click), "loading the model"
+            self.ui.clickStatusLabel.text = status[:1].upper() + status[1:] + "..."
 
     # ---------------------------------------------------------------------------------- fine-tune
     def onAddPair(self) -> None:
@@ -583,7 +626,10 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
 
     def onFineTuneFinished(self, job) -> None:
         self.ui.fineTuneButton.text = _("Fine-tune")
-        if job.cancelled:
+        if job.state == "killed":
+            self.ui.fineTuneStatusLabel.text = _("Stopped after the cancel grace period; the last checkpoint is {path}.").format(
+                path=job.last_checkpoint or _("none"))
+        elif job.cancelled:
             self.ui.fineTuneStatusLabel.text = _("Cancelled. The checkpoint is kept in the output folder.")
         elif job.returncode != 0:
             self.ui.fineTuneStatusLabel.text = _("Failed: {message}").format(message=job.error_message)
@@ -608,6 +654,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             if job is not None:
                 finished(job)
         self._showClickResults()
+        self.timer.setInterval(20 if self._clicker.pending() else 250)  # a click's answer is taken at once
         if not jobs.running("segment") and not jobs.running("finetune") and not self._clicker.pending():
             self.timer.stop()
 
@@ -755,7 +802,12 @@ class SSLSegmentTest(ScriptedLoadableModuleTest):  # noqa: F405
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        from ssl3d import requirements
+
         self.setUp()
+        reason = requirements.skip_reason()  # under --testing nothing is installed: skip, saying what is missing
+        if reason:
+            self.skipTest(reason)
         self.test_command_lines()
         self.test_bundle_description()
         self.test_finetune_and_segment()
@@ -780,7 +832,6 @@ class SSLSegmentTest(ScriptedLoadableModuleTest):  # noqa: F405
         from ssl3d import mrml
         from ssl3d.data.phantoms import LABEL_COLORS, LABELS, make_phantom
 
-        self.assertTrue(ensureEngineRequirements(), "the engine's Python packages are missing")
         labels = {value: (name, tuple(c / 255 for c in LABEL_COLORS[value])) for value, name in LABELS.items()}
         pairs = []
         for seed in range(2):

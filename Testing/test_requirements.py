@@ -299,7 +299,6 @@ def test_skip_reason_names_what_is_missing():
 MODULES = ("SSLPretrain/SSLPretrain.py", "SSLSegment/SSLSegment.py")
 
 
-@pytest.mark.xfail(strict=True, reason="the lead rewires the modules' install path (issue 12); then drop this mark")
 @pytest.mark.parametrize("forbidden", [
     "slicer.pydeps",  # exists in no Slicer release
     "skip_packages",  # Slicer's "discouraged workaround": --no-deps and rewritten metadata

@@ -23,8 +23,9 @@ __all__ = ["MINIMUM_SLICER", "MINIMUM_PYTHON", "SUPPORTED", "slicer_version", "u
 #: Oldest Slicer release the modules support: the first one with Python 3.12.
 MINIMUM_SLICER: tuple[int, int] = (5, 10)
 
-#: The Python those releases ship; a custom Slicer build with an older Python is refused as well.
-MINIMUM_PYTHON: tuple[int, int] = (3, 12)
+#: The engine's own floor (pyproject's requires-python). Those releases ship 3.12; a custom Slicer build with a
+#: Python older than this is refused as well.
+MINIMUM_PYTHON: tuple[int, int] = (3, 10)
 
 #: The sentence that README, help text and extension metadata repeat.
 SUPPORTED = "3D Slicer 5.10 or newer (Python 3.12)"

@@ -135,6 +135,7 @@ class _FinishedJob:
     """What JobBoard.finished returns for a job that was cancelled and saved its checkpoint."""
 
     cancelled, returncode, error_message, stderr = True, 130, "ssl3d pretrain was cancelled.", ""
+    state, last_checkpoint = "cancelled", "run/checkpoint.pt"
 
 
 def test_a_job_ending_while_the_module_is_not_shown_after_a_scene_close(replay):
@@ -163,3 +164,66 @@ def test_following_a_finished_run_stops_the_timer(replay, tmp_path):
         stream.write(json.dumps({"event": "done", "time": 0.0, "outputs": {}}) + "\n")
     widget.onTimer()
     assert not widget.timer.isActive(), "a followed run that has ended needs no timer"
+
+
+@pytest.mark.parametrize("name", ["SSLPretrain", "SSLSegment"])
+def test_an_older_slicer_gets_one_message_and_disabled_buttons(name):
+    with SlicerReplay(version=(5, 8, 1)) as old:
+        widget = old.widget(name)
+        from PySide6 import QtWidgets
+        from replay.pythonqt import unwrap
+
+        label = unwrap(widget.parent).findChild(QtWidgets.QLabel, "unsupportedSlicerLabel")
+        assert label is not None and "5.10 or newer" in label.text() and "5.8.1" in label.text()
+        button = widget.ui.startButton if name == "SSLPretrain" else widget.ui.segmentButton
+        assert not unwrap(button).isEnabled()
+        old.enter(widget)  # entering, leaving and a reload must not fail on the half-set-up module
+        old.exit(widget)
+        widget.cleanup()
+
+
+def test_a_reload_keeps_a_running_pretraining_and_follows_it(replay, tmp_path):
+    import sys
+    import time
+    from pathlib import Path
+
+    from ssl3d.jobs import JobBoard, live_job
+
+    helper = Path(__file__).resolve().parents[1] / "helpers" / "fake_job.py"
+    run = tmp_path / "run"
+    widget = replay.widget("SSLPretrain")
+    replay.enter(widget)
+    board = widget.logic.jobs  # a training stand-in that owns its run folder, as the module's Start makes one
+    board._queues["pretrain"] = __import__("queue").Queue()
+    from ssl3d.jobs import Job
+
+    board._jobs["pretrain"] = Job.start([sys.executable, str(helper), "--steps", "100000", "--interval", "0.05",
+                                         "--run-dir", str(run), "--lock"], run_dir=run, on_event=board._queues["pretrain"].put)
+    deadline = time.monotonic() + 60
+    while live_job(run) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    engine = live_job(run)["pid"]
+    new = replay.reload("SSLPretrain")  # Reload: cleanup() of the old widget, then a new module and widget
+    try:
+        assert live_job(run) is not None and live_job(run)["pid"] == engine, "a reload must not cancel training"
+        assert new.logic.jobs.running("pretrain") and new.timer.isActive()
+        assert new.ui.startButton.text == "Cancel"
+        seen = 0
+        while seen < 3 and time.monotonic() < deadline:
+            replay.process_events(0.1)
+            seen = new.ui.progressBar.value
+        assert seen >= 3, "the reloaded module shows the run's progress"
+        new.onStartButton()  # Cancel reaches the re-attached run
+        while new.logic.jobs.running("pretrain") and time.monotonic() < deadline:
+            replay.process_events(0.1)
+        replay.process_events(0.5)
+        assert live_job(run) is None
+        assert "Cancelled" in new.ui.statusLabel.text
+    finally:
+        import os
+        import signal
+
+        try:
+            os.kill(engine, signal.SIGKILL)
+        except OSError:
+            pass

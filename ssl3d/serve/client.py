@@ -1,4 +1,4 @@
-"""The click server's client: standard library and numpy only, so Slicer imports it at once (no torch).
+"""The click server's client: the standard library (numpy where arrays cross), so Slicer imports it at once.
 
 :class:`ServerClickWorker` has :class:`~ssl3d.infer.click_worker.ClickWorker`'s interface and result dicts, but the
 model runs in an ``ssl3d serve`` process: on this computer (started on the first click with Slicer's PythonSlicer,
@@ -22,8 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-import numpy as np
 
 from .protocol import TOKEN_HEADER, ProtocolError, decode, encode
 
@@ -148,7 +146,7 @@ class Exchange:
         if status != 200:
             self._fail(str(header.get("error") or f"HTTP {status}"), status=status)
         else:
-            self.result = (header, {name: np.array(a) for name, a in arrays.items()})
+            self.result = (header, {name: a.copy() for name, a in arrays.items()})
         return True
 
     def _fail(self, message: str, status: int | None = None, gone: bool = False) -> None:
@@ -400,6 +398,8 @@ class ServerClickWorker:
             self.status = ""
 
     def _run(self, kind, bundle=None, device="auto", volume=None, volumeKey=None, ras=None, positive=True, target=None):
+        import numpy as np  # arrays come and go only here (Slicer has numpy); importing this module needs none
+
         if kind == "forget":
             self._volumeKey, self._held = None, (None, None)
             return None

@@ -2,16 +2,17 @@
 
 Body = 4-byte big-endian length of the header, the header (UTF-8 JSON object), then the arrays' bytes one after
 the other. ``header["arrays"]`` lists each array as ``{"name", "dtype", "shape"}`` in that order; arrays are C
-order, little-endian. Requests carry the token in the ``X-SSL3D-Token`` header. Standard library and numpy only.
+order, little-endian. Requests carry the token in the ``X-SSL3D-Token`` header. Standard library, and numpy where arrays cross.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["TOKEN_HEADER", "DTYPES", "ProtocolError", "encode", "decode"]
 
@@ -28,6 +29,8 @@ class ProtocolError(ValueError):
 
 def encode(header: Mapping, arrays: Mapping[str, np.ndarray] | None = None) -> list:
     """The body as a list of byte chunks (arrays as memoryviews of their data: no copy of a large volume)."""
+    import numpy as np  # only where arrays cross: the module stays importable with the standard library alone
+
     listed, chunks = [], []
     for name, array in (arrays or {}).items():
         array = np.asarray(array)
@@ -48,6 +51,8 @@ def decode(body: bytes | bytearray | memoryview) -> tuple[dict, dict[str, np.nda
     Raises:
         ProtocolError: truncated body, a header that is not a JSON object, unknown dtypes, sizes that disagree.
     """
+    import numpy as np
+
     view = memoryview(body)
     if len(view) < _LENGTH.size:
         raise ProtocolError("the body is shorter than its 4-byte header length.")

@@ -63,7 +63,7 @@ class _App:
     """``slicer.app``: version, testing mode, signal connections recorded."""
 
     def __init__(self, version=(5, 10, 0), testing=False):
-        self.majorVersion, self.minorVersion, self.patchVersion = version
+        self.majorVersion, self.minorVersion, self.patchVersion = version[:3]
         self.applicationVersion = ".".join(map(str, version))
         self.testing = testing
         self.connections = []
@@ -97,6 +97,9 @@ class SlicerReplay:
         self.messages: list[tuple[str, str]] = []  # (kind, text) of every dialog shown
         self.answers = answers  # what confirmation dialogs answer
         self.temp = Path(tempfile.mkdtemp(prefix="slicer-replay-"))
+        # Slicer's settings (QSettings) in a folder of this replay, never the user's
+        QtCore.QSettings.setDefaultFormat(QtCore.QSettings.IniFormat)
+        QtCore.QSettings.setPath(QtCore.QSettings.IniFormat, QtCore.QSettings.UserScope, str(self.temp / "settings"))
         self.widgets: dict[str, object] = {}
         self._saved = {}
 
@@ -195,10 +198,9 @@ class SlicerReplay:
         util.delayDisplay = record("delay")
         util.mainWindow = lambda: None
         util.tempDirectory = lambda key="__SlicerTemp__": tempfile.mkdtemp(prefix=key, dir=replay.temp)
-        util.settingsValue = lambda key, default=None, converter=None: replay.settings.get(key, default)
+        util.settingsValue = lambda key, default=None, converter=None: QtCore.QSettings().value(key, default)
         util.setSliceViewerLayers = lambda **kwargs: replay.messages.append(("layers", repr(sorted(kwargs))))
         util.getNodesByClass = lambda cls: [replay.scene.GetNthNodeByClass(i, cls) for i in range(replay.scene.GetNumberOfNodesByClass(cls))]
-        self.settings = {}
         return util
 
     def _scripted(self) -> types.ModuleType:
