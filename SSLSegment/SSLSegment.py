@@ -285,6 +285,8 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         self.ui.modelInfoTextBrowser.setHtml(SSLSegmentLogic.describeBundle(self._bundleInfo))
         if self._bundleInfo:
             qt.QSettings().setValue(MODEL_SETTING, str(folder))
+        if not self.ui.clickCollapsibleButton.collapsed:
+            self._warmClickServer(folder)
         self._checkCanApply()
 
     # ------------------------------------------------------------------------------------ segment
@@ -372,6 +374,21 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         if segmentation is not None and self.ui.segmentEditorWidget.segmentationNode() is None:
             self.ui.segmentEditorWidget.setSegmentationNode(segmentation)
         self.ui.clickStatusLabel.text = SSLSegmentLogic.clickStatus(self._bundleInfo)
+        self._warmClickServer()
+
+    def _warmClickServer(self, bundle=None) -> None:
+        """Start the click server and load the model while the user finds the structure (the first click is then
+        one prediction); only when the engine is installed: opening a section must not ask to install."""
+        from ssl3d import requirements
+
+        p = self._parameterNode
+        bundle = bundle or (pathOrNone(p.modelPath) if p else None)
+        if p is None or bundle is None or SSLSegmentLogic.task(self._bundleInfo) not in ("interactive", "segmentation"):
+            return
+        if requirements.missing():
+            return
+        self._clicker.submit("warm", bundle=str(bundle), device=p.device.value)
+        self.timer.start()
 
     def _newClickWorker(self):
         """The click worker of the Server field: a local click server (empty field), or a remote one (URL + token)."""

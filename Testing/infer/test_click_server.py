@@ -91,6 +91,21 @@ def test_served_clicks_equal_the_in_process_session_on_a_phantom(local_worker, m
     assert served[0]["box"] is not None and served[0]["values"].any()
 
 
+def test_a_warm_up_loads_the_model_before_the_first_click_and_gives_no_result(models, phantom):
+    requests = _clicks(phantom[0], positive_at=((16, 20, 18), (12, 28, 24)), negative_at=(16, 24, 30))[:3]
+    served, local = [], []
+    for worker, results in ((ServerClickWorker(threads=2), served), (ClickWorker(), local)):
+        try:
+            worker.submit("warm", bundle=str(models / "organs"), device="cpu")
+            assert _drain(worker) == [], "a warm-up has nothing to write"
+            if isinstance(worker, ServerClickWorker):
+                assert worker._session is not None, "the warm-up opened no session"
+            results += _run(worker, models / "organs", requests)
+        finally:
+            worker.stop()
+    _same(served, local)
+
+
 def test_served_clicks_equal_the_in_process_session_on_lung1(local_worker, models, lung1):
     ct = lung1[0]
     shape = ct.array.shape
@@ -220,3 +235,134 @@ def test_serve_refuses_a_missing_models_folder_and_a_short_token(tmp_path):
     short = subprocess.run([sys.executable, "-m", "ssl3d", "serve", "--models", str(tmp_path), "--token-file", str(tmp_path / "token")],
                            capture_output=True, text=True, env=env, timeout=60)
     assert short.returncode == 2 and "at least 16 characters" in short.stderr
+
+
+# ------------------------------------------------------------------------------- a host that holds the GIL
+HOST_C = r"""
+#include <Python.h>
+#include <unistd.h>
+/* As PythonQt inside Slicer: the main thread holds the GIL all the time, and Python runs only when the
+   host calls it, here a tick() every 250 ms (Slicer's module timer). usleep keeps the GIL. */
+int main(void) {
+    Py_Initialize();
+    PyObject *module = PyImport_ImportModule("gil_driver");
+    PyObject *tick = module ? PyObject_GetAttrString(module, "tick") : NULL;
+    if (!tick) { PyErr_Print(); return 2; }
+    for (;;) {
+        PyObject *done = PyObject_CallNoArgs(tick);
+        if (!done) { PyErr_Print(); return 3; }
+        int finished = PyObject_IsTrue(done);
+        Py_DECREF(done);
+        if (finished) break;
+        usleep(250000);
+    }
+    return Py_FinalizeEx() < 0 ? 4 : 0;
+}
+"""
+
+DRIVER = r"""
+import json, os, time
+import numpy as np
+from ssl3d.io import Volume
+
+CLICKS, LIMIT_S = 3, 20.0
+phantom = np.load(os.environ["GIL_PHANTOM"])
+volume = Volume(phantom["image"], phantom["affine"])
+if os.environ["GIL_MODE"] == "server":
+    from ssl3d.serve.client import ServerClickWorker
+    worker = ServerClickWorker(url=os.environ["GIL_URL"], token=os.environ["GIL_TOKEN"])
+    bundle = os.environ["GIL_BUNDLE"]
+else:  # today's thread worker, with a stand-in session that computes in pure Python (0.1 s a click)
+    from ssl3d.infer.click_worker import ClickWorker
+
+    class Busy:
+        def __init__(self, bundle, device):
+            self.clicks, self.last_changed, self.label_name = [], None, None
+        def set_volume(self, v):
+            self.mask = Volume(np.zeros(v.shape, np.uint8), v.ijk_to_ras)
+        def add_point(self, ras, positive=True):
+            deadline = time.process_time() + 0.1
+            while time.process_time() < deadline:
+                sum(range(1000))
+            self.clicks.append(ras)
+
+    worker, bundle = ClickWorker(Busy), "busy"
+seconds, started, number = [], None, 0
+worker.submit("warm", bundle=bundle, device="cpu")  # as the module does when its click section opens
+warming = time.monotonic()
+
+def tick():
+    global started, number, warming
+    if warming is not None:
+        for result in worker.take():
+            raise RuntimeError(result.get("error") or f"warm-up gave a result: {result}")
+        if worker.pending() and time.monotonic() - warming < 120:
+            return False
+        warming = None
+    for result in worker.take():
+        if result.get("error"):
+            raise RuntimeError(result["error"])
+        seconds.append(time.monotonic() - started)
+        started = None
+    if started is not None and time.monotonic() - started > LIMIT_S:
+        seconds.append(time.monotonic() - started)
+        started = None
+        number = CLICKS
+    if started is None:
+        if number >= CLICKS:
+            worker.stop()
+            with open(os.environ["GIL_OUT"], "w") as out:
+                json.dump(seconds, out)
+            return True
+        k, j, i = 16, 20 + 4 * number, 18
+        ras = tuple(float(v) for v in (volume.ijk_to_ras @ np.array([i, j, k, 1.0]))[:3])
+        worker.submit("point", bundle=bundle, device="cpu", volume=volume if number == 0 else None, volumeKey="v",
+                      ras=ras, positive=True, target="t")
+        started, number = time.monotonic(), number + 1
+    return False
+"""
+
+
+@pytest.fixture(scope="module")
+def gil_host(tmp_path_factory):
+    """The host program, built with this machine's gcc against this Python (skipped when it cannot be built)."""
+    import sysconfig
+
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed: the GIL-holding host cannot be built")
+    folder = tmp_path_factory.mktemp("gil_host")
+    (folder / "host.c").write_text(HOST_C)
+    (folder / "gil_driver.py").write_text(DRIVER)
+    include, libdir = sysconfig.get_paths()["include"], sysconfig.get_config_var("LIBDIR")
+    library = "python" + (sysconfig.get_config_var("LDVERSION") or sysconfig.get_python_version())
+    build = subprocess.run(["gcc", str(folder / "host.c"), f"-I{include}", f"-L{libdir}", f"-l{library}",
+                            f"-Wl,-rpath,{libdir}", "-o", str(folder / "host")], capture_output=True, text=True)
+    if build.returncode != 0:
+        pytest.skip(f"the GIL-holding host does not build here: {build.stderr.strip().splitlines()[-1:]}")
+    return folder
+
+
+def _hosted_clicks(gil_host, phantom, env) -> list:
+    import site
+    import sysconfig
+
+    np.savez(gil_host / "phantom.npz", image=phantom[0].array, affine=phantom[0].ijk_to_ras)
+    out = gil_host / f"seconds-{env['GIL_MODE']}.json"
+    paths = [str(gil_host), str(ROOT), sysconfig.get_paths()["purelib"], *site.getsitepackages()]
+    run = subprocess.run([str(gil_host / "host")], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, **env, "PYTHONPATH": os.pathsep.join(paths), "GIL_OUT": str(out),
+                              "GIL_PHANTOM": str(gil_host / "phantom.npz"), "PYTHONHOME": sys.base_prefix})
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+def test_clicks_through_the_server_finish_in_a_host_that_holds_the_gil(gil_host, remote, phantom):
+    (host, port), token, _ = remote
+    seconds = _hosted_clicks(gil_host, phantom, {"GIL_MODE": "server", "GIL_URL": f"http://{host}:{port}", "GIL_TOKEN": token,
+                                                 "GIL_BUNDLE": str(Path("models") / "organs")})
+    assert len(seconds) == 3 and max(seconds) < 2.0, f"click seconds through the server: {seconds}"
+
+
+def test_todays_thread_worker_starves_in_a_host_that_holds_the_gil(gil_host, phantom):
+    seconds = _hosted_clicks(gil_host, phantom, {"GIL_MODE": "thread"})
+    assert max(seconds) > 2.0, f"the thread worker was expected to starve, its clicks took {seconds} s"

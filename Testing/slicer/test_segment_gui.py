@@ -237,3 +237,32 @@ def test_the_segmentation_input_is_written_uncompressed(replay, clicking):
     with open(inputFile, "rb") as stream:
         header = stream.read(1024).split(b"\n\n")[0].decode()
     assert "encoding: raw" in header
+
+
+def test_opening_the_click_section_loads_the_model_before_the_first_click(replay, tmp_path):
+    from ssl3d import mrml
+
+    made = []
+
+    class Counted(CubeSession):
+        def __init__(self, bundle, device):
+            super().__init__(bundle, device)
+            made.append((bundle, device))
+
+    bundle = tmp_path / "clicks"
+    bundle.mkdir()
+    (bundle / "bundle.json").write_text(json.dumps({"task": "interactive", "network": {"name": "unet"}}))
+    volumeNode = mrml.volume_to_node(Volume(np.zeros((16, 16, 16), np.int16), np.eye(4)), replay.scene, "ct")
+    widget = replay.widget("SSLSegment")
+    widget._clicker = ClickWorker(Counted)
+    replay.enter(widget)
+    widget.ui.modelPathLineEdit.currentPath = str(bundle)
+    widget._parameterNode.inputVolume = volumeNode
+    assert made == [], "a collapsed click section starts nothing"
+    widget.ui.clickCollapsibleButton.collapsed = False
+    _drain(replay, widget)
+    assert made == [(str(bundle), widget._parameterNode.device.value)], "opening the section must load the model"
+    widget.ui.positivePlaceWidget.setPlaceModeEnabled(True)
+    replay.click(widget.logic.pointList("positive"), (5, 5, 5))
+    _drain(replay, widget)
+    assert len(made) == 1 and _segment_voxels(widget) == 27, "the first click must use the warm session"

@@ -23,6 +23,7 @@ class ClickWorker:
 
     - ``point`` (bundle, device, volume or None, volumeKey, ras, positive, target): add a click;
     - ``undo`` / ``reset`` (target): take back the last click / all clicks;
+    - ``warm`` (bundle, device): load the model now, before the first click; nothing to write;
     - ``restart``: forget the clicks, nothing to write (a new structure starts);
     - ``forget``: drop the volume (the scene was closed).
 
@@ -43,6 +44,7 @@ class ClickWorker:
         self._since = None
         self._lock = threading.Lock()
         self._session, self._sessionKey, self._volumeKey = None, None, None
+        self._note = ""
 
     def submit(self, kind: str, **request) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -106,13 +108,16 @@ class ClickWorker:
             if session is not None and self._volumeKey is not None:
                 session.reset()
             return None
-        if kind == "point":
+        if kind in ("point", "warm"):
             if (bundle, device) != self._sessionKey:
                 self._session = self._sessionKey = self._volumeKey = None  # free the old model first
                 self._session = session = self._newSession(bundle, device)
                 self._sessionKey = (bundle, device)
                 choice = getattr(session, "device_choice", None)  # e.g. "the GPU is too small: using the CPU"
-                note = choice.message if choice is not None else ""
+                self._note = choice.message if choice is not None else ""
+            if kind == "warm":
+                return None
+            note, self._note = self._note, ""  # the new session's device message goes with its first click
             if volume is not None or volumeKey != self._volumeKey:
                 if volume is None:
                     raise ValueError("the volume changed; place the point again")

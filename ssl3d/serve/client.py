@@ -277,6 +277,7 @@ class ServerClickWorker:
         self._since: float | None = None
         self._session = self._sessionKey = self._volumeKey = None
         self._held = (None, None)  # (volumeKey, Volume) last given, to send again to a new server
+        self._openNote = ""
         self.status = ""
 
     # ------------------------------------------------------------------------------------- interface
@@ -397,6 +398,32 @@ class ServerClickWorker:
             yield None  # _advance waits for the ready line
             self.status = ""
 
+    def _open(self, bundle, device, volumeKey):
+        """A session for (bundle, device) on the server (started when needed); the held volume comes along when
+        it is ``volumeKey``'s. Returns (device note, whether the volume was sent)."""
+        import numpy as np
+
+        path = Path(bundle)
+        yield from self._start_server(path)
+        if self._session is not None:
+            try:
+                yield from self._call("/close", {"session": self._session})
+            except ServerError:
+                pass
+        self._session = self._sessionKey = None
+        self.status = "loading the model"
+        heldKey, held = self._held
+        header, arrays = {"bundle": path.name, "device": device}, None
+        if volumeKey is not None and held is not None and heldKey == volumeKey:  # one round trip less
+            header["ijkToRas"], arrays = np.asarray(held.ijk_to_ras).tolist(), {"volume": held.array}
+        answer, _ = yield from self._call("/open", header, arrays)
+        self.status = ""
+        self._session, self._sessionKey = answer["session"], (bundle, device)
+        self._volumeKey = volumeKey if arrays is not None else None
+        note = answer.get("note") or ""
+        self._openNote = note if volumeKey is None else ""  # a warm-up's note goes with the first click
+        return note, arrays is not None
+
     def _run(self, kind, bundle=None, device="auto", volume=None, volumeKey=None, ras=None, positive=True, target=None):
         import numpy as np  # arrays come and go only here (Slicer has numpy); importing this module needs none
 
@@ -408,23 +435,19 @@ class ServerClickWorker:
                 yield from self._call("/reset", {"session": self._session})
             return None
         note = ""
+        if kind == "warm":  # the click section opened: start the server and load the model before the first click
+            if (bundle, device) != self._sessionKey or self._session is None:
+                yield from self._open(bundle, device, None)
+            return None
         if kind == "point":
             if volume is not None:
                 self._held = (volumeKey, volume)
             if (bundle, device) != self._sessionKey or self._session is None:
-                path = Path(bundle)
-                yield from self._start_server(path)
-                if self._session is not None:
-                    try:
-                        yield from self._call("/close", {"session": self._session})
-                    except ServerError:
-                        pass
-                self._session = self._sessionKey = None
-                self.status = "loading the model"
-                answer, _ = yield from self._call("/open", {"bundle": path.name, "device": device})
-                self.status = ""
-                self._session, self._sessionKey, note = answer["session"], (bundle, device), answer.get("note") or ""
-                self._volumeKey = None  # a new session needs the volume
+                note, sent = yield from self._open(bundle, device, volumeKey)
+                if sent:
+                    volume = None
+            elif self._openNote:
+                note, self._openNote = self._openNote, ""
             if volume is not None or volumeKey != self._volumeKey:
                 heldKey, sent = self._held
                 if sent is None or heldKey != volumeKey:

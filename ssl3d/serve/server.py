@@ -3,7 +3,8 @@ HTTP endpoint (the standard library's ``ThreadingHTTPServer``; one thread per re
 
 Every request is a POST of a :mod:`.protocol` body to one path; the answer is a body too (or a JSON error line):
 
-- ``/open`` {bundle, device} -> {session, note, label}: a bundle *by name* from the ``--models`` folder;
+- ``/open`` {bundle, device[, ijkToRas]} [+ array ``volume``] -> {session, note, label[, shape]}: a bundle *by
+  name* from the ``--models`` folder (and the volume, when it comes along);
 - ``/volume`` {session, ijkToRas} + array ``volume`` -> {shape}: the volume the clicks are on (sent once);
 - ``/point`` {session, ras, positive}, ``/undo`` {session}, ``/reset`` {session} -> the click result: {box,
   clicks, label, ijkToRas} + arrays ``values`` and ``changed`` (the mask in the changed box, and which of its
@@ -87,7 +88,7 @@ class ClickServer(ThreadingHTTPServer):
         if path == "/health":
             return {"sessions": len(self.sessions), "limits": self.limits.__dict__}, {}
         if path == "/open":
-            return self._open(header), {}
+            return self._open(header, arrays), {}
         held = self._held(header)
         with held.lock:
             if path == "/volume":
@@ -100,7 +101,7 @@ class ClickServer(ThreadingHTTPServer):
                 return self._click(held, path[1:], header)
         raise _Refused(HTTPStatus.NOT_FOUND, f"unknown request {path!r}")
 
-    def _open(self, header: dict) -> dict:
+    def _open(self, header: dict, arrays: dict) -> dict:
         name, device = str(header.get("bundle", "")), str(header.get("device", "auto"))
         bundle = self._bundle_path(name)
         with self.sessions_lock:
@@ -108,10 +109,13 @@ class ClickServer(ThreadingHTTPServer):
                 raise _Refused(HTTPStatus.SERVICE_UNAVAILABLE, f"the server holds {self.limits.max_sessions} sessions, its limit; close one first")
         session = self.session_factory(bundle, device)
         choice = getattr(session, "device_choice", None)
-        key = secrets.token_urlsafe(16)
+        key, held = secrets.token_urlsafe(16), _Held(session, name, device)
+        answer = {"session": key, "note": choice.message if choice is not None else "", "label": getattr(session, "label_name", None)}
+        if "volume" in arrays:  # the first click's volume comes with the open: one round trip less
+            answer.update(self._volume(held, header, arrays))
         with self.sessions_lock:
-            self.sessions[key] = _Held(session, name, device)
-        return {"session": key, "note": choice.message if choice is not None else "", "label": getattr(session, "label_name", None)}
+            self.sessions[key] = held
+        return answer
 
     def _bundle_path(self, name: str) -> Path:
         if self.models is None:
