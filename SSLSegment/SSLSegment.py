@@ -433,7 +433,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             editor.setCurrentSegmentID(segmentationNode.GetSegmentation().AddEmptySegment("", _("Clicked structure")))
 
     def onPointPlaced(self, caller=None, event=None) -> None:
-        """A placed include/exclude point refines the selected segment (through the worker thread)."""
+        """A placed include/exclude point refines the selected segment (through the click server)."""
         from ssl3d import mrml
 
         with slicer.util.tryWithErrorDisplay(_("The point cannot be used."), waitCursor=False):
@@ -811,7 +811,7 @@ def _flat(value) -> str:
 #
 class SSLSegmentTest(ScriptedLoadableModuleTest):  # noqa: F405
     """In-Slicer test: fine-tune a tiny model on a phantom segmentation, segment a phantom with it, then refine
-    a segment with two clicks through the module (point lists, worker thread, the Segment Editor's segment)."""
+    a segment with two clicks through the module (point lists, click server, the Segment Editor's segment)."""
 
     bundle = None  # the fine-tuned bundle, shared by the segmentation and click tests
 
