@@ -153,8 +153,9 @@ class Job:
         as :meth:`start`.
 
         ``python`` defaults to :data:`sys.executable`. Inside Slicer pass the ``PythonSlicer`` launcher
-        (Slicer sets ``sys.executable`` to it too; the tree it starts is followed and cancelled as one). The folder holding this ``ssl3d`` package is
-        put first on the job's ``PYTHONPATH``, so the job runs this copy of the engine.
+        (Slicer sets ``sys.executable`` to it too; the tree it starts is followed and cancelled as one).
+        The folder holding this ``ssl3d`` package is put first on the job's ``PYTHONPATH``, so the job runs
+        this copy of the engine.
         """
         args = [os.fspath(arg) for arg in args]
         events = [] if "--events" in args else ["--events", "-"]
