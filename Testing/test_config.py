@@ -53,13 +53,15 @@ OFFICIAL = {
     "vf-v1": {
         **_VF_COMMON, "train.steps": 120_000, "train.batch_size": 2, "schedule.step_size": 40_000, "train.val_every": 500,
         "fusion.version": 1, "fusion.block_range": [10, 40], "fusion.size_min": [8, 8, 8], "fusion.size_max": [40, 80, 80],
-        "fusion.deep_supervision": "equal",  # PyMIC weights [1, 1, 1, 1] until 2024-09
+        # one output, as unet3d_volumefusion.cfg (multiscale_pred = False); the CE of PyMIC a906dfc
+        "fusion.deep_supervision": "off", "fusion.ce": "clamped",
     },
     "vf-v2": {
         **_VF_COMMON, "train.steps": 80_000, "schedule.step_size": 20_000, "train.val_every": 1000,
         "fusion.version": 2, "fusion.foreground_ratio": 0.7, "fusion.block_min": [5, 8, 8], "fusion.block_max": [20, 32, 32],
         "fusion.scale": [0.7, 1.5], "fusion.gamma": [0.7, 1.5], "fusion.inversion_p": 0.25,
-        "fusion.deep_supervision": "halving",  # weights 1/2^i
+        # one output, as unet3d_volf.cfg; the plain -y log p of PyMIC 8bcebd6
+        "fusion.deep_supervision": "off", "fusion.ce": "plain",
     },
 }
 

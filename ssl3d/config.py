@@ -134,7 +134,10 @@ class FusionConfig:
     scale: tuple[float, float] = (0.7, 1.5)  # v2 random resized crop, per axis
     gamma: tuple[float, float] = (0.7, 1.5)  # v2
     inversion_p: float = 0.25  # v2
-    deep_supervision: str = "equal"  # equal (v1) | halving (v2: weights 1/2^i)
+    # the loss (ssl3d.pretext.volume_fusion.DS_WEIGHTS / CE_FORMS). off: one output, as the official VF configs
+    # (multiscale_pred = False); equal | halving (1/2^i): PCT-Net's or the UNet's 4 outputs, deep-supervised
+    deep_supervision: str = "off"
+    ce: str = "clamped"  # clamped: log(0.999 p + 5e-4), PyMIC <= v0.5.0 (a906dfc) | plain: log p, PyMIC 8bcebd6
 
 
 @dataclass
@@ -302,7 +305,8 @@ def apply_overrides(preset: Preset, overrides: dict[str, Any]) -> Preset:
 _VOCO_SRC = "Luffy03/VoCo @ ba7b7bd (10k recipe)"
 _VOCO2_SRC = "Luffy03/Large-Scale-Medical @ 1ad538b (Self-supervised/)"
 _VF1_SRC = "HiLab-git/PyMIC @ a906dfc + PyMIC_examples @ a581dc8"
-_VF2_SRC = "HiLab-git/PyMIC @ 8bcebd6 (crop4vf.py)"
+_VF2_SRC = ("HiLab-git/PyMIC @ 8bcebd6 (crop4vf.py, loss) + PyMIC_examples @ 2dd2fdd "
+            "(luna_pretrain/unet3d_volf.cfg: blocks, 80k iterations, StepLR 20k, validation every 1000)")
 # use_checkpoint: gradient checkpointing as the official VoCo codes (memory only; numbers unchanged);
 # merging "v1.3": MONAI 1.3.0's 3-D token merge, which the official codes pin (ssl3d.nets.swin_merging)
 _SWIN_B = NetworkConfig("swinunetr", {"feature_size": 48, "use_v2": True, "use_checkpoint": True, "merging": "v1.3"})
@@ -310,7 +314,6 @@ _VOCO_OPTIM = OptimConfig("adamw", lr=1e-4, weight_decay=0.01, amsgrad=True)
 _VOCO_SCHEDULE = ScheduleConfig("warmup_cosine", warmup_steps=5000)
 _CNN_SMALL = NetworkConfig("cnn-small", {"channels": [8, 16, 32, 64]})
 _UNET_SMALL = NetworkConfig("unet-small", {"channels": [8, 16, 32, 64]})
-_UNET_SMALL_DS = NetworkConfig("unet-small", {"channels": [8, 16, 32, 64], "deep_supervision": True})
 _VF_OPTIM = OptimConfig("adam", lr=1e-3, weight_decay=1e-5)
 _PCTNET = NetworkConfig("pctnet", {"resolution_mode": 1})
 
@@ -349,18 +352,20 @@ def _register_defaults() -> None:
         "vf-v2", "vf", "VolF: two resized crops of one volume, grid blocks, PCT-Net", _VF2_SRC,
         vf_pre, _PCTNET, _VF_OPTIM,
         ScheduleConfig("step", step_size=20_000, gamma=0.5), TrainConfig(80_000, 2, val_every=1000, checkpoint_every=1000),
-        fusion=FusionConfig(2, deep_supervision="halving")))
+        fusion=FusionConfig(2, ce="plain")))
+    # the CPU presets keep the 4-output deep supervision they were tuned with (a named choice, not the official one)
     register_preset(Preset(
-        "vf-v1-cpu", "vf", "Volume Fusion v1 on the small UNet with 16x32x32 patches (2 cores)", _VF1_SRC, vf_cpu_pre, _UNET_SMALL_DS,
+        "vf-v1-cpu", "vf", "Volume Fusion v1 on the small UNet with 16x32x32 patches (2 cores)", _VF1_SRC, vf_cpu_pre, _UNET_SMALL,
         _VF_OPTIM, ScheduleConfig("step", step_size=100, gamma=0.5), TrainConfig(60, 4, val_every=30, checkpoint_every=30),
         # box sizes scaled with the patch; 10-40 boxes keep the official background share (~48 %, vf_stats.json)
-        fusion=FusionConfig(1, (16, 32, 32), block_range=(10, 40), size_min=(2, 2, 2), size_max=(10, 20, 20))))
+        fusion=FusionConfig(1, (16, 32, 32), block_range=(10, 40), size_min=(2, 2, 2), size_max=(10, 20, 20),
+                            deep_supervision="equal")))
     register_preset(Preset(
         "vf-v2-cpu", "vf", "VolF on the small UNet with 16x32x32 patches (2 cores)", _VF2_SRC, vf_cpu_pre,
-        _UNET_SMALL_DS, _VF_OPTIM, ScheduleConfig("step", step_size=1000, gamma=0.5),
+        _UNET_SMALL, _VF_OPTIM, ScheduleConfig("step", step_size=1000, gamma=0.5),
         # batch 2 as the official recipe; 680 steps reach a mean balanced accuracy ~0.33 on held-out phantoms
         TrainConfig(680, 2, val_every=680, checkpoint_every=680, log_every=10),
-        fusion=FusionConfig(2, (16, 32, 32), block_min=(2, 4, 4), block_max=(5, 8, 8), deep_supervision="halving")))
+        fusion=FusionConfig(2, (16, 32, 32), block_min=(2, 4, 4), block_max=(5, 8, 8), deep_supervision="halving", ce="plain")))
     register_preset(Preset(
         "seg-cpu", "segmentation", "Small UNet segmentation at 2.5 mm with 32^3 patches (2 cores)", "ssl3d",
         PreprocessConfig("RAS", (2.5, 2.5, 2.5), "window:-175,250", None, pad_to=(32, 32, 32), dtype="float16"), _UNET_SMALL,

@@ -145,7 +145,7 @@ def test_fusion_metrics_perfect_and_all_background():
 def test_network_choice():
     preset = get_preset("vf-v1")
     unet = apply_network_choice(preset, "unet", None).network
-    assert (unet.name, unet.kwargs) == ("unet-small", {"channels": [8, 16, 32, 64], "deep_supervision": True})
+    assert (unet.name, unet.kwargs) == ("unet-small", {"channels": [8, 16, 32, 64]})
     swin = apply_network_choice(preset, "swinunetr", 96).network
     assert (swin.name, swin.kwargs["feature_size"]) == ("swinunetr", 96)
     assert apply_network_choice(preset, "pctnet", None).network.kwargs == {"resolution_mode": 1}
@@ -156,6 +156,20 @@ def test_network_choice():
         apply_network_choice(preset, "pctnet", 48)
     name, kwargs = vf_task.network_spec(preset)
     assert name == "pctnet" and kwargs["input_size"] == [64, 128, 128] and kwargs["out_channels"] == 5
+    # the faithful presets train one output, as the official VF configs and MIS-FM's net_run.py
+    assert kwargs["multiscale_pred"] is False
+    assert vf_task.network_spec(get_preset("vf-v2"))[1]["multiscale_pred"] is False
+    assert vf_task.network_spec(apply_network_choice(preset, "unet", None))[1]["deep_supervision"] is False
+    # deep supervision is a named choice of the loss; the network's outputs follow it
+    ds = apply_overrides(preset, {"fusion.deep_supervision": "halving"})
+    assert vf_task.network_spec(ds)[1]["multiscale_pred"] is True
+    assert vf_task.network_spec(get_preset("vf-v1-cpu"))[1]["deep_supervision"] is True
+    with pytest.raises(ConfigError, match="contradicts fusion.deep_supervision='off'"):
+        vf_task.network_spec(apply_overrides(preset, {"network.kwargs": {"resolution_mode": 1, "multiscale_pred": True}}))
+    with pytest.raises(ConfigError, match="Did you mean 'halving'"):
+        vf_task.network_spec(apply_overrides(preset, {"fusion.deep_supervision": "halve"}))
+    with pytest.raises(ConfigError, match="Did you mean 'plain'"):
+        vf_task.network_spec(apply_overrides(preset, {"fusion.ce": "plan"}))
     with pytest.raises(ConfigError, match="divisible by 32"):
         vf_task.network_spec(apply_network_choice(get_preset("vf-v1-cpu"), "swinunetr", None))
 
@@ -189,7 +203,8 @@ def test_cli_pretrain_writes_checkpoints_events_run_json_and_bundle(tmp_path, vf
     proc = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (out / "checkpoints" / "last.pt").is_file() and (out / "checkpoints" / "best.pt").is_file()
-    assert json.loads((out / "run.json").read_text())["config"]["network"]["kwargs"]["deep_supervision"] is True
+    assert json.loads((out / "run.json").read_text())["config"]["fusion"]["deep_supervision"] == "equal"
+    assert read_bundle(out / "bundle").network["kwargs"]["deep_supervision"] is True  # follows the loss
     kinds = [e["event"] for e in _events(out)]
     assert "start" in kinds and kinds.count("progress") == 3 and kinds[-1] == "done"
     assert {e["name"] for e in _events(out) if e["event"] == "metric"} >= {"score", "balanced_accuracy"}
@@ -247,7 +262,10 @@ def test_import_misfm_round_trip(tmp_path, misfm_state, prefix):
     kwargs = bundle.network["kwargs"]
     assert bundle.network["name"] == "pctnet" and kwargs["out_channels"] == 5 and kwargs["feature_chns"] == [4, 8, 16, 32, 64]
     assert kwargs["window_sizes"] == [3, 3, 3] and kwargs["num_heads"] == [4, 8, 16] and kwargs["depths"] == [2, 2, 2]
+    # one output, as MIS-FM's net_run.py and vf-v1's loss (fusion.deep_supervision off)
+    assert kwargs["multiscale_pred"] is False
     provenance = bundle.meta["provenance"]
+    assert provenance["assumed"]["multiscale_pred"]["from"].startswith("preset vf-v1")
     assert provenance["read_from_file"]["class_num"]["value"] == 5 and "out conv" in provenance["read_from_file"]["class_num"]["from"]
     assert set(provenance["assumed"]) >= {"resolution_mode", "input_size", "preprocessing", "dropout"} and provenance["inferred"] == {}
     assert provenance["assumed"]["input_size"]["value"] == [64, 128, 128] and provenance["steps"] == 1000

@@ -269,8 +269,10 @@ def test_crop4vf_intensity_inversion_and_determinism():
 
 
 # ----------------------------------------------------------------------------- loss
-def loss_plain(outputs: list[torch.Tensor], label: torch.Tensor, weights: list[float]) -> dict[str, torch.Tensor]:
-    """The documented formula in float64, written plainly: a softmax per loss, full one-hot, pooled GT."""
+def loss_plain(outputs: list[torch.Tensor], label: torch.Tensor, weights: list[float],
+               ce_form: str = "clamped") -> dict[str, torch.Tensor]:
+    """The documented formula in float64, written plainly: a softmax per loss, full one-hot, pooled GT;
+    the CE as PyMIC writes it (clamped: log(0.999 p + 5e-4), a906dfc; plain: log p, 8bcebd6)."""
     onehot = F.one_hot(label[:, 0].long(), 5).permute(0, 4, 1, 2, 3).double()
     dice_sum = ce_sum = 0.0
     for w, out in zip(weights, outputs):
@@ -279,7 +281,8 @@ def loss_plain(outputs: list[torch.Tensor], label: torch.Tensor, weights: list[f
         dims = (0, 2, 3, 4)
         dice_c = (2 * (p_dice * y).sum(dims) + 1e-5) / (y.sum(dims) + p_dice.sum(dims) + 1e-5)
         dice = (1 - dice_c).mean()
-        ce = (-(y * torch.log(0.999 * p_ce + 5e-4)).sum(1)).mean()
+        log_p = torch.log(0.999 * p_ce + 5e-4) if ce_form == "clamped" else torch.log(p_ce)
+        ce = (-(y * log_p).sum(1)).mean()
         dice_sum, ce_sum = dice_sum + w * dice, ce_sum + w * ce
     dice, ce = dice_sum / sum(weights), ce_sum / sum(weights)
     return {"dice": dice, "ce": ce, "total": 0.5 * dice + 0.5 * ce}
@@ -302,6 +305,43 @@ def test_fusion_loss_equals_the_float64_formula(weights, numbers):
         torch.testing.assert_close(a.grad.double(), b.grad, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("weights, numbers", [("equal", [1, 1, 1]), ("halving", [1, 0.5, 0.25])])
+def test_plain_ce_equals_pymic_8bcebd6_and_differs_from_the_clamp(weights, numbers):
+    g = gen(22)
+    label = torch.randint(0, 5, (2, 1, 8, 16, 16), generator=g, dtype=torch.uint8)
+    logits = [torch.randn(2, 5, *s, generator=g, dtype=torch.float64) * 8 for s in ((8, 16, 16), (8, 8, 8), (4, 4, 4))]
+    ours = vf.fusion_loss([t.float() for t in logits], label, weights=weights, ce="plain")
+    ref = loss_plain(logits, label, numbers, "plain")
+    for key in ("dice", "ce", "total"):
+        torch.testing.assert_close(ours[key].double(), ref[key], rtol=1e-5, atol=1e-6)
+    clamped = loss_plain(logits, label, numbers, "clamped")["ce"]
+    assert abs(float(ref["ce"] - clamped)) / float(ref["ce"]) > 0.1  # the audit's 42 % at x8: the forms differ
+
+
+def test_plain_ce_is_finite_where_the_official_form_is_nan():
+    label = torch.randint(0, 5, (1, 1, 4, 8, 8), generator=gen(23), dtype=torch.uint8)
+    logits = torch.randn(1, 5, 4, 8, 8, generator=gen(24)) * 40
+    official = loss_plain([logits], label, [1.0], "plain")["ce"]  # float32 softmax underflows: 0 * log 0
+    assert torch.isnan(official)
+    ours = vf.fusion_loss(logits.requires_grad_(), label, weights="off", ce="plain")
+    exact = F.cross_entropy(logits.double(), label[:, 0].long())  # -log p of the true class, in float64
+    torch.testing.assert_close(ours["ce"].double(), exact, rtol=1e-5, atol=1e-5)
+    ours["total"].backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_deep_supervision_off_uses_the_first_output_only():
+    g = gen(25)
+    label = torch.randint(0, 5, (1, 1, 8, 16, 16), generator=g, dtype=torch.uint8)
+    logits = [torch.randn(1, 5, *s, generator=g) for s in ((8, 16, 16), (4, 8, 8))]
+    off = vf.fusion_loss(logits, label, weights="off")
+    first = vf.fusion_loss(logits[0], label, weights="equal")
+    both = vf.fusion_loss(logits, label, weights="equal")
+    for key in ("dice", "ce", "total"):
+        assert torch.equal(off[key], first[key])
+    assert not torch.equal(off["total"], both["total"])
+
+
 def test_fusion_loss_single_output_and_errors():
     label = torch.randint(0, 5, (1, 1, 4, 6, 6), dtype=torch.uint8)
     logits = torch.randn(1, 5, 4, 6, 6, dtype=torch.float64)
@@ -317,6 +357,8 @@ def test_fusion_loss_single_output_and_errors():
         vf.fusion_loss([logits, logits[..., :3, :3, :3]], label, weights=[1.0])
     with pytest.raises(ConfigError, match="did|one of"):
         vf.fusion_loss(logits, label, weights="halve")
+    with pytest.raises(ConfigError, match="ce must be one of"):
+        vf.fusion_loss(logits, label, ce="clamp")
 
 
 def test_class_dice():

@@ -34,7 +34,7 @@ __all__ = ["VFModel", "fusion_bundle_meta", "load_vf_bundle", "fusion_accuracy",
 # viridis samples for alpha 1/4 .. 1 (alpha 0, the background, has no label entry)
 _COLORS = [(59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]
 _PCTNET_DEFAULTS = {"in_chns": 1, "class_num": 5, "feature_chns": [24, 48, 128, 256, 512], "dropout": [0.0, 0.0, 0.2, 0.2, 0.2],
-                    "depths": [2, 2, 2], "num_heads": [4, 8, 16], "window_sizes": [6, 6, 6], "resolution_mode": 1, "multiscale_pred": True}
+                    "depths": [2, 2, 2], "num_heads": [4, 8, 16], "window_sizes": [6, 6, 6], "resolution_mode": 1, "multiscale_pred": False}
 _MISFM_SOURCE = "openmedlab/MIS-FM release (PCT-Net, PyMIC checkpoint)"
 _LEVELS = ("e2", "e3", "e4")
 
@@ -291,6 +291,7 @@ def _pctnet_args(state: Mapping[str, Tensor], preset: Preset, source: str) -> tu
     of a MIS-FM checkpoint."""
     read = {k: {"value": v, "from": w} for k, (v, w) in _shape_args(state, source).items()}
     given = preset.network.kwargs if preset.network.name == "pctnet" else {}
+    given = {"multiscale_pred": preset.fusion.deep_supervision != "off", **given}  # outputs follow the preset's loss
     assumed: dict[str, dict] = {}
     args = {}
     for name, default in _PCTNET_DEFAULTS.items():

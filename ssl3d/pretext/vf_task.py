@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 NETWORK_CHOICES = ("pctnet", "unet", "swinunetr")
-"""``--network`` values of ``ssl3d pretrain --method vf`` ("unet" is unet-small with deep supervision)."""
+"""``--network`` values of ``ssl3d pretrain --method vf`` ("unet" is unet-small)."""
 
 _FUSION_SALT = 1  # ctx.generator salt of the v1 batch fusion (crops use salt 0)
 _VAL_SALT = 0x5646  # seeds of the fixed validation set ("VF")
@@ -70,7 +70,7 @@ def apply_network_choice(preset: Preset, network: str | None, feature_size: int 
     Args:
         preset: a ``vf-*`` preset.
         network: None (keep the preset's), "pctnet" (resolution_mode 1, input size = ``fusion.patch``),
-            "unet" (unet-small with deep supervision; the preset's channels when it already is one) or
+            "unet" (unet-small; the preset's channels when it already is one) or
             "swinunetr" (MONAI SwinUNETR-v2, feature size 48 unless ``feature_size``).
         feature_size: SwinUNETR feature size (a multiple of 12); only with swinunetr.
 
@@ -80,7 +80,7 @@ def apply_network_choice(preset: Preset, network: str | None, feature_size: int 
     Example::
 
         apply_network_choice(get_preset("vf-v1"), "unet", None).network
-        # NetworkConfig(name='unet-small', kwargs={'channels': [8, 16, 32, 64], 'deep_supervision': True})
+        # NetworkConfig(name='unet-small', kwargs={'channels': [8, 16, 32, 64]})
     """
     current = preset.network
     if network is None:
@@ -95,7 +95,7 @@ def apply_network_choice(preset: Preset, network: str | None, feature_size: int 
         name, kwargs = "pctnet", dict(current.kwargs) if current.name == "pctnet" else {"resolution_mode": 1}
     elif choice == "unet":
         channels = current.kwargs.get("channels", [8, 16, 32, 64]) if current.name == "unet-small" else [8, 16, 32, 64]
-        name, kwargs = "unet-small", {"channels": list(channels), "deep_supervision": True}
+        name, kwargs = "unet-small", {"channels": list(channels)}
     else:
         name, kwargs = "swinunetr", {"feature_size": feature_size or 48, "use_v2": True}
     return apply_overrides(preset, {"network.name": name, "network.kwargs": kwargs})
@@ -103,28 +103,38 @@ def apply_network_choice(preset: Preset, network: str | None, feature_size: int 
 
 def network_spec(preset: Preset) -> tuple[str, dict]:
     """The builder name and full kwargs (``in_channels``, ``out_channels`` = classes included) of a VF
-    preset's network, with what VF needs filled in: PCT-Net ``input_size`` = ``fusion.patch`` and
-    ``multiscale_pred``; unet-small ``deep_supervision`` (unless the preset says otherwise).
+    preset's network, with what VF needs filled in: PCT-Net ``input_size`` = ``fusion.patch``; PCT-Net's
+    ``multiscale_pred`` and unet-small's ``deep_supervision`` from ``fusion.deep_supervision`` (one output
+    when "off", four deep-supervised outputs otherwise).
 
     Raises:
-        ConfigError: not a VF preset; a network VF cannot train; a patch the network cannot take.
+        ConfigError: not a VF preset; a network VF cannot train; a patch the network cannot take; network
+            kwargs that contradict ``fusion.deep_supervision``.
     """
     fusion = _fusion(preset)
     name, kwargs = preset.network.name, dict(preset.network.kwargs)
     patch = list(fusion.patch)
+    several = fusion.deep_supervision != "off"
     if name == "pctnet":
         kwargs.setdefault("input_size", patch)
-        kwargs.setdefault("multiscale_pred", True)
+        _outputs_agree(kwargs, "multiscale_pred", several, fusion.deep_supervision)
         if list(kwargs["input_size"]) != patch:
             raise ConfigError(f"PCT-Net input_size {list(kwargs['input_size'])} must equal fusion.patch {patch} (its input size is fixed).")
     elif name == "unet-small":
-        kwargs.setdefault("deep_supervision", True)
+        _outputs_agree(kwargs, "deep_supervision", several, fusion.deep_supervision)
         _divisible(patch, size_multiple(name, kwargs), "unet-small")
     elif name == "swinunetr":
         _divisible(patch, size_multiple(name, kwargs), "swinunetr")
     else:
         raise ConfigError(f"network {name!r} cannot be trained with Volume Fusion; use one of pctnet, unet-small, swinunetr.")
     return name, {"in_channels": 1, "out_channels": fusion.classes, **kwargs}
+
+
+def _outputs_agree(kwargs: dict, key: str, several: bool, choice: str) -> None:
+    """Set the network's multi-output switch from the loss's choice; refuse a network.kwargs that says otherwise."""
+    if kwargs.setdefault(key, several) != several:
+        raise ConfigError(f"network.kwargs.{key}={kwargs[key]!r} contradicts fusion.deep_supervision={choice!r}; "
+                          f"set fusion.deep_supervision to {'equal or halving' if kwargs[key] else 'off'} instead.")
 
 
 def _divisible(patch: list[int], factor: int, name: str) -> None:
@@ -137,6 +147,8 @@ def _fusion(preset: Preset) -> FusionConfig:
         raise ConfigError(f"preset {preset.name!r} is not a Volume Fusion preset (method {preset.method!r}); use vf-v1, vf-v2, vf-v1-cpu or vf-v2-cpu.")
     if preset.fusion.version not in (1, 2):
         raise ConfigError(f"fusion.version must be 1 or 2, got {preset.fusion.version!r}.")
+    look_up(preset.fusion.deep_supervision, vf.DS_WEIGHTS, "fusion.deep_supervision value")
+    look_up(preset.fusion.ce, vf.CE_FORMS, "fusion.ce value")
     return preset.fusion
 
 
@@ -348,7 +360,7 @@ class FusionTask(Task):
 
     def losses(self, ctx: TrainContext, batch: tuple[Tensor, Tensor], step: int) -> dict[str, Tensor]:
         x, label = batch
-        return vf.fusion_loss(self.forward(x), label, self.fusion.classes, self.fusion.deep_supervision)
+        return vf.fusion_loss(self.forward(x), label, self.fusion.classes, self.fusion.deep_supervision, self.fusion.ce)
 
     def validate(self, ctx: TrainContext, step: int) -> dict[str, Any] | None:
         x, label = self.val

@@ -13,7 +13,8 @@ Two generations, as in the official code:
 Both fuse as ``fused = alpha * fg + (1 - alpha) * bg`` with ``alpha = label / (classes - 1)``. Every
 random draw comes from the ``torch.Generator`` passed in (``draw_*`` functions); ``apply``/``paint``
 functions only compute. Tensors are (N, C, D, H, W); labels are uint8 (N, 1, D, H, W).
-``fusion_loss`` is PyMIC's 0.5 * Dice + 0.5 * CE (as up to v0.5.0, 6dff55e) over deep-supervision outputs.
+``fusion_loss`` is PyMIC's 0.5 * Dice + 0.5 * CE, with the CE of either generation (``CE_FORMS``: the clamped
+log of PyMIC up to v0.5.0 / a906dfc, the plain log of 8bcebd6) on one output or over deep-supervision outputs.
 """
 
 from __future__ import annotations
@@ -39,7 +40,13 @@ __all__ = [
 
 Size3 = Sequence[int]
 PERCENTILE_METHODS = ("exact", "histogram")
-DS_WEIGHTS = ("equal", "halving")
+DS_WEIGHTS = ("off", "equal", "halving")
+"""Deep supervision: "off" (the full-resolution output only, as the official VF configs' ``multiscale_pred =
+False``), "equal" (PyMIC's weights before 2024-09-30) or "halving" (1/2^i, PyMIC since 9cc16a6)."""
+CE_FORMS = ("clamped", "plain")
+"""Cross-entropy: "clamped" ``-y log(0.999 p + 5e-4)`` (PyMIC 2022 to v0.5.0, a906dfc; MIS-FM and VolF were trained
+with it) or "plain" ``-y log p`` (PyMIC 8bcebd6, after 4baccae), computed as ``log_softmax``: equal to the official
+value wherever that is finite, and finite where the official softmax underflows to 0 and gives NaN (0 * log 0)."""
 
 
 # ----------------------------------------------------------------------------- validation helpers
@@ -629,7 +636,7 @@ def _ds_weights(weights: str | Sequence[float], count: int) -> list[float]:
     if isinstance(weights, str):
         if weights not in DS_WEIGHTS:
             raise ConfigError(f"weights must be one of {DS_WEIGHTS} or a list of floats, got {weights!r}.")
-        return [1.0] * count if weights == "equal" else [0.5 ** i for i in range(count)]
+        return [1.0] * count if weights in ("off", "equal") else [0.5 ** i for i in range(count)]
     w = [float(v) for v in weights]
     if len(w) != count or min(w) < 0 or sum(w) <= 0:
         raise ConfigError(f"weights must be {count} non-negative floats with a positive sum, got {w}.")
@@ -650,7 +657,7 @@ def _pooled_onehot(label: Tensor, classes: int, sizes: list[tuple[int, ...]]) ->
     return {s: torch.cat(v, 1) for s, v in out.items()}
 
 
-def _terms_hard(prob: Tensor, label: Tensor, classes: int) -> tuple[Tensor, Tensor]:
+def _terms_hard(prob: Tensor, log_prob: Tensor | None, label: Tensor, classes: int) -> tuple[Tensor, Tensor]:
     idx = label.long()
     if label.is_signed() and bool((idx < 0).any()):
         raise InputError(f"label values must lie in 0..{classes - 1}, got {int(idx.min())}.")
@@ -660,29 +667,33 @@ def _terms_hard(prob: Tensor, label: Tensor, classes: int) -> tuple[Tensor, Tens
     p_true = prob.gather(1, idx)
     inter = prob.new_zeros(classes).index_add(0, idx.reshape(-1), p_true.reshape(-1))
     dice = (2 * inter + 1e-5) / (count.to(prob.dtype) + prob.sum((0, 2, 3, 4)) + 1e-5)
-    return (1 - dice).mean(), -torch.log(0.999 * p_true + 5e-4).mean()
+    log_true = torch.log(0.999 * p_true + 5e-4) if log_prob is None else log_prob.gather(1, idx)
+    return (1 - dice).mean(), -log_true.mean()
 
 
-def _terms_soft(prob: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
+def _terms_soft(prob: Tensor, log_prob: Tensor | None, gt: Tensor) -> tuple[Tensor, Tensor]:
     dims = (0, 2, 3, 4)
     dice = (2 * (prob * gt).sum(dims) + 1e-5) / (gt.sum(dims) + prob.sum(dims) + 1e-5)
-    return (1 - dice).mean(), -(gt * torch.log(0.999 * prob + 5e-4)).sum(1).mean()
+    log_p = torch.log(0.999 * prob + 5e-4) if log_prob is None else log_prob
+    return (1 - dice).mean(), -(gt * log_p).sum(1).mean()
 
 
 def fusion_loss(outputs: Tensor | Sequence[Tensor], label: Tensor, classes: int = 5,
-                weights: str | Sequence[float] = "halving") -> dict[str, Tensor]:
-    """PyMIC's segmentation loss of VF: 0.5 * Dice + 0.5 * CE (PyMIC up to v0.5.0), deep-supervised.
+                weights: str | Sequence[float] = "halving", ce: str = "clamped") -> dict[str, Tensor]:
+    """PyMIC's segmentation loss of VF: 0.5 * Dice + 0.5 * CE, on one output or deep-supervised.
 
     Per output i: p = softmax (one softmax shared by both terms, computed in float32); the target is
     the one-hot label, average-pooled to the output's size when smaller (deep_supervise_mode 2).
     Dice is a batch Dice over all classes, background included: mean_c 1 - (2 sum p y + 1e-5) /
-    (sum y + sum p + 1e-5). CE is mean_voxels sum_c -y log(0.999 p + 5e-4). Terms are combined as
-    sum_i w_i L_i / sum_i w_i.
+    (sum y + sum p + 1e-5). CE is mean_voxels sum_c -y log(0.999 p + 5e-4) ("clamped") or -y log p
+    ("plain", see :data:`CE_FORMS`). Terms are combined as sum_i w_i L_i / sum_i w_i.
 
     Args:
         outputs: logits (N, classes, d, h, w), or a list of them, full resolution first.
         label: (N, 1, D, H, W) integer (uint8) 0..classes-1 at full resolution.
-        weights: "equal" (PyMIC before 2024-09-30, VF v1), "halving" (1/2^i, v0.5.0 and VolF) or floats.
+        weights: "off" (the first output only, as PyMIC without ``deep_supervise``), "equal" (PyMIC before
+            2024-09-30), "halving" (1/2^i, PyMIC since) or floats; see :data:`DS_WEIGHTS`.
+        ce: "clamped" (PyMIC up to v0.5.0, VF v1) or "plain" (PyMIC 8bcebd6, VolF v2).
 
     Returns:
         ``{"dice", "ce", "total"}`` scalar tensors; total = 0.5 * dice + 0.5 * ce.
@@ -703,13 +714,19 @@ def fusion_loss(outputs: Tensor | Sequence[Tensor], label: Tensor, classes: int 
                 s > f for s, f in zip(o.shape[2:], full)):
             raise InputError(f"outputs[{i}] must be (N={label.shape[0]}, {classes}, d, h, w) with d, h, w "
                              f"<= {full}, got {tuple(o.shape)}.")
+    if ce not in CE_FORMS:
+        raise ConfigError(f"ce must be one of {CE_FORMS}, got {ce!r}.")
+    if isinstance(weights, str) and weights == "off":
+        outs = outs[:1]  # PyMIC without deep_supervise: the losses see the first output only
+    plain = ce == "plain"
     w = _ds_weights(weights, len(outs))
     pooled = _pooled_onehot(label, classes, [tuple(o.shape[2:]) for o in outs if tuple(o.shape[2:]) != full])
     dice = ce = outs[0].new_zeros((), dtype=torch.float32)
     for wi, o in zip(w, outs):
         prob = torch.softmax(o.float(), dim=1)
+        log_prob = torch.log_softmax(o.float(), dim=1) if plain else None
         size = tuple(o.shape[2:])
-        d, c = _terms_hard(prob, label, classes) if size == full else _terms_soft(prob, pooled[size])
+        d, c = _terms_hard(prob, log_prob, label, classes) if size == full else _terms_soft(prob, log_prob, pooled[size])
         dice, ce = dice + wi * d, ce + wi * c
     dice, ce = dice / sum(w), ce / sum(w)
     return {"dice": dice, "ce": ce, "total": 0.5 * dice + 0.5 * ce}
