@@ -24,6 +24,7 @@ _VOCO_COMMON = {
     "schedule.name": "warmup_cosine", "schedule.warmup_steps": 5000, "schedule.cosine_steps": 0,  # cosine over the run
     "train.batch_size": 2, "train.amp": True, "train.grad_clip": None, "train.ema": 0.9,
     "preprocess.orientation": "RAS", "preprocess.intensity": "window:-175,250", "preprocess.dtype": "float32",
+    "preprocess.pad_mode": "zero",  # MONAI SpatialPadd's constant 0
     "voco.crop_out": 64, "voco.num_random": 2, "voco.head_layers": 3,
     "voco.flip_p": 0.2, "voco.rot90_p": 0.2, "voco.shift_offset": 0.1,
 }
@@ -33,6 +34,7 @@ _VF_COMMON = {
     "schedule.name": "step", "schedule.gamma": 0.5, "train.amp": False, "train.grad_clip": None, "train.ema": None,
     "preprocess.orientation": None, "preprocess.spacing": None, "preprocess.intensity": "window:-1000,1000,-1,1",
     "preprocess.foreground_threshold": None, "preprocess.pad_to": None, "preprocess.resize": None,
+    "preprocess.pad_mode": "reflect", "preprocess.load_dtype": None,  # PyMIC_examples luna_preprocess.py
     "fusion.patch": [64, 128, 128], "fusion.classes": 5,
 }
 OFFICIAL = {
@@ -40,13 +42,14 @@ OFFICIAL = {
         **_VOCO_COMMON, "train.steps": 250_000,
         "preprocess.spacing": None, "preprocess.foreground_threshold": 0.3, "preprocess.pad_to": None,
         "preprocess.resize": [384, 384, 96], "preprocess.resize_mode": "trilinear", "preprocess.align_corners": True,
+        "preprocess.load_dtype": "int16",  # LoadImaged(dtype=np.int16)
         "voco.version": 1, "voco.grid": 4, "voco.base_crop": 96, "voco.random_crop": 96, "voco.window": None,
         "voco.head_hidden": 2048, "voco.head_out": 2048, "voco.student_dropout": 0.0, "voco.teacher": "full", "voco.shift_p": 0.1,
     },
     "voco-v2": {
         **_VOCO_COMMON, "train.steps": 2_000_000,
         "preprocess.spacing": [1.5, 1.5, 1.5], "preprocess.foreground_threshold": 0.0, "preprocess.pad_to": [192, 192, 64],
-        "preprocess.resize": None,
+        "preprocess.resize": None, "preprocess.load_dtype": None,
         "voco.version": 2, "voco.grid": 3, "voco.base_crop": 64, "voco.random_crop": 64, "voco.window": [192, 192, 64],
         "voco.head_hidden": 1024, "voco.head_out": 1024, "voco.student_dropout": 0.2, "voco.teacher": "head", "voco.shift_p": 0.5,
     },

@@ -76,6 +76,41 @@ def test_intensity_specs():
             parse_intensity(bad)
 
 
+def _small_volume(values: np.ndarray):
+    from ssl3d.io import Volume
+
+    return Volume(values, np.diag([1.0, 1.0, 1.0, 1.0]))
+
+
+@pytest.mark.parametrize("mode", ["minimum", "zero", "reflect"])
+def test_pad_modes(mode):
+    """pad_to fills as MONAI SpatialPad (0), numpy's reflect (PyMIC's LUNA preprocessing) or the minimum."""
+    array = np.random.default_rng(0).uniform(0.2, 0.9, (4, 5, 6)).astype(np.float32)  # (k, j, i); minimum > 0
+    config = PreprocessConfig(orientation=None, intensity="none", pad_to=(10, 9, 8), pad_mode=mode)
+    x, mapping = preprocess(_small_volume(array), config)
+    assert x.shape[2:] == (8, 9, 10)
+    data = x[0, 0].numpy()  # (z, y, x) = (k, j, i)
+    widths = [(2, 2), (2, 2), (2, 2)]
+    if mode == "reflect":
+        np.testing.assert_array_equal(data, np.pad(array, widths, mode="reflect"))
+    else:
+        fill = 0.0 if mode == "zero" else float(array.min())
+        np.testing.assert_array_equal(data, np.pad(array, widths, constant_values=fill))
+    back = mapping.to_input_grid(x[0], label=False)[0]
+    np.testing.assert_array_equal(back.array, array)  # the pad is cut off again, whatever fills it
+
+
+def test_load_dtype_int16_truncates_as_monai_loadimage():
+    """VoCo v1 reads images with LoadImaged(dtype=np.int16): numpy's cast, fractions toward zero."""
+    array = np.array([-100.7, -0.5, 0.5, 37.9, 249.99, 250.0] * 4, np.float32).reshape(2, 3, 4)
+    config = PreprocessConfig(orientation=None, intensity="none")
+    as_read = preprocess(_small_volume(array), config)[0][0, 0].numpy()
+    truncated = preprocess(_small_volume(array), PreprocessConfig(orientation=None, intensity="none", load_dtype="int16"))[0]
+    np.testing.assert_array_equal(as_read, array)
+    np.testing.assert_array_equal(truncated[0, 0].numpy(), array.astype(np.int16).astype(np.float32))
+    assert float(truncated.min()) == -100.0 and truncated.dtype == torch.float32
+
+
 def test_errors(phantom):
     image, labels = phantom
     with pytest.raises(InputError, match="no foreground"):
@@ -85,6 +120,10 @@ def test_errors(phantom):
     shifted.ijk_to_ras[0, 3] += 5
     with pytest.raises(InputError, match="does not match the image grid"):
         preprocess(image, ORIENT_ONLY, shifted)
+    with pytest.raises(ConfigError, match="pad_mode must be one of minimum, zero, reflect"):
+        preprocess(image, PreprocessConfig(pad_to=(8, 8, 8), pad_mode="edge"))
+    with pytest.raises(ConfigError, match="load_dtype must be null or int16"):
+        preprocess(image, PreprocessConfig(load_dtype="uint8"))
     _, mapping = preprocess(image, ORIENT_ONLY)
     with pytest.raises(InputError, match="model shape"):
         mapping.to_input_grid(np.zeros((2, 2, 2)))

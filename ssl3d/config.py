@@ -319,8 +319,10 @@ _PCTNET = NetworkConfig("pctnet", {"resolution_mode": 1})
 
 
 def _register_defaults() -> None:
-    v1_pre = PreprocessConfig("RAS", None, "window:-175,250", 0.3, None, (384, 384, 96), "trilinear", True)
-    v2_pre = PreprocessConfig("RAS", (1.5, 1.5, 1.5), "window:-175,250", 0.0, (192, 192, 64))
+    # the official VoCo reads v1 images as int16 (LoadImaged(dtype=np.int16)) and pads with 0 (SpatialPadd)
+    v1_pre = PreprocessConfig("RAS", None, "window:-175,250", 0.3, None, (384, 384, 96), "trilinear", True,
+                              pad_mode="zero", load_dtype="int16")
+    v2_pre = PreprocessConfig("RAS", (1.5, 1.5, 1.5), "window:-175,250", 0.0, (192, 192, 64), pad_mode="zero")
     register_preset(Preset(
         "voco-v1", "voco", "VoCo 10k recipe: 4x4 grid, full EMA teacher, SwinUNETR-v2 B", _VOCO_SRC, v1_pre, _SWIN_B,
         _VOCO_OPTIM, _VOCO_SCHEDULE, TrainConfig(250_000, 2, amp=True, ema=0.9, checkpoint_every=1000, log_every=10),
@@ -341,8 +343,9 @@ def _register_defaults() -> None:
         _CNN_SMALL, OptimConfig("adamw", lr=1e-3, weight_decay=0.01, amsgrad=True), ScheduleConfig("warmup_cosine", 10),
         TrainConfig(200, 4, ema=0.9, checkpoint_every=50),
         voco=VoCoConfig(2, 3, 16, 16, 16, 4, (48, 48, 16), 256, 256, 3, 0.2, "head", 0.2, 0.2, 0.5, 0.1)))
-    # both VF generations read the LUNA pipeline's input: HU clipped to [-1000, 1000] and mapped to [-1, 1]
-    vf_pre = PreprocessConfig(None, None, "window:-1000,1000,-1,1")
+    # both VF generations read the LUNA pipeline's input: HU clipped to [-1000, 1000], mapped to [-1, 1] and
+    # padded by reflection (PyMIC_examples luna_preprocess.py)
+    vf_pre = PreprocessConfig(None, None, "window:-1000,1000,-1,1", pad_mode="reflect")
     vf_cpu_pre = PreprocessConfig(None, None, "window:-1000,1000,-1,1", dtype="float16")
     register_preset(Preset(
         "vf-v1", "vf", "Volume Fusion as in the MIS-FM paper (random boxes), PCT-Net", _VF1_SRC, vf_pre, _PCTNET, _VF_OPTIM,

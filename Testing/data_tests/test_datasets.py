@@ -107,6 +107,43 @@ def test_voco_datalist_with_repeated_file_names(tmp_path, phantoms):
     assert [c.name for c in find_cases(datalist)] == ["../BTCV/img1.nii.gz", "../LUNA/img1.nii.gz"]
 
 
+def test_weighted_sources_as_voco_v2_repeats_its_datasets(tmp_path, phantoms):
+    """VoCo v2 repeats abdomen x8, head-neck x8, chest x1 (ConcatDataset): one 'weight' per source."""
+    write_folder(tmp_path / "abdomen", phantoms[:2])
+    write_nnunet(tmp_path / "headneck", phantoms[:1])
+    (tmp_path / "chest").mkdir()
+    write_volume(phantoms[2][0], tmp_path / "chest" / "lung.nrrd")
+    (tmp_path / "chest" / "list.json").write_text(json.dumps({"training": [{"image": "lung.nrrd", "weight": 3}]}))
+    datalist = tmp_path / "pretrain.json"
+    datalist.write_text(json.dumps({"sources": [{"data": "abdomen", "weight": 8}, {"data": "headneck", "weight": 8},
+                                                {"data": "chest/list.json", "name": "chest"}]}))
+    cases = find_cases(datalist)
+    assert [(c.name, c.weight) for c in cases] == [("abdomen/a", 8), ("abdomen/b", 8), ("headneck/case0_0000", 8), ("chest/lung", 3)]
+    assert cases[3].image == tmp_path / "chest" / "lung.nrrd"
+    (tmp_path / "dataset.json").write_text(datalist.read_text())  # a folder's dataset.json may list sources too
+    assert find_cases(tmp_path) == cases
+    cache = VolumeCache(cases, CONFIG, tmp_path / "cache").build()
+    assert cache.weights == [8, 8, 8, 3] and cache.names == [c.name for c in cases]
+    assert VolumeCache([Case(c.name, c.image) for c in cases], CONFIG, tmp_path / "cache").dir == cache.dir  # weights: not a cache key
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"sources": []}, "'sources' must be a non-empty list"),
+    ({"sources": [{"weight": 2}]}, r"sources\[0\] must be an object with a 'data' path"),
+    ({"sources": [{"data": "a", "weight": 0}]}, "'weight' must be a positive integer"),
+    ({"sources": [{"data": "a", "weight": 1.5}]}, "'weight' must be a positive integer"),
+    ({"sources": [{"data": "a"}, {"data": "a"}]}, r"sources\[1\] has the name 'a' of sources\[0\]"),
+    ({"sources": [{"data": "nested.json"}]}, "a source cannot itself list 'sources'"),
+    ({"training": [{"image": "a/a.nii.gz", "weight": True}]}, r"training\[0\]: 'weight' must be a positive integer"),
+])
+def test_ill_weighted_datalists(tmp_path, phantoms, record, message):
+    write_folder(tmp_path / "a", phantoms[:2])
+    (tmp_path / "nested.json").write_text(json.dumps({"sources": [{"data": "a"}]}))
+    (tmp_path / "list.json").write_text(json.dumps(record))
+    with pytest.raises(DatasetError, match=message):
+        find_cases(tmp_path / "list.json")
+
+
 def test_single_volume(tmp_path, phantoms):
     path = write_volume(phantoms[0][0], tmp_path / "ct.nrrd")
     assert find_cases(path) == [Case("ct", path)]

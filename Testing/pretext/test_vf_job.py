@@ -112,10 +112,26 @@ def test_fused_batch_v1_pads_small_volumes_and_is_reproducible():
     fusion = get_preset("vf-v1-cpu").fusion
     small = vf_task.pad_volumes([torch.rand(1, 10, 40, 24, generator=gen(0))], fusion.patch)
     assert small[0].shape == (1, 16, 40, 32) and float(small[0][0, 0, 0, 0]) == float(small[0].min())
+    # vf-v1/vf-v2 pad by reflection, as PyMIC_examples' LUNA preprocessing (np.pad(img, pad, 'reflect'))
+    volume = torch.rand(1, 10, 40, 24, generator=gen(0))
+    assert get_preset("vf-v1").preprocess.pad_mode == "reflect"
+    reflected = vf_task.pad_volumes([volume], fusion.patch, "reflect")[0]
+    np.testing.assert_array_equal(reflected.numpy(), np.pad(volume.numpy(), [(0, 0), (3, 3), (0, 0), (4, 4)], mode="reflect"))
+    assert vf_task.pad_volumes([volume], fusion.patch, "zero")[0][0, 0, 0, 0] == 0
     a = vf_task.fused_batch(small, fusion, [gen(1), gen(2), gen(3)], gen(4))
     b = vf_task.fused_batch(small, fusion, [gen(1), gen(2), gen(3)], gen(4))
     assert a[0].shape == (3, 1, 16, 32, 32) and a[1].dtype == torch.uint8
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_split_repeats_weighted_training_volumes_by_reference():
+    volumes = [torch.full((1, 2, 2, 2), float(i)) for i in range(5)]
+    task = FusionTask("data", Path("cache"), val_fraction=0.2)
+    plain_train, plain_val = task._split(volumes, [1] * 5, seed=0)
+    train_set, held_out = task._split(volumes, [8, 1, 1, 1, 1], seed=0)
+    assert [v is w for v, w in zip(held_out, plain_val)] == [True] and len(plain_train) == 4
+    expected = sum(8 if v is volumes[0] else 1 for v in plain_train)  # volume 0 is drawn 8x as often, unless held out
+    assert expected == 11 and len(train_set) == expected and all(any(v is w for w in volumes) for v in train_set)
 
 
 def test_fused_batch_v2_samples_do_not_depend_on_the_split():

@@ -150,6 +150,31 @@ def test_v1_bounded_base_cache_gives_the_losses_of_an_unbounded_one(voco_cpu_run
     assert all(torch.equal(a, b) for a, b in zip(losses[2 * per_volume], losses[None])), losses
 
 
+def test_datalist_weights_repeat_volumes_in_each_epoch(voco_cpu_run, tmp_path):
+    """A datalist weight N draws a volume N times per epoch (VoCo v2's ConcatDataset repeats); weight 1
+    everywhere keeps the unweighted order."""
+    preset = get_preset("voco-v1-cpu")
+    images = sorted(Path(voco_cpu_run.data).glob("*.nii.gz"))
+    orders = {}
+    for name, first in (("plain", 1), ("weighted", 3)):
+        datalist = tmp_path / f"{name}.json"
+        datalist.write_text(json.dumps({"training": [{"image": str(p), "weight": first if i == 0 else 1} for i, p in enumerate(images)]}))
+        ctx = _context(preset, tmp_path / name)
+        task = VoCoTask(datalist, voco_cpu_run.run_dir.parent / "cache")
+        task.setup_samples(ctx)
+        per_epoch = len(images) + first - 1
+        orders[name] = [task._volume_index(ctx, 0, i) for i in range(2 * per_epoch)]
+        ctx.logger.close()
+        for epoch in range(2):
+            drawn = orders[name][epoch * per_epoch:(epoch + 1) * per_epoch]
+            assert sorted(drawn) == sorted([0] * first + list(range(1, len(images))))
+    ctx = _context(preset, tmp_path / "folder")
+    task = VoCoTask(voco_cpu_run.data, voco_cpu_run.run_dir.parent / "cache")
+    task.setup_samples(ctx)
+    assert orders["plain"] == [task._volume_index(ctx, 0, i) for i in range(2 * len(images))]
+    ctx.logger.close()
+
+
 def test_v2_task_drops_whole_student_rows_and_moves_only_the_teacher_head(voco_cpu_run, tmp_path):
     preset = apply_overrides(get_preset("voco-v2-cpu"), {"train.batch_size": 2})
     ctx = _context(preset, tmp_path)

@@ -15,6 +15,12 @@ a folder of volumes                every file ending in one of :data:`~ssl3d.io.
 one volume file or DICOM folder    one case
 =================================  ==============================================================
 
+A datalist's entries may carry ``"weight": N`` (a positive integer, default 1): the case is drawn N times as
+often, as a dataset repeated N times in a ``ConcatDataset``. A json ``{"sources": [{"data": "abdomen/",
+"weight": 8}, {"data": "chest.json", "weight": 1}, ...]}`` joins several datasets, each in any layout above,
+with one weight per source (VoCo v2's abdomen x8, head-neck x8, chest x1); its case names are
+``<source name>/<case>`` (``"name"`` of the source, else its folder or file name).
+
 Hidden files (``.name``, macOS ``._name``) are ignored. With ``labels=False`` (pretraining) label files
 are not looked at; with ``labels=True`` every case needs a label and every label an image.
 
@@ -67,6 +73,7 @@ class Case:
     name: str
     image: Path
     label: Path | None = None
+    weight: int = 1  # how many times an epoch draws it (a datalist's "weight")
 
 
 # ---------------------------------------------------------------------------------------------- finding
@@ -183,8 +190,11 @@ def _label_stem(image_stem: str, label_stems: dict[str, Path]) -> str | None:
 
 
 def _has_datalist(path: Path, split: str) -> bool:
-    """A folder's dataset.json is used when it lists cases (nnU-Net v2's dataset.json lists none)."""
-    return path.is_file() and split in _read_json(path)
+    """A folder's dataset.json is used when it lists cases or sources (nnU-Net v2's dataset.json lists none)."""
+    if not path.is_file():
+        return False
+    record = _read_json(path)
+    return split in record or "sources" in record
 
 
 def dataset_label_names(data: str | os.PathLike) -> dict[int, str]:
@@ -236,8 +246,12 @@ def _read_json(path: Path) -> dict:
     return record
 
 
-def _from_json(path: Path, labels: bool, split: str) -> list[Case]:
+def _from_json(path: Path, labels: bool, split: str, nested: bool = False) -> list[Case]:
     record = _read_json(path)
+    if "sources" in record:
+        if nested:
+            raise DatasetError(f"{path}: a source cannot itself list 'sources'; list its datasets in the outer json.")
+        return _from_sources(path, record["sources"], labels, split)
     entries = record.get(split)
     if not isinstance(entries, list) or not entries:
         found = f"keys {sorted(record)}" if split not in record else f"{split!r} = {str(entries)[:60]}"
@@ -254,8 +268,43 @@ def _from_json(path: Path, labels: bool, split: str) -> list[Case]:
             raise DatasetError(f"{path}: {split}[{index}] repeats the image of {split}[{seen[image.resolve()]}]: {image}.")
         seen[image.resolve()] = index
     cases = _name_cases([image for image, _ in pairs], path.parent)
-    for case, (_, label) in zip(cases, pairs):
+    for index, (case, (_, label), entry) in enumerate(zip(cases, pairs, entries)):
         case.label = label if labels else None
+        case.weight = _weight(entry.get("weight", 1) if isinstance(entry, dict) else 1, f"{path}: {split}[{index}]")
+    return cases
+
+
+def _weight(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DatasetError(f"{where}: 'weight' must be a positive integer (how many times an epoch draws it), got {value!r}.")
+    return value
+
+
+def _from_sources(path: Path, sources: Any, labels: bool, split: str) -> list[Case]:
+    """The cases of every source of a ``{"sources": [{"data", "weight", "name"}, ...]}`` json, weighted."""
+    if not isinstance(sources, list) or not sources:
+        raise DatasetError(f"{path}: 'sources' must be a non-empty list of {{'data': ..., 'weight': N}} objects.")
+    cases: list[Case] = []
+    names: dict[str, int] = {}
+    for index, source in enumerate(sources):
+        where = f"{path}: sources[{index}]"
+        if not isinstance(source, dict) or not isinstance(source.get("data"), str):
+            raise DatasetError(f"{where} must be an object with a 'data' path (a folder, json or volume), got {str(source)[:80]}.")
+        data = path.parent / source["data"]
+        name = source.get("name", data.stem if data.suffix.lower() == ".json" else _stem(data))
+        if not isinstance(name, str) or not name:
+            raise DatasetError(f"{where}: 'name' must be a non-empty string, got {name!r}.")
+        if name in names:
+            raise DatasetError(f"{where} has the name {name!r} of sources[{names[name]}]; give each source its own 'name'.")
+        names[name] = index
+        weight = _weight(source.get("weight", 1), where)
+        if data.is_file() and data.name.lower().endswith(".json"):
+            found = _from_json(data, labels, split, nested=True)
+        elif data.is_dir() and _has_datalist(data / "dataset.json", split):
+            found = _from_json(data / "dataset.json", labels, split, nested=True)
+        else:
+            found = find_cases(data, labels, split)
+        cases += [Case(f"{name}/{c.name}", c.image, c.label, c.weight * weight) for c in found]
     return cases
 
 
@@ -495,6 +544,12 @@ class VolumeCache:
     def names(self) -> list[str]:
         """Case names of the cached (not skipped) entries, in dataset order."""
         return [entry["name"] for entry in self._built()]
+
+    @property
+    def weights(self) -> list[int]:
+        """Each cached entry's datalist ``weight`` (draws per epoch), in dataset order."""
+        by_name = {case.name: case.weight for case in self.cases}
+        return [by_name[entry["name"]] for entry in self._built()]
 
     @property
     def skipped(self) -> list[tuple[str, str]]:

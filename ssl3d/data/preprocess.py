@@ -2,7 +2,7 @@
 
 The steps, in order, each optional (a :class:`PreprocessConfig` says which):
 
-1. orientation (MONAI ``Orientation``, e.g. "RAS"), 2. spacing resample (MONAI ``Spacing``),
+0. cast on load (``load_dtype``: VoCo v1's ``LoadImaged(dtype=int16)``), 1. orientation (MONAI ``Orientation``, e.g. "RAS"), 2. spacing resample (MONAI ``Spacing``),
 3. intensity (``window:LO,HI[,A,B]``, ``zscore``, ``percentile:P0,P1``), 4. foreground crop,
 5. pad to a minimum size, 6. resize to a fixed size (MONAI ``Resize``).
 
@@ -31,7 +31,11 @@ import numpy as np
 from ..errors import ConfigError, InputError
 from ..io import Volume
 
-__all__ = ["PreprocessConfig", "GridMapping", "preprocess", "apply_intensity", "parse_intensity"]
+__all__ = ["PreprocessConfig", "GridMapping", "preprocess", "apply_intensity", "parse_intensity", "pad_array",
+           "PAD_MODES", "LOAD_DTYPES"]
+
+PAD_MODES = ("minimum", "zero", "reflect")
+LOAD_DTYPES = (None, "int16")
 
 
 @dataclass
@@ -47,6 +51,10 @@ class PreprocessConfig:
     resize_mode: str = "trilinear"
     align_corners: bool = True
     dtype: str = "float32"  # how the dataset cache stores images (float32|float16); tensors are float32
+    # what pad_to fills with (PAD_MODES): "minimum" (ssl3d: the volume's minimum, air after a CT window),
+    # "zero" (MONAI SpatialPad's constant 0, the official VoCo), "reflect" (numpy, PyMIC's LUNA preprocessing)
+    pad_mode: str = "minimum"
+    load_dtype: str | None = None  # LOAD_DTYPES: "int16" casts the image as read, as VoCo v1's LoadImaged(dtype=int16)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -289,6 +297,9 @@ def preprocess(volume: Volume, config: PreprocessConfig, label: Volume | None = 
     """
     if label is not None and not volume.same_grid(label):
         raise InputError(f"label grid {label.shape} does not match the image grid {volume.shape}.")
+    check_choices(config)
+    if config.load_dtype is not None:  # numpy's cast, as MONAI LoadImage's: fractions truncated toward 0
+        volume = Volume(volume.array.astype(config.load_dtype), volume.ijk_to_ras)
     image = _to_monai(volume)
     lab = _to_monai(label) if label is not None else None
     step = np.eye(4)
@@ -355,11 +366,28 @@ def _crop_and_pad(array, lab, config: PreprocessConfig, step: np.ndarray):
         need = [max(0, t - s) for t, s in zip(config.pad_to, array.shape[1:])]
         before = [n // 2 for n in need]
         widths = [(0, 0)] + [(b, n - b) for b, n in zip(before, need)]
-        background = float(array.min()) if array.size else 0.0
-        array = np.pad(array, widths, constant_values=background)
+        array = pad_array(array, widths, config.pad_mode)
         lab = np.pad(lab, widths) if lab is not None else None
         step = step @ _translation([-b for b in before])
     return array, lab, step
+
+
+def check_choices(config: PreprocessConfig) -> None:
+    """ConfigError when ``pad_mode`` or ``load_dtype`` is not one of its choices."""
+    if config.pad_mode not in PAD_MODES:
+        raise ConfigError(f"preprocess.pad_mode must be one of {', '.join(PAD_MODES)}, got {config.pad_mode!r}.")
+    if config.load_dtype not in LOAD_DTYPES:
+        raise ConfigError(f"preprocess.load_dtype must be null or int16, got {config.load_dtype!r}.")
+
+
+def pad_array(array: np.ndarray, widths, mode: str) -> np.ndarray:
+    """``np.pad`` by ``widths`` with a :data:`PAD_MODES` fill (numpy's reflect repeats a 1-voxel axis)."""
+    if not any(a or b for a, b in widths):
+        return array
+    if mode == "reflect":
+        return np.pad(array, widths, mode="reflect")
+    background = (float(array.min()) if array.size else 0.0) if mode == "minimum" else 0.0
+    return np.pad(array, widths, constant_values=background)
 
 
 def _resize(array, lab, config: PreprocessConfig, step: np.ndarray):

@@ -167,7 +167,7 @@ def fuse_and_predict(model: "VFModel", x: "torch.Tensor", fusion: "FusionConfig"
 
     tile = tile_size(model, fusion)
     shape = tuple(int(s) for s in x.shape[2:])
-    padded = pad_volumes([x[0]], tile)[0][None]
+    padded = pad_volumes([x[0]], tile, model.preprocessing.pad_mode)[0][None]
     before = [(p - s) // 2 for p, s in zip(padded.shape[2:], shape)]
     maps = {k: np.zeros(padded.shape[2:], dtype=np.uint8 if k in ("truth", "predicted") else np.float32)
             for k in ("foreground", "background", "fused", "truth", "predicted", "confidence")}

@@ -200,7 +200,7 @@ def fusion_accuracy(bundle: VFModel | Bundle | str | Path, volumes: Sequence[Any
     if not volumes:
         raise InputError("fusion_accuracy needs at least one volume.")
     vols = _model_space(volumes, model)
-    vols = pad_volumes(vols, model.fusion.patch) if model.fusion.version == 1 else vols
+    vols = pad_volumes(vols, model.fusion.patch, model.preprocessing.pad_mode) if model.fusion.version == 1 else vols
     x, label = fused_set(vols, model.fusion, n, seed, model.percentile_method)
     metrics = fusion_metrics(model.logits(x), label, model.classes)
     return {**metrics, "n": n, "seed": seed, "class_names": class_names(model.classes)}

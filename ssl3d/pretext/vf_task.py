@@ -160,22 +160,25 @@ def percentile_method(preset: Preset) -> str:
 # ---------------------------------------------------------------------------------------------- samples
 
 
-def pad_volumes(volumes: Sequence[Tensor], patch: Sequence[int]) -> list[Tensor]:
-    """Pad (1, D, H, W) volumes smaller than ``patch`` on some axis, half before and half after, with
-    each volume's minimum (air after a CT window); larger axes are left alone.
+def pad_volumes(volumes: Sequence[Tensor], patch: Sequence[int], mode: str = "minimum") -> list[Tensor]:
+    """Pad (1, D, H, W) volumes smaller than ``patch`` on some axis, half before and half after, with a
+    :data:`~ssl3d.data.preprocess.PAD_MODES` fill (``preprocess.pad_mode``: each volume's minimum, air after
+    a CT window; 0; or reflect, as PyMIC's LUNA preprocessing); larger axes are left alone.
 
     Example::
 
         pad_volumes([torch.zeros(1, 10, 40, 40)], (16, 32, 32))[0].shape   # (1, 16, 40, 40)
     """
+    from ..data.preprocess import pad_array
+
     out = []
     for v in volumes:
         margin = [max(0, p - s) for p, s in zip(patch, v.shape[1:])]
         if not any(margin):
             out.append(v)
             continue
-        pads = [x for m in reversed(margin) for x in (m // 2, m - m // 2)]
-        out.append(F.pad(v[None], pads, value=float(v.min()))[0])
+        widths = [(0, 0)] + [(m // 2, m - m // 2) for m in margin]  # once per volume at load: numpy is fine
+        out.append(torch.from_numpy(pad_array(v.cpu().numpy(), widths, mode)).to(v.device))
     return out
 
 
@@ -334,21 +337,24 @@ class FusionTask(Task):
         ctx.rank0_first(cache.build)
         self.cache_info = cache.info()
         volumes = cache.load_all(ctx.device)
-        volumes = pad_volumes(volumes, self.fusion.patch) if self.fusion.version == 1 else volumes  # v2 resizes its crops
-        self.train_set, held_out = self._split(volumes, ctx.seed)
+        if self.fusion.version == 1:  # v2 resizes its crops
+            volumes = pad_volumes(volumes, self.fusion.patch, preset.preprocess.pad_mode)
+        self.train_set, held_out = self._split(volumes, cache.weights, ctx.seed)
         self.val = fused_set(held_out, self.fusion, self.val_samples, ctx.seed, self.method)
         self.network_name, self.network_kwargs = name, kwargs
         self.model = build_network(name, **kwargs).to(ctx.device)
         ctx.find_unused = name == "pctnet"  # PCT-Net's other embeddings and heads get no gradient
         self.forward = ctx.wrap(self.model)
 
-    def _split(self, volumes: list[Tensor], seed: int) -> tuple[list[Tensor], list[Tensor]]:
+    def _split(self, volumes: list[Tensor], weights: list[int], seed: int) -> tuple[list[Tensor], list[Tensor]]:
+        """(training list, held-out volumes); a volume of datalist weight N is in the training list N times
+        (references, not copies), so uniform draws from it are weighted."""
         if not volumes:
             raise DatasetError(f"{self.data}: no volumes to pretrain on.")
         order = np.random.default_rng(seed).permutation(len(volumes))
         n_val = max(1, int(round(len(volumes) * self.val_fraction))) if len(volumes) > 1 and self.val_fraction > 0 else 0
-        train = [volumes[i] for i in order[n_val:]]
-        held_out = [volumes[i] for i in order[:n_val]] or train
+        train = [volumes[i] for i in order[n_val:] for _ in range(weights[i])]
+        held_out = [volumes[i] for i in order[:n_val]] or [volumes[i] for i in order[n_val:]]
         return train, held_out
 
     def modules(self) -> dict[str, nn.Module]:

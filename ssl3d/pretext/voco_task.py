@@ -225,7 +225,9 @@ class VoCoTask(Task):
         """The sample side of :meth:`setup` (volumes, base-crop cache; no network): enough for :meth:`batch`."""
         self.spec = sample_spec(ctx.preset)
         self.window = tuple(ctx.preset.voco.window) if ctx.preset.voco.window else None
-        self.volumes, self.cache_info = self._load_volumes(ctx)
+        self.volumes, self.cache_info, weights = self._load_volumes(ctx)
+        # an epoch draws volume v weights[v] times (a datalist's "weight", as ConcatDataset repeats)
+        self._slots = torch.repeat_interleave(torch.arange(len(self.volumes)), torch.tensor(weights))
         self.base_cache = BaseCropCache(self.spec, max_bytes=self._base_cache_budget(ctx.device))
         self._buffer: torch.Tensor | None = None
         self._order: tuple[int, torch.Tensor] | None = None
@@ -238,8 +240,9 @@ class VoCoTask(Task):
             return int(min(free // 4, 4 << 30))  # the rest is the network's activations
         return 2 << 30
 
-    def _load_volumes(self, ctx: TrainContext) -> tuple[list[torch.Tensor], dict]:
-        """The cached images as read-only memory maps, ``(1, D, H, W)`` CPU tensors in the cache's dtype."""
+    def _load_volumes(self, ctx: TrainContext) -> tuple[list[torch.Tensor], dict, list[int]]:
+        """The cached images as read-only memory maps, ``(1, D, H, W)`` CPU tensors in the cache's dtype, the
+        cache's info and each volume's datalist weight."""
         import warnings
 
         from ..data.datasets import VolumeCache, find_cases
@@ -258,7 +261,7 @@ class VoCoTask(Task):
             if wrong:
                 raise DatasetError(f"{self.data}: VoCo v1 needs preprocessed volumes (1, D, H, W) = {self.spec.volume_shape} "
                                    f"(preprocess.resize), got {wrong[0][1]} for {wrong[0][0]}.")
-        return volumes, cache.info()
+        return volumes, cache.info(), cache.weights
 
     def modules(self) -> dict[str, nn.Module]:
         return {"model": self.net}
@@ -269,12 +272,12 @@ class VoCoTask(Task):
     # -- batch
 
     def _volume_index(self, ctx: TrainContext, step: int, index: int) -> int:
-        """Epochs over a seeded permutation: sample ``step * global_batch + index`` -> a volume."""
-        n = len(self.volumes)
+        """Epochs over a seeded permutation of the weighted slots: sample ``step * global_batch + index`` -> a volume."""
+        n = len(self._slots)
         epoch, position = divmod(step * ctx.preset.train.batch_size * ctx.dist.world_size + index, n)
         if self._order is None or self._order[0] != epoch:
             self._order = (epoch, torch.randperm(n, generator=ctx.generator(epoch, 0, salt=1)))
-        return int(self._order[1][position])
+        return int(self._slots[self._order[1][position]])
 
     def batch(self, ctx: TrainContext, step: int, indices: range) -> _StepBatch:
         picks, draws = [], []
