@@ -103,3 +103,12 @@ def test_from_environment_reads_what_the_job_passes(tmp_path, monkeypatch):
     assert (watch.cancel_file, watch.token) == (tmp_path / "cancel", "abc")
     monkeypatch.delenv("SSL3D_CANCEL_FILE")
     assert CancelWatch.from_environment().cancel_file is None
+
+
+def test_poll_sees_the_cancel_file_at_once(tmp_path):
+    """The training loop asks between steps: a file written during a step counts at the next one, not POLL_S later."""
+    cancel = tmp_path / "cancel"
+    with CancelWatch(cancel, interrupt=False) as watch:
+        assert not watch.poll()
+        cancel.write_text("")
+        assert watch.poll() and watch.reason == f"cancel file {cancel}"

@@ -26,7 +26,8 @@ from .process_tree import ProcessTree
 __all__ = ["AttachedJob"]
 
 _FOLLOW_S = 0.2  # how often the events file and the owner are looked at
-_CANCELLED_MESSAGE = "cancelled at step"  # the training loop's log line when it stops on a cancel
+# the training loop's log lines when it stops on a cancel (in a step, or while it prepares the data)
+_CANCELLED_MESSAGES = ("cancelled at step", "cancelled before training started")
 
 
 class AttachedJob:
@@ -147,7 +148,7 @@ class AttachedJob:
         return self
 
     def _stopped_on_cancel(self) -> bool:
-        return any(e.get("event") == "log" and str(e.get("message", "")).startswith(_CANCELLED_MESSAGE) for e in self.events)
+        return any(e.get("event") == "log" and str(e.get("message", "")).startswith(_CANCELLED_MESSAGES) for e in self.events)
 
     # ----------------------------------------------------------------------------------- cancel
     def cancel(self, grace_s: float = 30.0, wait: bool = False) -> None:

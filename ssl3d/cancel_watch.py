@@ -66,16 +66,21 @@ class CancelWatch:
         token: the cancel file counts only when its text contains it (None: any cancel file counts).
         interrupt: raise in the main thread as soon as a cancel arrives; False only records it for
             :meth:`check` (also what happens when the watch is entered outside the main thread).
+        ctrl_c: also watch SIGINT (the training loop): the first Ctrl-C is a cancel, a second one raises
+            KeyboardInterrupt at once, even inside :meth:`shielded` or :meth:`final`.
 
     Until the watched block ends, a requested cancel is raised again every :data:`POLL_S`: Python drops an
     exception raised while a finalizer (``__del__``, a weakref callback) happens to run.
     """
 
-    def __init__(self, cancel_file: str | os.PathLike | None = None, token: str | None = None, interrupt: bool = True) -> None:
+    def __init__(self, cancel_file: str | os.PathLike | None = None, token: str | None = None, interrupt: bool = True,
+                 ctrl_c: bool = False) -> None:
         self.cancel_file = Path(cancel_file) if cancel_file is not None else None
         self.token = token
         self.reason: str | None = None
         self._interrupt = interrupt
+        self._signals = (*_STOP_SIGNALS, "SIGINT") if ctrl_c else _STOP_SIGNALS
+        self._ctrl_c_seen = False
         self._shield_depth = 0
         self._done = False  # final() entered, or the block has ended: nothing is raised any more
         self._signum: int | None = None  # the signal whose handler interrupts the main thread
@@ -92,6 +97,12 @@ class CancelWatch:
     @property
     def requested(self) -> bool:
         return self.reason is not None
+
+    def poll(self) -> bool:
+        """Whether a cancel has arrived, looking at the cancel file now (not only every :data:`POLL_S`)."""
+        if self.reason is None and self.cancel_file is not None and cancel_file_names_token(self.cancel_file, self.token):
+            self.reason = f"cancel file {self.cancel_file}"
+        return self.requested
 
     def check(self) -> None:
         """Raise :class:`Cancelled` if a cancel has arrived (a safe point, also inside :meth:`shielded`)."""
@@ -118,6 +129,10 @@ class CancelWatch:
         return self.reason is not None and self._interrupt and self._shield_depth == 0 and not self._done
 
     def _on_signal(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGINT:
+            if self._ctrl_c_seen:
+                raise KeyboardInterrupt
+            self._ctrl_c_seen = True
         if self.reason is None:
             self.reason = f"stopped by {signal.Signals(signum).name}"
         if self._may_raise():
@@ -132,7 +147,7 @@ class CancelWatch:
 
     # ------------------------------------------------------------------------- context manager
     def __enter__(self) -> CancelWatch:
-        for name in _STOP_SIGNALS:
+        for name in self._signals:
             signum = getattr(signal, name, None)
             if signum is None:
                 continue

@@ -124,14 +124,14 @@ def test_cancel_saves_the_current_step_and_resume_finishes(tmp_path, dataset, ra
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX signals to the own process")
 def test_first_ctrl_c_asks_for_a_checkpoint_the_second_aborts(tmp_path):
-    from ssl3d.train.loop import _CancelWatch
+    from ssl3d.cancel_watch import CancelWatch
 
     before = signal.getsignal(signal.SIGINT)
-    with _CancelWatch(tmp_path) as watch:
+    with CancelWatch(tmp_path / "cancel", interrupt=False, ctrl_c=True) as watch:  # the training loop's watch
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.01)  # the handler runs between bytecodes
-        assert watch.poll()
-        with pytest.raises(KeyboardInterrupt):
+        assert watch.requested and "SIGINT" in watch.reason
+        with pytest.raises(KeyboardInterrupt), watch.shielded():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(5)
     assert signal.getsignal(signal.SIGINT) is before
@@ -389,6 +389,137 @@ class _SetupCounter(ScriptedTask):
     def setup(self, ctx) -> None:
         self.setups += 1
         super().setup(ctx)
+
+
+class _SlowStepTask(ScriptedTask):
+    """Steps of ~``seconds`` that change a buffer (+1 per step, as BatchNorm statistics change) and draw from
+    the global RNG (as dropout does) before their slow part."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__([])
+        self.seconds = seconds
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        self.model.register_buffer("running", torch.zeros(3))
+
+    def losses(self, ctx, batch, step) -> dict:
+        self.model.running.add_(1.0)
+        torch.rand(3)
+        deadline = time.monotonic() + self.seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        return super().losses(ctx, batch, step)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals to the own process")
+def test_a_cancel_cuts_a_slow_step_and_the_checkpoint_is_the_last_completed_step(tmp_path, one_thread):
+    """A step of 4 s, SIGTERM 1 s into the second: Cancelled within 2 s, last.pt = the state after step 1
+    (buffer and RNG put back), and a resume gives what an uninterrupted run gives."""
+    from ssl3d.errors import Cancelled
+
+    preset = apply_overrides(_tiny_preset(3), {"train.log_every": 1})
+    train(_SlowStepTask(0.05), preset, tmp_path / "reference", torch.device("cpu"))
+    train(_SlowStepTask(0.05), apply_overrides(preset, {"train.steps": 1}), tmp_path / "one", torch.device("cpu"))
+    task = _SlowStepTask(4.0)
+    events = tmp_path / "run" / "events.jsonl"
+    sent = []
+
+    def cancel_in_step_2() -> None:
+        while not any(e["event"] == "progress" for e in (read_events(events) if events.exists() else [])):
+            time.sleep(0.05)
+        time.sleep(1.0)
+        sent.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    import threading
+
+    threading.Thread(target=cancel_in_step_2, daemon=True).start()
+    with pytest.raises(Cancelled, match="cancelled at step 1"):
+        train(task, preset, tmp_path / "run", torch.device("cpu"))
+    assert time.monotonic() - sent[0] < 2.0
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    one = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")
+    assert state["step"] == 1 and state["modules"]["model"]["running"].tolist() == [1.0] * 3  # the cut step: dropped
+    assert torch.equal(state["rng"][0]["torch"], one["rng"][0]["torch"])  # the generator as after step 1
+    assert all(torch.equal(state["modules"]["model"][k], one["modules"]["model"][k]) for k in ("weight", "bias"))
+    train(_SlowStepTask(0.05), preset, tmp_path / "run", torch.device("cpu"), resume=True)
+    final = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    reference = load_checkpoint(tmp_path / "reference" / "checkpoints" / "last.pt")
+    for key, value in reference["modules"]["model"].items():
+        assert torch.equal(final["modules"]["model"][key], value), key
+    assert torch.equal(final["rng"][0]["torch"], reference["rng"][0]["torch"])
+    assert [e["message"] for e in read_events(events) if e["event"] == "log"][0] == "cancelled at step 1; resume with --resume"
+
+
+def test_a_cut_step_restores_the_rng_and_every_non_optimised_tensor(one_thread):
+    from ssl3d.train.loop import _StepStart
+
+    task = _SlowStepTask(0.0)
+    task.setup(None)
+    params = list(task.model.parameters())
+    start = _StepStart(task, params, step=7)
+    expected, weight = torch.rand(4), task.model.weight.detach().clone()
+    with torch.no_grad():
+        task.model.running.add_(1.0)
+        task.model.weight.add_(1.0)  # an optimised parameter: the optimizer has not touched it in a cut step
+    start.restore()
+    assert torch.equal(torch.rand(4), expected) and torch.equal(task.model.running, torch.zeros(3))
+    assert torch.equal(task.model.weight, weight + 1) and start.step == 7 and len(start.tensors) == 1
+
+
+def _slow_cache_task(cases, cache_dir):
+    from ssl3d.data.datasets import VolumeCache
+    from ssl3d.data.preprocess import PreprocessConfig
+
+    class CachingTask(ScriptedTask):
+        def setup(self, ctx) -> None:
+            VolumeCache(cases, PreprocessConfig(orientation=None, intensity="none"), cache_dir).build()
+            super().setup(ctx)
+
+    return CachingTask([])
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals to the own process")
+@pytest.mark.parametrize("how", ["SIGTERM", "file"])
+def test_a_cancel_during_the_cache_build_stops_it_and_keeps_the_built_entries(tmp_path, dataset, monkeypatch, how):
+    import threading
+
+    import ssl3d.data.datasets as datasets
+    from ssl3d.data.datasets import find_cases
+    from ssl3d.errors import Cancelled
+
+    real = datasets.preprocess
+
+    def slow(*args, **kwargs):
+        time.sleep(0.6)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "preprocess", slow)
+    cases = find_cases(dataset, labels=False)
+    run = tmp_path / "run"
+    sent = []
+
+    def cancel() -> None:
+        time.sleep(1.0)
+        sent.append(time.monotonic())
+        if how == "file":
+            (run / "cancel").write_text("")
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=cancel, daemon=True).start()
+    with pytest.raises(Cancelled, match="cancelled before training started"):
+        train(_slow_cache_task(cases, tmp_path / "cache"), _tiny_preset(), run, torch.device("cpu"))
+    assert time.monotonic() - sent[0] < 2.0
+    built = sorted((tmp_path / "cache").glob("*/*.json"))
+    assert 1 <= len(built) < len(cases)  # the entries made before the cancel stay, the rest were never made
+    assert not list((tmp_path / "cache").glob("*/.*tmp*"))
+    logs = [e["message"] for e in read_events(run / "events.jsonl") if e["event"] == "log"]
+    assert logs[-1].startswith("cancelled before training started") and not (run / "checkpoints" / "last.pt").exists()
+    monkeypatch.setattr(datasets, "preprocess", real)
+    (run / "cancel").unlink(missing_ok=True)
+    train(_slow_cache_task(cases, tmp_path / "cache"), _tiny_preset(), run, torch.device("cpu"))  # starts again, reusing them
 
 
 def _tiny_preset(steps: int = 2):

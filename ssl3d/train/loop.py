@@ -4,10 +4,18 @@ Per step::
 
     batch  = task.batch(ctx, step, indices)        # generated on the device from cached volumes
     losses = task.losses(ctx, batch, step)          # dict of terms, "total" is optimised
-    task.after_forward(ctx, step)                   # e.g. EMA teacher update (before the optimizer step)
-    backward (AMP scaler) -> clip -> optimizer.step -> scheduler.step
+    backward (AMP scaler)
+    task.after_forward(ctx, step)                   # e.g. an EMA update (before the optimizer step)
+    clip -> optimizer.step -> scheduler.step
     every log_every: progress event; every val_every: task.validate -> metric events, best checkpoint;
     every checkpoint_every: last.pt; cancel (SIGTERM, Ctrl-C or a ``cancel`` file) -> last.pt and Cancelled
+
+Cancel (:class:`~ssl3d.cancel_watch.CancelWatch`): in one process a cancel stops the cache build of
+``setup`` (the entries built so far stay) and, in a step slower than :data:`IN_STEP_CANCEL_S`, the batch,
+forward and backward passes: the partial step is dropped (what it changed outside the optimizer, such as
+BatchNorm statistics, an EMA teacher and the RNG, is put back) and ``last.pt`` holds the last completed
+step, so a resume is exact. From the optimizer update to the end of a step nothing is cut. Under DDP the
+cancel is agreed on by all ranks between steps.
 
 Randomness: each sample of each step draws from its own generator seeded by (seed, step, global index)
 (:meth:`TrainContext.generator`), so a resumed run, or the same global batch split over several
@@ -25,8 +33,8 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,10 +43,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..cancel_watch import CancelWatch
 from ..config import Preset, to_dict
 from ..errors import Cancelled, ConfigError, InputError
 from ..events import write_run_json
-from .checkpoint import load_checkpoint, remove_stale_temporaries, restore_rank_rng, rng_state, save_checkpoint
+from .checkpoint import load_checkpoint, remove_stale_temporaries, restore_rank_rng, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistInfo, all_reduce_flag, cleanup_distributed, gather_objects, init_distributed
 from .logger import RunLogger
 from .optim import build_optimizer, build_scheduler
@@ -47,6 +56,7 @@ from .run_lock import RunFolderBusy, RunLock
 __all__ = ["Task", "TrainContext", "train", "CANCEL_FILE"]
 
 CANCEL_FILE = "cancel"
+IN_STEP_CANCEL_S = 2.0  # a step slower than this may be cut by a cancel (one process)
 
 
 @dataclass
@@ -116,7 +126,7 @@ class Task:
         raise NotImplementedError
 
     def after_forward(self, ctx: TrainContext, step: int) -> None:
-        """Between the forward pass and the optimizer step (EMA teachers)."""
+        """After the backward pass, before the optimizer step (an EMA of the pre-step weights); never cut by a cancel."""
 
     def validate(self, ctx: TrainContext, step: int) -> dict[str, Any] | None:
         """Metrics dict; its ``score`` (higher is better) selects the best checkpoint."""
@@ -130,34 +140,24 @@ class Task:
 # ---------------------------------------------------------------------------------------------- phases
 
 
-class _CancelWatch:
-    """SIGTERM / CTRL-BREAK, Ctrl-C (SIGINT) or a ``cancel`` file in the run folder ask the loop to stop
-    after a checkpoint; a second Ctrl-C aborts at once (KeyboardInterrupt, no checkpoint)."""
+class _StepStart:
+    """What a step changes outside the optimizer (BatchNorm statistics, an EMA teacher: every module tensor
+    that is not an optimised parameter) and the global RNG, taken before a step a cancel may cut."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.file = run_dir / CANCEL_FILE
-        self.requested = False
-        self._previous: dict[int, Any] = {}
+    def __init__(self, task: Task, params: list[nn.Parameter], step: int) -> None:
+        optimised = {p.data_ptr() for p in params}
+        self.step = step
+        self.rng = rng_state()
+        with torch.no_grad():
+            self.tensors = [(t, t.clone()) for module in task.modules().values() for t in module.state_dict().values()
+                            if torch.is_tensor(t) and t.data_ptr() not in optimised]
 
-    def __enter__(self) -> "_CancelWatch":
-        for name in ("SIGTERM", "SIGBREAK", "SIGINT"):
-            sig = getattr(signal, name, None)
-            if sig is not None:
-                with contextlib.suppress(ValueError):  # not the main thread
-                    self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if signum == signal.SIGINT and self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def poll(self) -> bool:
-        return self.requested or self.file.exists()
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+    def restore(self) -> None:
+        """Put the step's start back: the partial step is dropped."""
+        with torch.no_grad():
+            for live, saved in self.tensors:
+                live.copy_(saved)
+        set_rng_state(self.rng)
 
 
 def _out_problem(run_dir: Path, resume: bool) -> str | None:
@@ -300,8 +300,8 @@ def _rank_indices(step_batch: int, dist: DistInfo) -> range:
     return range(dist.rank * step_batch, (dist.rank + 1) * step_batch)
 
 
-def _optimizer_step(loss: torch.Tensor, optimizer, scaler, params: list, clip: float | None) -> None:
-    scaler.scale(loss).backward()
+def _optimizer_update(optimizer, scaler, params: list, clip: float | None) -> None:
+    """Clip (unscaled) gradients, step and update the AMP scaler; the backward pass came before."""
     if clip is not None:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(params, clip)
@@ -332,11 +332,17 @@ def train(
         snapshot, lock = (_snapshot(run_dir) if dist.is_main else None), _lock_run(run_dir, dist)
         logger = _prepare_run(preset, run_dir, events, dist, run_info or {})
         ctx = TrainContext(preset, run_dir, device, dist, logger, preset.train.seed)
-        outputs = _run(task, ctx, resume)
+        # one process: a cancel is raised where the main thread is (setup, a slow step); DDP: agreed between steps
+        with CancelWatch(run_dir / CANCEL_FILE, interrupt=not dist.enabled, ctrl_c=True) as watch:
+            outputs = _run(task, ctx, resume, watch)
         together = True
         return outputs
-    except Cancelled:
+    except Cancelled as exc:
         together = True  # the cancel flag is all-reduced, so every rank raises it at the same step
+        if logger is not None and not str(exc).startswith("cancelled at step"):
+            exc = Cancelled(f"cancelled before training started ({exc}); the cache entries built so far are kept")
+            logger.log(str(exc))  # a follower of the events learns it too
+            raise exc from None
         raise
     except Exception as exc:  # any failure, not only a user error: an OSError or a bug leaves no half run folder either
         if logger is not None:
@@ -363,9 +369,9 @@ def _os_error(exc: OSError) -> InputError:
     return InputError(f"{where}: {exc.strerror or exc}; check that this location is writable and has free space.")
 
 
-def _run(task: Task, ctx: TrainContext, resume: bool) -> dict[str, Path]:
+def _run(task: Task, ctx: TrainContext, resume: bool, watch: CancelWatch) -> dict[str, Path]:
     preset, logger, dist = ctx.preset, ctx.logger, ctx.dist
-    task.setup(ctx)
+    task.setup(ctx)  # a cancel here stops the cache build between (or inside) volumes
     _write_cache_line(task, ctx)
     params = [p for p in task.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, preset.optim)
@@ -388,29 +394,45 @@ def _run(task: Task, ctx: TrainContext, resume: bool) -> dict[str, Path]:
             path = save_checkpoint(_checkpoint_state(task, ctx, step, optimizer, scheduler, scaler, best, rng), ckpt_dir / name)
             logger.emit("checkpoint", step=step, total=preset.train.steps, path=str(path))
 
-    with _CancelWatch(ctx.run_dir) as cancel:
-        while step < preset.train.steps:
-            if all_reduce_flag(cancel.poll(), dist, ctx.device):
+    slow = True  # the first step's length is unknown (and often the longest)
+    while step < preset.train.steps:
+        start: _StepStart | None = None
+        try:
+            with watch.shielded():
+                if all_reduce_flag(watch.poll(), dist, ctx.device):
+                    raise Cancelled(watch.reason or "cancelled")
+                start = _StepStart(task, params, step) if slow and not dist.enabled else None
+            began = time.monotonic()
+            with contextlib.nullcontext() if start is not None else watch.shielded():  # cut here, or not at all
+                batch = task.batch(ctx, step, _rank_indices(local_batch, dist))
+                with torch.autocast(ctx.device.type, enabled=ctx.amp):
+                    losses = task.losses(ctx, batch, step)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(losses["total"]).backward()
+            with watch.shielded():  # the update: never cut halfway
+                task.after_forward(ctx, step)
+                _optimizer_update(optimizer, scaler, params, preset.train.grad_clip)
+                scheduler.step()
+                step += 1
+                slow = time.monotonic() - began > IN_STEP_CANCEL_S
+                if step % preset.train.log_every == 0 or step == preset.train.steps:
+                    values = {k: float(v.detach()) for k, v in losses.items()}
+                    logger.progress(step, values, optimizer.param_groups[0]["lr"], local_batch * dist.world_size, start_step)
+                if preset.train.val_every and (step % preset.train.val_every == 0 or step == preset.train.steps):
+                    best = _validate(task, ctx, step, best, save)
+                if step % preset.train.checkpoint_every == 0 or step == preset.train.steps:
+                    save("last.pt", best)
+        except Cancelled:
+            with watch.final():  # the checkpoint of the last completed step is written whole
+                if start is not None and start.step == step:
+                    start.restore()  # cut inside the step: drop it
+                optimizer.zero_grad(set_to_none=True)
                 save("last.pt", best)
                 message = f"cancelled at step {step}; resume with --resume"
                 logger.log(message)  # a follower of the events learns it too
-                raise Cancelled(message)
-            batch = task.batch(ctx, step, _rank_indices(local_batch, dist))
-            with torch.autocast(ctx.device.type, enabled=ctx.amp):
-                losses = task.losses(ctx, batch, step)
-            task.after_forward(ctx, step)
-            optimizer.zero_grad(set_to_none=True)
-            _optimizer_step(losses["total"], optimizer, scaler, params, preset.train.grad_clip)
-            scheduler.step()
-            step += 1
-            if step % preset.train.log_every == 0 or step == preset.train.steps:
-                values = {k: float(v.detach()) for k, v in losses.items()}
-                logger.progress(step, values, optimizer.param_groups[0]["lr"], local_batch * dist.world_size, start_step)
-            if preset.train.val_every and (step % preset.train.val_every == 0 or step == preset.train.steps):
-                best = _validate(task, ctx, step, best, save)
-            if step % preset.train.checkpoint_every == 0 or step == preset.train.steps:
-                save("last.pt", best)
-    return _finish(task, ctx, best, ckpt_dir)
+            raise Cancelled(message) from None
+    with watch.final():  # every step is done: a cancel now changes nothing
+        return _finish(task, ctx, best, ckpt_dir)
 
 
 def _validate(task: Task, ctx: TrainContext, step: int, best: dict, save) -> dict:
