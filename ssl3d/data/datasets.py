@@ -358,6 +358,33 @@ def default_cache_dir(run_dir: str | os.PathLike | None) -> Path:
     return cache_dir() / "datasets"
 
 
+def _case_key(case: Case) -> str:
+    """What a cache entry was made from: the size and mtime of the case's files."""
+    return _digest([_file_stamp(case.image), _file_stamp(case.label) if case.label else None])
+
+
+def _header_geometry(path: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(size, spacing) along (i, j, k) from a volume's header, without reading its voxels; (None, None)
+    when it cannot be read. A DICOM folder: its largest series' slice size and file count."""
+    import SimpleITK as sitk
+
+    try:
+        reader = sitk.ImageFileReader()
+        if path.is_dir():
+            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path))
+            if not files:
+                return None, None
+            reader.SetFileName(files[0])
+            reader.ReadImageInformation()
+            size = np.array([*reader.GetSize()[:2], len(files)], np.float64)
+            return size, np.array([*reader.GetSpacing()[:2], np.nan], np.float64)  # slice spacing: not in one file
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        return np.array(reader.GetSize()[:3], np.float64), np.array(reader.GetSpacing()[:3], np.float64)
+    except RuntimeError:
+        return None, None
+
+
 def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -449,10 +476,16 @@ class VolumeCache:
             VolumeReadError: an unreadable volume in a labelled set, or with ``strict``.
             DatasetError: a label not on its image's grid or with values outside 0..255; every case skipped.
         """
+        found = [_load_entry(self._base(index, case), _case_key(case)) for index, case in enumerate(self.cases)]
+        missing = [case for case, record in zip(self.cases, found) if record is None]
+        if missing:  # before anything is written: a cache that cannot fit is refused with the numbers
+            from ..disk_space import require
+
+            require(self.dir, sum(self._estimate_bytes(case) for case in missing), f"preprocessing {len(missing)} volume(s) into the cache")
         self.dir.mkdir(parents=True, exist_ok=True)
         entries, self._skipped, self.preprocessed = [], [], 0
         for index, case in enumerate(self.cases):
-            entry = self._entry(index, case)
+            entry = self._entry(index, case, found[index])
             if "skipped" in entry:
                 self._skip(case, entry["skipped"])
             else:
@@ -464,10 +497,28 @@ class VolumeCache:
         self._log("info", f"cache {self.dir}: {len(entries)} volumes ({self.preprocessed} preprocessed), {self._bytes() / 1e6:.1f} MB")
         return self
 
-    def _entry(self, index: int, case: Case) -> dict:
-        base = self.dir / f"{index:05d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', case.name)[:80]}"
-        key = _digest([_file_stamp(case.image), _file_stamp(case.label) if case.label else None])
-        record = _load_entry(base, key)
+    def _base(self, index: int, case: Case) -> Path:
+        return self.dir / f"{index:05d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', case.name)[:80]}"
+
+    def _estimate_bytes(self, case: Case) -> int:
+        """About what a case's cached arrays take, from its image header (an upper bound: a foreground crop
+        only shrinks it); 0 when the header cannot be read (the volume is skipped or refused later)."""
+        size, spacing = _header_geometry(case.image)
+        if size is None:
+            return 0
+        config = self.config
+        if config.resize is not None:
+            shape = np.asarray(config.resize, np.float64)
+        else:
+            target = np.asarray(config.spacing, np.float64) if config.spacing is not None else None
+            shape = size if target is None else np.ceil(size * np.where(np.isnan(spacing), target, spacing) / target)
+            if config.pad_to is not None:
+                shape = np.maximum(shape, config.pad_to)
+        voxels = float(np.prod(shape))
+        return int(voxels * (np.dtype(config.dtype).itemsize + (1 if case.label is not None else 0))) + 4096
+
+    def _entry(self, index: int, case: Case, record: dict | None) -> dict:
+        base, key = self._base(index, case), _case_key(case)
         if record is not None:
             if "skipped" in record and self.strict:
                 raise VolumeReadError(f"{case.image}: {record['skipped']}")

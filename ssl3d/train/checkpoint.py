@@ -16,10 +16,12 @@ from typing import Any
 
 import torch
 
+from ..disk_space import full_disk_error, is_disk_full
 from ..errors import InputError
 from ..filemodes import give_umask_mode
 
-__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "restore_rank_rng", "remove_stale_temporaries"]
+__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "restore_rank_rng", "remove_stale_temporaries",
+           "state_bytes"]
 
 _TMP_SUFFIX = ".tmp"
 
@@ -33,7 +35,12 @@ _TMP_PATTERN = f"{_tmp_prefix('*.pt')}*{_TMP_SUFFIX}"  # any save_checkpoint tem
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
-    """Write ``state`` to ``path`` atomically: a crash mid-write leaves the previous file intact."""
+    """Write ``state`` to ``path`` atomically: a crash mid-write leaves the previous file intact.
+
+    Raises:
+        DiskSpaceError: the disk filled up during the write (torch reports it as a RuntimeError); the
+            previous file is intact.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=_TMP_SUFFIX, dir=path.parent)
@@ -45,10 +52,25 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
         give_umask_mode(tmp)  # not mkstemp's 0600
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except (OSError, RuntimeError) as exc:
+        if is_disk_full(exc):
+            raise full_disk_error(path, state_bytes(state)) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def state_bytes(state: Any) -> int:
+    """The tensor bytes of a (nested) state: about what its checkpoint file takes."""
+    if torch.is_tensor(state):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_bytes(v) for v in state)
+    return 0
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:

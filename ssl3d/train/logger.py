@@ -78,6 +78,14 @@ class RunLogger:
     def log(self, message: str, level: str = "info") -> None:
         self.emit("log", message=message, level=level)
 
+    def fail(self, message: str) -> None:
+        """The run died: an ``error`` event in the run folder's events.jsonl, for whoever follows that file
+        (Slicer's "Open run folder"); the ``--events`` target gets its error from the command line."""
+        try:
+            self.writers[0].emit("error", message=" ".join(message.split()))
+        except OSError:  # the disk that filled up may not take this line either
+            pass
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

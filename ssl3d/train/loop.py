@@ -47,7 +47,7 @@ from ..cancel_watch import CancelWatch
 from ..config import Preset, to_dict
 from ..errors import Cancelled, ConfigError, InputError
 from ..events import write_run_json
-from .checkpoint import load_checkpoint, remove_stale_temporaries, restore_rank_rng, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import load_checkpoint, remove_stale_temporaries, restore_rank_rng, rng_state, save_checkpoint, set_rng_state, state_bytes
 from .distributed import DistInfo, all_reduce_flag, cleanup_distributed, gather_objects, init_distributed
 from .logger import RunLogger
 from .optim import build_optimizer, build_scheduler
@@ -264,6 +264,28 @@ def _write_cache_line(task: Task, ctx: TrainContext) -> None:
         write_run_json(ctx.run_dir, config, command, **{**record, "cache": {k: cache.get(k) for k in keys}})
 
 
+_OPTIMIZER_STATES = {"sgd": 1, "adam": 2, "adamw": 2}  # tensors per parameter in the optimizer's state (at most)
+
+
+def _check_free_space(task: Task, ctx: TrainContext, params: list[nn.Parameter]) -> None:
+    """Refuse to start (every rank, with rank 0's numbers) when two checkpoints and a bundle will not fit in
+    the run folder: the modules' tensors, plus the optimizer's per-parameter state, twice, plus the modules."""
+    from ..disk_space import DiskSpaceError, human_bytes, require
+
+    problem = None
+    if ctx.dist.is_main:
+        modules = sum(state_bytes(module.state_dict()) for module in task.modules().values())
+        optimizer = _OPTIMIZER_STATES.get(ctx.preset.optim.name, 2) * sum(p.numel() * p.element_size() for p in params)
+        try:
+            require(ctx.run_dir, 2 * (modules + optimizer) + modules,
+                    f"this run's two checkpoints ({human_bytes(modules + optimizer)} each) and its bundle")
+        except DiskSpaceError as exc:
+            problem = str(exc)
+    found = gather_objects(problem, ctx.dist)
+    if found[0] is not None:
+        raise DiskSpaceError(found[0])
+
+
 def _checkpoint_state(task: Task, ctx: TrainContext, step: int, optimizer, scheduler, scaler, best: dict, rng: list) -> dict:
     return {
         "step": step,
@@ -345,15 +367,18 @@ def train(
             raise exc from None
         raise
     except Exception as exc:  # any failure, not only a user error: an OSError or a bug leaves no half run folder either
+        if isinstance(exc, OSError) and not isinstance(exc, InputError):
+            exc = _os_error(exc)  # a read-only --cache-dir, a full disk: the user's location, not a bug
         if logger is not None:
+            logger.fail(str(exc) if isinstance(exc, InputError) else f"internal error: {type(exc).__name__}: {exc}")
             logger.close()  # closed before its files are removed
             logger = None
         if lock is not None:
             lock.release()
         if snapshot is not None:
             _remove_partial(run_dir, snapshot)
-        if isinstance(exc, OSError) and not isinstance(exc, InputError):
-            raise _os_error(exc) from None  # a read-only --cache-dir, a full disk: the user's location, not a bug
+        if isinstance(exc, InputError):
+            raise exc from None
         raise
     finally:
         if logger is not None:
@@ -365,6 +390,10 @@ def train(
 
 def _os_error(exc: OSError) -> InputError:
     """The file and the reason of an OSError (read-only folder, full disk, no permission) as one user error."""
+    from ..disk_space import full_disk_error, is_disk_full
+
+    if is_disk_full(exc) and exc.filename:
+        return full_disk_error(exc.filename)
     where = exc.filename or "the run's files"
     return InputError(f"{where}: {exc.strerror or exc}; check that this location is writable and has free space.")
 
@@ -374,6 +403,7 @@ def _run(task: Task, ctx: TrainContext, resume: bool, watch: CancelWatch) -> dic
     task.setup(ctx)  # a cancel here stops the cache build between (or inside) volumes
     _write_cache_line(task, ctx)
     params = [p for p in task.parameters() if p.requires_grad]
+    _check_free_space(task, ctx, params)
     optimizer = build_optimizer(params, preset.optim)
     scheduler = build_scheduler(optimizer, preset.schedule, preset.train.steps)
     scaler = torch.amp.GradScaler("cuda", enabled=ctx.amp)
