@@ -293,7 +293,7 @@ def test_skipped_volume_warning_reaches_the_terminal_above_the_progress_bar(tmp_
     logger = RunLogger(tmp_path / "run", None, True, 10, tensorboard=False)  # a training run's sinks, with a bar
     try:
         VolumeCache(find_cases(root), CONFIG, tmp_path / "cache", events=logger).build()
-        assert logger._bar is not None
+        assert logger._text._bar is not None
     finally:
         logger.close()
     assert f"warning: skipped unreadable volume {root / 'broken.nii.gz'}" in sys.stderr.getvalue()

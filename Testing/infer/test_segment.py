@@ -122,7 +122,10 @@ def test_oblique_phantom_seg_nrrd_round_trip(tmp_path, oblique_phantom, seg_cpu_
     assert got == expected
     direct = segment(seg_cpu_bundle, read_volume(tmp_path / "ct.nrrd"), device="cpu").labels.array
     np.testing.assert_array_equal(back.array, direct)
-    assert "classes found" in capsys.readouterr().out
+    shown = capsys.readouterr()
+    assert "classes found" in shown.out
+    last = shown.err.splitlines()[-1]  # off a terminal: progress lines on stderr, the last one at the end
+    assert last.startswith("segment: ") and " windows, " in last and last.split()[1].split("/")[0] == last.split()[1].split("/")[1]
 
 
 def test_nifti_output_gets_colour_table(tmp_path, phantom, seg_cpu_bundle):

@@ -14,6 +14,7 @@ import pytest
 from ssl3d.cli import main
 from ssl3d.data.preprocess import apply_intensity
 from ssl3d.errors import BundleError, InputError
+from ssl3d.events import read_events
 from ssl3d.inspect import fusion_map, inspect_fusion, inspect_voco, voco_map, write_inspection
 from ssl3d.inspect.commands import parse_ras
 from ssl3d.inspect.fusion_map import fusion_stats
@@ -428,9 +429,17 @@ def test_cli_vf_writes_what_slicer_reads(tmp_path, capsys, vf_small_bundle, obli
     out = tmp_path / "out"
     (out).mkdir()
     (out / "summary.json").write_text("{}")  # an earlier inspection is replaced
-    args = ["inspect", "vf", "--model", str(vf_small_bundle), "--input", str(path), "--out", str(out), "--seed", "2", "--fusion", "vf-v2-cpu", "--device", "cpu"]
+    args = ["inspect", "vf", "--model", str(vf_small_bundle), "--input", str(path), "--out", str(out), "--seed", "2", "--fusion", "vf-v2-cpu",
+            "--device", "cpu", "--events", str(tmp_path / "events.jsonl")]
     assert main(args) == 0
-    assert "balanced accuracy" in capsys.readouterr().out
+    shown = capsys.readouterr()
+    assert "balanced accuracy" in shown.out
+    progress = [e for e in read_events(tmp_path / "events.jsonl") if e["event"] == "progress"]
+    tiles = progress[-1]["total"]
+    assert tiles > 1 and [e["step"] for e in progress][-1] == tiles  # one event per forward pass of tiles
+    # off a terminal: the first pass and the last, then a line per 30 s (a progress bar on a terminal)
+    lines = shown.err.splitlines()
+    assert lines[0].startswith(f"inspect vf: ") and lines[-1].startswith(f"inspect vf: {tiles}/{tiles} tiles, ")
     assert {f"{k}.nrrd" for k in VF_VOLUMES} | {"alpha.ctbl", "fusion.png", "summary.json", "run.json"} == {p.name for p in out.iterdir()}
     assert json.loads((out / "summary.json").read_text())["fusion"]["version"] == 2
     assert read_volume(out / "truth.nrrd").same_grid(oblique_phantom[0])

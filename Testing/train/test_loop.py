@@ -334,7 +334,7 @@ def test_warnings_are_shown_above_the_progress_bar(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stderr", terminal)
     logger = RunLogger(tmp_path, None, True, 10, tensorboard=False)
     try:
-        assert logger._bar is not None
+        assert logger._text._bar is not None
         logger.emit("log", message="skipped unreadable volume a.nii.gz: truncated", level="warning")  # as VolumeCache does
         logger.log("resumed from step 3")  # info: events only
     finally:
@@ -601,3 +601,32 @@ def test_stale_temporaries_are_named_as_save_checkpoint_names_them(tmp_path, mon
     (tmp_path / "notes.tmp").write_text("mine")
     assert remove_stale_temporaries(tmp_path) == [left]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "notes.tmp"]
+
+
+def test_off_a_terminal_training_prints_a_line_every_30_s(tmp_path, monkeypatch):
+    """A cluster log or nohup file gets the first step, then a line per LINE_EVERY_S, and the last step."""
+    import io
+
+    import ssl3d.progress as progress
+    from ssl3d.train.logger import RunLogger
+
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    log = io.StringIO()  # not a terminal
+    monkeypatch.setattr(sys, "stderr", log)
+    logger = RunLogger(tmp_path, None, True, 100, tensorboard=False)
+    try:
+        for step in range(1, 101):
+            clock[0] += 1.0  # a step a second
+            logger.progress(step, {"total": 1.0 / step}, 1e-3, 2, 0)
+    finally:
+        logger.close()
+    lines = log.getvalue().splitlines()
+    assert [line.split(" steps")[0] for line in lines] == ["train: 1/100", "train: 31/100", "train: 61/100", "train: 91/100", "train: 100/100"]
+    assert lines[1] == "train: 31/100 steps, 31 s, about 1 min 09 s left, total 0.0323"
+    quiet = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", quiet)
+    logger = RunLogger(tmp_path / "b", "-", True, 10, tensorboard=False)  # --events -: a program reads the events
+    logger.progress(10, {"total": 1.0}, 1e-3, 2, 0)
+    logger.close()
+    assert quiet.getvalue() == ""

@@ -51,7 +51,7 @@ import numpy as np
 
 from ..errors import ConfigError, DatasetError, InputError, VolumeReadError
 from ..io import VOLUME_SUFFIXES, Volume, read_volume, volume_suffix
-from .preprocess import GridMapping, PreprocessConfig, preprocess
+from .preprocess import GridMapping, PreprocessConfig, check_resampled_grid, preprocess
 
 if TYPE_CHECKING:
     from ..events import EventWriter
@@ -511,7 +511,13 @@ class VolumeCache:
             shape = np.asarray(config.resize, np.float64)
         else:
             target = np.asarray(config.spacing, np.float64) if config.spacing is not None else None
-            shape = size if target is None else np.ceil(size * np.where(np.isnan(spacing), target, spacing) / target)
+            if target is not None:
+                spacing = np.where(np.isnan(spacing), target, spacing)
+                try:
+                    check_resampled_grid(size, spacing, target)
+                except InputError:  # refused (or skipped) with its own message when it is preprocessed
+                    return 0
+            shape = size if target is None else np.ceil(size * spacing / target)
             if config.pad_to is not None:
                 shape = np.maximum(shape, config.pad_to)
         voxels = float(np.prod(shape))

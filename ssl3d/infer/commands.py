@@ -104,12 +104,15 @@ def _segment_volume(args: argparse.Namespace, watch) -> int:
     _check_task(bundle)
     volume = read_volume(args.input)
     amp = None if args.amp == "auto" else args.amp == "on"
-    with EventWriter(args.events) as events:
+    from ..progress import TextProgress
+
+    with EventWriter(args.events) as events, TextProgress("segment", None, "window", enabled=args.events != "-") as shown:
         events.emit("start", step=0, message=f"segment {args.input}")
 
         def progress(done: int, total: int) -> None:
             watch.check()  # between forward passes (a cancel is also raised within one)
             events.emit("progress", step=done, total=total)
+            shown.update(done, total)
 
         note = lambda message: _device_note(args, events, message)  # noqa: E731
         result = segment(bundle, volume, args.device, args.overlap, args.sw_batch, amp, bool(args.probabilities), progress=progress, log=note)

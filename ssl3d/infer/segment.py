@@ -55,6 +55,7 @@ from ..device import DeviceChoice
 from ..errors import BundleError, ConfigError, InputError
 from ..filemodes import give_umask_mode
 from ..io import LPS_TO_RAS, Volume, volume_suffix, write_volume
+from ..progress import Progress
 
 __all__ = [
     "LABEL_SUFFIXES",
@@ -79,8 +80,6 @@ LABEL_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
 _PROBABILITY_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 SIGMA_SCALE = 0.125  # MONAI's default Gaussian width, a fraction of the window
 _CACHE_SIZE = 8  # distinct constant windows remembered (air, padding, a saturated window)
-
-Progress = Callable[[int, int], None]
 
 
 # ---------------------------------------------------------------------------------------------- model

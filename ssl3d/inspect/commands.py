@@ -198,6 +198,11 @@ def _run_inspect(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace, watch) -> int:
     from ..events import EventWriter
+    from ..progress import TextProgress
+
+    def progress(done: int, total: int) -> None:  # events and shown: opened below, before any call
+        events.emit("progress", step=done, total=total)
+        shown.update(done, total)
 
     if args.inspect_method == "voco":
         from .voco_map import DEFAULT_RANDOM, inspect_voco
@@ -207,14 +212,15 @@ def _inspect(args: argparse.Namespace, watch) -> int:
             raise InputError(f"--random must be >= 1, got {args.random}.")
         device, volume = _prepare(args)
         run = lambda: inspect_voco(args.model, volume, None if box is None else [box], args.dense,  # noqa: E731
-                                   args.random or DEFAULT_RANDOM, args.seed, device)
+                                   args.random or DEFAULT_RANDOM, args.seed, device, progress)
     else:
         from .fusion_map import inspect_fusion
 
         device, volume = _prepare(args)
-        run = lambda: inspect_fusion(args.model, volume, args.seed, args.fusion, device)  # noqa: E731
+        run = lambda: inspect_fusion(args.model, volume, args.seed, args.fusion, device, progress)  # noqa: E731
     config = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "events"}
-    with EventWriter(args.events) as events:
+    unit = "crop" if args.inspect_method == "voco" else "tile"
+    with EventWriter(args.events) as events, TextProgress(f"inspect {args.inspect_method}", None, unit, enabled=args.events != "-") as shown:
         events.emit("start", step=0, total=1, message=f"inspect {args.inspect_method} {args.input}")
         result = run()  # a cancel is raised inside it, between two forward passes
         watch.check()

@@ -40,6 +40,7 @@ import numpy as np
 
 from ..errors import BundleError, ConfigError, InputError
 from ..io import Volume
+from ..progress import Progress
 from . import Inspection
 
 if TYPE_CHECKING:
@@ -146,7 +147,8 @@ def tile_size(model: "VFModel", fusion: "FusionConfig") -> tuple[int, int, int]:
     return tuple(int(s) for s in (fixed or fusion.patch))  # type: ignore[return-value]
 
 
-def fuse_and_predict(model: "VFModel", x: "torch.Tensor", fusion: "FusionConfig", seed: int) -> tuple[dict[str, np.ndarray], int]:
+def fuse_and_predict(model: "VFModel", x: "torch.Tensor", fusion: "FusionConfig", seed: int,
+                     progress: Progress | None = None) -> tuple[dict[str, np.ndarray], int]:
     """Fused tiles over the whole model volume and the network's prediction on each.
 
     Args:
@@ -154,6 +156,7 @@ def fuse_and_predict(model: "VFModel", x: "torch.Tensor", fusion: "FusionConfig"
         x: (1, 1, D, H, W) model volume on the model's device.
         fusion: the generator's settings.
         seed: seed of every draw.
+        progress: called with (tiles done, tiles) after each forward pass.
 
     Returns:
         ``{"foreground", "background", "fused", "confidence"}`` float32 and ``{"truth", "predicted"}`` uint8
@@ -184,6 +187,8 @@ def fuse_and_predict(model: "VFModel", x: "torch.Tensor", fusion: "FusionConfig"
             for key, value in (("foreground", sample.foreground), ("background", sample.background), ("fused", sample.fused), ("truth", sample.label)):
                 maps[key][box] = value[0, 0].cpu().numpy()
             maps["predicted"][box], maps["confidence"][box] = arg[n].to(torch.uint8).cpu().numpy(), top[n].cpu().numpy()
+        if progress is not None:
+            progress(first + len(part), len(starts))
     crop = tuple(slice(b, b + s) for b, s in zip(before, shape))
     return {k: v[crop] for k, v in maps.items()}, len(starts)
 
@@ -268,7 +273,7 @@ def load_model(bundle: "Bundle | str | os.PathLike", device: "torch.device | str
 
 
 def inspect_fusion(bundle: "Bundle | str | os.PathLike", volume: Volume, seed: int = 0, fusion: str | None = None,
-                   device: "torch.device | str" = "cpu") -> Inspection:
+                   device: "torch.device | str" = "cpu", progress: Progress | None = None) -> Inspection:
     """Fuse the input, predict the fusion classes, and return the maps on its grid with a summary and a picture.
 
     Args:
@@ -277,6 +282,7 @@ def inspect_fusion(bundle: "Bundle | str | os.PathLike", volume: Volume, seed: i
         seed: seed of the fused sample.
         fusion: a VF preset whose fusion settings generate the sample instead of the bundle's (e.g. "vf-v2").
         device: where the network runs ("auto", "cpu", "cuda[:N]" or a torch.device).
+        progress: called with (tiles done, tiles) after each forward pass.
 
     Returns:
         :class:`~ssl3d.inspect.Inspection` with volumes ``fused``, ``background``, ``foreground``,
@@ -296,7 +302,7 @@ def inspect_fusion(bundle: "Bundle | str | os.PathLike", volume: Volume, seed: i
     model = load_model(bundle, resolve_device(device) if isinstance(device, str) else device)
     name, config = resolve_fusion(model, fusion)
     x, mapping = preprocess(volume, model.preprocessing)
-    maps, tiles = fuse_and_predict(model, x.to(model.device), config, seed)
+    maps, tiles = fuse_and_predict(model, x.to(model.device), config, seed, progress)
     maps["error"] = np.abs(maps["predicted"].astype(np.int16) - maps["truth"].astype(np.int16)).astype(np.uint8)
     volumes = {key: mapping.to_input_grid(maps[key], label=maps[key].dtype == np.uint8) for key in _VOLUMES}
     covered = mapping.to_input_grid(np.ones(mapping.model_shape, dtype=np.uint8), label=True).array > 0

@@ -50,6 +50,7 @@ import numpy as np
 
 from ..errors import BundleError, InputError
 from ..io import Volume
+from ..progress import Progress
 from . import Inspection
 
 if TYPE_CHECKING:
@@ -179,7 +180,7 @@ def load_scorer(bundle: "Bundle | str | os.PathLike", device: "torch.device | st
 
 
 def _scores(scorer: "VoCoScorer", grid_volume: "torch.Tensor", centres: np.ndarray, per_pass: int,
-            generator: "torch.Generator") -> tuple[np.ndarray, dict[str, Any]]:
+            generator: "torch.Generator", progress: Progress | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """(n, K) float64 scores of the crops centred at ``centres`` (n, 2), forwarded in the training layout.
 
     The heads' BatchNorm normalises over the crops of each forward pass (batch statistics, as in training),
@@ -206,6 +207,8 @@ def _scores(scorer: "VoCoScorer", grid_volume: "torch.Tensor", centres: np.ndarr
         companions += len(fill)
         layout = np.concatenate([chunk, fill]).reshape(groups, spec.n_random, 2)
         out.append(scorer.scores([grid_volume] * groups, layout).numpy().reshape(slots, -1)[: len(chunk)])
+        if progress is not None:
+            progress(min(start + per_pass, len(centres)), len(centres))
     info = {"volumes_per_pass": groups, "random_crops_per_volume": spec.n_random, "base_crops_per_volume": spec.n_base,
             "crops_asked_per_pass": per_pass, "passes": len(out), "companion_crops": companions,
             "companions": "seeded uniform random crops of the same grid volume, as training draws them; every volume "
@@ -304,7 +307,8 @@ def _crop_box(mapping: "GridMapping", grid: _Grid, spec: "SampleSpec", centre: S
 
 
 def inspect_voco(bundle: "Bundle | str | os.PathLike", volume: Volume, boxes: Sequence[Sequence[float]] | None = None,
-                 dense: bool = False, n_random: int = DEFAULT_RANDOM, seed: int = 0, device: "torch.device | str" = "cpu") -> Inspection:
+                 dense: bool = False, n_random: int = DEFAULT_RANDOM, seed: int = 0, device: "torch.device | str" = "cpu",
+                 progress: Progress | None = None) -> Inspection:
     """Position predictions of a VoCo bundle on one volume: maps, summary, picture and boxes.json.
 
     Args:
@@ -317,6 +321,8 @@ def inspect_voco(bundle: "Bundle | str | os.PathLike", volume: Volume, boxes: Se
         n_random: random crops when ``boxes`` is None (>= 1).
         seed: seed of the random crops and of the companion crops that share their forward passes.
         device: where the network runs ("auto", "cpu", "cuda[:N]" or a torch.device).
+        progress: called with (crops scored, crops) after each forward pass, for the crops and then for the
+            dense lattice.
 
     Returns:
         :class:`~ssl3d.inspect.Inspection`: volumes ``grid``, ``predicted``, ``truth`` (+ ``localisation``),
@@ -350,7 +356,7 @@ def inspect_voco(bundle: "Bundle | str | os.PathLike", volume: Volume, boxes: Se
     generator = torch.Generator().manual_seed(int(seed))
     centres, clamped = _centres(points, grid, spec, n_random, generator)
     # random crops fill whole passes (they are training draws); a box goes alone among random companions
-    scores, layout = _scores(scorer, grid.volume, centres, 1 if boxes is not None else len(centres), generator)
+    scores, layout = _scores(scorer, grid.volume, centres, 1 if boxes is not None else len(centres), generator, progress)
     labels = position_labels(centres, spec.crop, spec.base, spec.grid)
     crops = [_crop_record(n, mapping, grid, spec, centres[n], scores[n], labels[n], bool(clamped[n]), None if boxes is None else boxes[n])
              for n in range(len(centres))]
@@ -360,7 +366,7 @@ def inspect_voco(bundle: "Bundle | str | os.PathLike", volume: Volume, boxes: Se
     summary = _summary(scorer, str(bundle.path), mapping, grid, crops, "box" if boxes is not None else "random", seed, layout)
     local = None
     if dense:
-        local, summary["dense"] = _dense(scorer, grid, spec, seed)
+        local, summary["dense"] = _dense(scorer, grid, spec, seed, progress)
         volumes["localisation"] = mapping.to_input_grid(_lattice_map(local, mapping.model_shape, grid.origin, spec), label=True)
     picture = voco_picture(grid.volume[0].cpu().numpy(), spec, crops[0], local)
     boxes_json = {"space": "RAS", "units": "mm", "boxes": [{k: c[k] for k in ("index", "center", "corners", "requested", "clamped")} for c in crops],
@@ -416,7 +422,8 @@ def _summary(scorer: "VoCoScorer", path: str, mapping: "GridMapping", grid: _Gri
     }
 
 
-def _dense(scorer: "VoCoScorer", grid: _Grid, spec: "SampleSpec", seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+def _dense(scorer: "VoCoScorer", grid: _Grid, spec: "SampleSpec", seed: int,
+           progress: Progress | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Mass on the true cells for crops on the lattice: (n_x, n_y) values and their summary."""
     import torch
 
@@ -427,7 +434,7 @@ def _dense(scorer: "VoCoScorer", grid: _Grid, spec: "SampleSpec", seed: int) -> 
     generator = torch.Generator().manual_seed(int(seed))
     # lattice crops in a seeded random order: a pass then holds crops spread over the grid, like training's draws
     order = torch.randperm(len(centres), generator=generator).numpy()
-    shuffled, layout = _scores(scorer, grid.volume, centres[order], len(centres), generator)
+    shuffled, layout = _scores(scorer, grid.volume, centres[order], len(centres), generator, progress)
     scores = np.empty_like(shuffled)
     scores[order] = shuffled
     labels = position_labels(centres, spec.crop, spec.base, spec.grid)

@@ -1,5 +1,6 @@
-"""Fan one ``log`` call out to the sinks: events (run folder and ``--events``), a progress bar on a
-terminal, and TensorBoard scalars. Only rank 0 gets real sinks."""
+"""Fan one ``log`` call out to the sinks: events (run folder and ``--events``), progress text on stderr (a
+bar on a terminal, a line every 30 s in a log file; none with ``--events -``), and TensorBoard scalars.
+Only rank 0 gets real sinks."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..events import EventWriter
+from ..progress import TextProgress
 
 __all__ = ["RunLogger"]
 
@@ -22,11 +24,7 @@ class RunLogger:
             same = events_target != "-" and Path(events_target).resolve() == (run_dir / "events.jsonl").resolve()
             if not same:
                 self.writers.append(EventWriter(events_target, enabled))
-        self._bar = None
-        if enabled and sys.stderr.isatty() and events_target != "-":
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+        self._text = TextProgress("train", total, "step", enabled=enabled and events_target != "-")
         self._tb = None
         if enabled and tensorboard:
             try:
@@ -48,8 +46,8 @@ class RunLogger:
         """A line for a person at the terminal, above the progress bar when there is one."""
         if not self.enabled:
             return
-        if self._bar is not None:
-            self._bar.write(line, file=sys.stderr)
+        if self._text.enabled:
+            self._text.write(line)
         else:
             print(line, file=sys.stderr)
 
@@ -61,10 +59,7 @@ class RunLogger:
         eta = (self.total - step) / max(steps_per_s, 1e-9)
         self._last = (now, step)
         self.emit("progress", step=step, total=self.total, loss=losses, lr=lr, samples_per_s=round(rate, 3), eta_s=round(eta, 1))
-        if self._bar is not None:
-            self._bar.n = step
-            self._bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
-            self._bar.refresh()
+        self._text.update(step, self.total, losses)
         if self._tb is not None:
             for name, value in losses.items():
                 self._tb.add_scalar(f"loss/{name}", value, step)
@@ -87,8 +82,7 @@ class RunLogger:
             pass
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
+        self._text.close()
         if self._tb is not None:
             self._tb.close()
         for writer in self.writers:
