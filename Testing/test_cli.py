@@ -164,3 +164,22 @@ def test_negative_box_reaches_the_command(capsys, tmp_path):
                  "--box", "-10,-20.5,-30", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and "expected one argument" not in err, err
+
+
+@pytest.mark.parametrize("argv, hint", [(["finetunee"], "did you mean 'finetune'?"), (["inspect", "vcoo"], "did you mean 'voco'?"),
+                                        (["segmnt", "--model", "m"], "did you mean 'segment'?")])
+def test_a_mistyped_command_gets_did_you_mean(capsys, argv, hint):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and hint in err[0], err
+
+
+def test_finetune_refuses_a_pretext_preset(tmp_path, capsys):
+    assert main(["finetune", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--preset", "voco-v1-cpu"]) == 2
+    message = _one_error_line(capsys)
+    assert "--preset voco-v1-cpu is a 'voco' preset" in message and "--init" in message and "seg-cpu" in message
+    assert not (tmp_path / "run").exists()
+    assert main(["finetune", "--task", "interactive", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--preset", "seg-cpu"]) == 2
+    assert "takes interactive-cpu" in _one_error_line(capsys)

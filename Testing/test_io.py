@@ -387,3 +387,33 @@ def test_inflate_helper_counts_every_gzip_member(tmp_path):
     path = tmp_path / "a.gz"
     path.write_bytes(gzip.compress(b"x" * 12345) + gzip.compress(b"y" * 55))  # two members, as gzip -c a b > a.gz
     assert _inflated_size(path, 0, "gzip", str(path)) == 12400
+
+
+def test_a_singular_direction_matrix_is_said_in_words(tmp_path):
+    """ITK's message ends with a matrix row ('(0 0 1)'): the reason is named instead."""
+    good = write_volume(Volume.from_geometry(np.zeros((4, 5, 6), np.int16)), tmp_path / "ok.nrrd")
+    text = good.read_bytes()
+    start = text.index(b"space directions")
+    end = text.index(b"\n", start)
+    (tmp_path / "parallel.nrrd").write_bytes(text[:start] + b"space directions: (1,0,0) (1,0,0) (0,0,1)" + text[end:])
+    with pytest.raises(VolumeReadError, match=r"parallel\.nrrd: cannot be read as a volume \(the direction matrix in its "
+                                              r"header is singular \(two axes parallel, or one of length 0\), so it has no orientation\)\.$"):
+        read_volume(tmp_path / "parallel.nrrd")
+
+
+def test_metaimage_errors_print_no_binary_bytes(tmp_path):
+    (tmp_path / "junk.mha").write_bytes(b"ObjectType = Image\nNDims = 3\n\x00\x01\xff\xfeJunk\x89PNG\nDimSize = 6 5 4\n"
+                                        b"ElementType = MET_SHORT\nElementDataFile = LOCAL\n" + b"\x00" * 240)
+    with pytest.raises(VolumeReadError) as caught:
+        read_volume(tmp_path / "junk.mha")
+    message = str(caught.value)
+    assert message.endswith("junk.mha: not a readable MetaImage file (binary data where a header line belongs).")
+    assert message.isprintable()
+
+
+def test_itk_reasons_keep_the_message_and_drop_paths_addresses_and_bytes():
+    from ssl3d.io import _itk_reason
+
+    text = ("Exception thrown in SimpleITK ImageFileReader_Execute: /tmp/build/itkImageFileReader.hxx:135:\n"
+            "ITK ERROR: ImageFileReader(0x55efd53e4e70): Could not create IO object for reading file x.mha\n  The file \x00\x9f doesn't exist")
+    assert _itk_reason(text) == "Could not create IO object for reading file x.mha The file ?? doesn't exist"

@@ -156,6 +156,10 @@ class Bundle:
     def network(self) -> dict:
         return self.meta["network"]
 
+    def network_error(self, exc: Exception) -> BundleError:
+        """The error for a network record (in bundle.json) that cannot be built: it names the bundle."""
+        return BundleError(f"{self.path}: the network recorded in bundle.json ({self.network.get('name')!r}) cannot be built: {exc}")
+
     @property
     def labels(self) -> dict[int, tuple[str, tuple[int, int, int]]]:
         """{value: (name, (r, g, b) 0-255)}."""
@@ -191,6 +195,13 @@ class Bundle:
         elif hashlib.sha256(data).hexdigest() != expected:
             raise BundleError(f"{path}: the weights are damaged or were replaced: their SHA-256 differs from the one "
                               f"{self.path / META} records.")
+
+
+def mismatch_details(exc: Exception, limit: int = 300) -> str:
+    """What ``load_state_dict`` found wrong (missing, unexpected or mis-shaped keys), on one line; torch's
+    first line only names the module class."""
+    details = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+    return ("; ".join(details) or str(exc))[:limit]
 
 
 def check_finite(tensors: dict, where: str) -> None:

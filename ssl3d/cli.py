@@ -9,6 +9,7 @@ target is the error channel: whatever failed, it receives an ``error`` event (af
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import re
@@ -47,8 +48,21 @@ class _Parser(argparse.ArgumentParser):
     """argparse with a one-line ``error:`` and exit code 2 for usage mistakes."""
 
     def error(self, message: str):  # type: ignore[override]
-        sys.stderr.write(f"error: {message} (see '{self.prog} --help')\n")
+        sys.stderr.write(f"error: {_with_suggestion(message)} (see '{self.prog} --help')\n")
         raise SystemExit(EXIT_USER_ERROR)
+
+
+_INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)$")
+
+
+def _with_suggestion(message: str) -> str:
+    """argparse's "invalid choice" with a "did you mean" (Python 3.14 argparse has it; 3.10-3.13 do not)."""
+    match = _INVALID_CHOICE.search(message)
+    if not match:
+        return message
+    choices = re.findall(r"'([^']*)'", match.group(2)) or [c.strip() for c in match.group(2).split(",")]
+    close = difflib.get_close_matches(match.group(1), choices, n=1, cutoff=0.6)
+    return message + (f"; did you mean '{close[0]}'?" if close else "")
 
 
 # A coordinate list that starts with a minus (``-52.7,95.7,-255``): argparse would take it for an option.

@@ -150,8 +150,23 @@ def _sitk_read(path: Path):
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
-        raise VolumeReadError(f"{path}: cannot be read as a volume ({reason[:200]}).") from None
+        raise VolumeReadError(f"{path}: cannot be read as a volume ({_itk_reason(str(exc))}).") from None
+
+
+def _itk_reason(text: str) -> str:
+    """The part of an ITK exception a user can act on: its message after "ITK ERROR:" on one line, without
+    source paths, object addresses or unprintable bytes; a singular direction matrix said in words."""
+    if "Bad direction" in text or "determinant is 0" in text:
+        return "the direction matrix in its header is singular (two axes parallel, or one of length 0), so it has no orientation"
+    found = re.search(r"(?:ITK ERROR:|sitk::ERROR:)(.*)", text, re.S)
+    body = found.group(1) if found else text
+    body = re.sub(r"\w+\(0x[0-9a-fA-F]+\):\s*", "", body)  # "ImageFileReader(0x55e...): "
+    return " ".join(_printable(body).split())[:200] or "unreadable"
+
+
+def _printable(text: str) -> str:
+    """``text`` with every character that is not printable (binary data in a header) shown as "?"."""
+    return "".join(c if c.isprintable() or c in "\n\t" else "?" for c in text)
 
 
 def _read_dicom_series(folder: Path):
@@ -403,7 +418,12 @@ def _metaimage_header(path: Path) -> tuple[dict[str, str], int]:
             line = handle.readline(_MAX_LINE).decode("latin-1").strip()
             key, sep, value = line.partition("=")
             if not sep:
-                what = "the header ends before its ElementDataFile line" if not line else f"not a MetaImage header line: {line[:80]!r}"
+                if not line:
+                    what = "the header ends before its ElementDataFile line"
+                elif _printable(line) != line:
+                    what = "binary data where a header line belongs"
+                else:
+                    what = f"not a MetaImage header line: {line[:80]!r}"
                 raise VolumeReadError(f"{path}: not a readable MetaImage file ({what}).")
             fields[key.strip().lower()] = value.strip()
         return fields, handle.tell()

@@ -300,9 +300,15 @@ def test_skipped_volume_warning_reaches_the_terminal_above_the_progress_bar(tmp_
 
 
 def test_every_volume_skipped(tmp_path):
+    """The error names the reasons itself: a training run removes its folder (and skipped.txt) on failure."""
     (tmp_path / "bad.nii").write_bytes(b"no header")
-    with pytest.raises(DatasetError, match=r"all 1 volumes were skipped as unreadable; see .*skipped.txt"):
+    with pytest.raises(DatasetError, match=r"all 1 volumes are unreadable, nothing to train on: bad\.nii: .+\.$"):
         VolumeCache(find_cases(tmp_path / "bad.nii"), CONFIG, tmp_path / "cache").build()
+    for n in range(5):
+        (tmp_path / "many" / f"{n}.nii").parent.mkdir(exist_ok=True)
+        (tmp_path / "many" / f"{n}.nii").write_bytes(b"no header")
+    with pytest.raises(DatasetError, match=r"all 5 volumes are unreadable.*0\.nii: .*; 1\.nii: .*; 2\.nii: .*; and 2 more\.$"):
+        VolumeCache(find_cases(tmp_path / "many"), CONFIG, tmp_path / "cache").build()
 
 
 def test_unreadable_volume_in_labelled_set_is_an_error(tmp_path, phantoms):

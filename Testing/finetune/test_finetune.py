@@ -58,8 +58,10 @@ def test_random_init_reaches_a_fixed_dice(tmp_path, dataset):
     assert _best_organ_dice(bundle) >= 0.5
 
 
-def test_from_a_voco_bundle(tmp_path, dataset, voco_cpu_bundle):
+def test_from_a_voco_bundle(tmp_path, dataset, voco_cpu_bundle, capsys):
     run = _finetune(tmp_path, dataset, "--init", str(voco_cpu_bundle), "--labels", "1:liver,2:spleen")
+    shown = capsys.readouterr().err
+    assert "initialised " in shown and f"tensors from {voco_cpu_bundle}" in shown  # the load report, printed
     bundle = read_bundle(run / "bundle")
     init = bundle.meta["provenance"]["init"]
     assert init["loaded"] > 0 and all(name.startswith("encoder.") for name in init["loaded_names"])
@@ -85,6 +87,22 @@ def test_freeze_encoder_keeps_the_pretrained_encoder(tmp_path, dataset, voco_cpu
 
     _, pretrained = voco_backbone_state(voco_cpu_bundle)
     assert all(torch.equal(tuned["encoder." + k], v) for k, v in pretrained.items())
+
+
+def test_a_validation_fraction_that_holds_out_nothing_is_said(tmp_path, dataset, capsys):
+    from ssl3d.data.datasets import find_cases
+
+    two = tmp_path / "two"
+    (two / "imagesTr").mkdir(parents=True)
+    (two / "labelsTr").mkdir()
+    for case in find_cases(dataset, labels=True)[:2]:
+        (two / "imagesTr" / case.image.name).symlink_to(case.image)
+        (two / "labelsTr" / case.label.name).symlink_to(case.label)
+    out = tmp_path / "run"
+    assert main(["finetune", "--data", str(two), "--out", str(out), "--steps", "1", "--val-fraction", "0.2", "--device", "cpu"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert warnings == ["warning: --val-fraction 0.2 of 2 case(s) holds out none: this run does not validate (no validation "
+                        "Dice, the last checkpoint is exported); use more cases or a larger fraction"]
 
 
 def test_train_cases_and_bad_inputs(tmp_path, dataset, voco_cpu_bundle, capsys):

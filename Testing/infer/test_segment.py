@@ -3,6 +3,7 @@ and an oblique phantom, Slicer outputs (seg.nrrd, colour table), probabilities, 
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -229,3 +230,31 @@ def test_fast_argmax_matches_torch_including_ties():
     logits = torch.randn(7, 5, 6, 7, generator=torch.Generator().manual_seed(3))
     logits[3, 0] = logits[5, 0] = 9.0  # a tie: the first maximum wins, as torch.argmax
     assert torch.equal(_argmax(logits), logits.argmax(0).to(torch.uint8))
+
+
+def test_amp_on_the_cpu_warns_that_it_is_slow(tmp_path, phantom, seg_cpu_bundle, capsys):
+    write_volume(phantom[0], tmp_path / "ct.nrrd")
+    args = ["segment", "--model", str(seg_cpu_bundle.path), "--input", str(tmp_path / "ct.nrrd"), "--output", str(tmp_path / "s.seg.nrrd"), "--device", "cpu"]
+    assert main([*args, "--amp", "on"]) == 0
+    assert "warning: --amp on runs the windows in bfloat16 on the CPU" in capsys.readouterr().err
+    assert main([*args, "--amp", "auto"]) == 0
+    assert "bfloat16" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda n: n.update(name="unet-smal"), r"the network recorded in bundle\.json \('unet-smal'\) cannot be built: unknown network 'unet-smal'\. Did you mean 'unet-small'"),
+    (lambda n: n["kwargs"].update(channels="abc"), r"the network recorded in bundle\.json \('unet-small'\) cannot be built: network 'unet-small'"),
+    (lambda n: n["kwargs"].update(channels=[4, 8]), r"the weights do not fit network 'unet-small' \(Unexpected key\(s\) in state_dict: "),
+])
+def test_bundle_network_errors_name_the_bundle(tmp_path, phantom, seg_cpu_bundle, capsys, edit, message):
+    import json
+    import shutil
+
+    bundle = shutil.copytree(seg_cpu_bundle.path, tmp_path / "edited")
+    meta = json.loads((bundle / "bundle.json").read_text())
+    edit(meta["network"])
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+    write_volume(phantom[0], tmp_path / "ct.nrrd")
+    assert main(["segment", "--model", str(bundle), "--input", str(tmp_path / "ct.nrrd"), "--output", str(tmp_path / "s.seg.nrrd"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {bundle}: ") and re.search(message, err[0]), err

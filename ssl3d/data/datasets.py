@@ -492,7 +492,9 @@ class VolumeCache:
                 entries.append(entry)
         self._write_skipped()
         if not entries:
-            raise DatasetError(f"{self.dir}: all {len(self.cases)} volumes were skipped as unreadable; see {self.dir / 'skipped.txt'}.")
+            reasons = "; ".join(f"{Path(image).name}: {reason}" for image, reason in self._skipped[:3])
+            more = f"; and {len(self._skipped) - 3} more" if len(self._skipped) > 3 else ""
+            raise DatasetError(f"all {len(self.cases)} volumes are unreadable, nothing to train on: {reasons}{more}.")
         self._entries = entries
         self._log("info", f"cache {self.dir}: {len(entries)} volumes ({self.preprocessed} preprocessed), {self._bytes() / 1e6:.1f} MB")
         return self

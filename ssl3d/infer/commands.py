@@ -134,8 +134,11 @@ def _segment_volume(args: argparse.Namespace, watch) -> int:
 
 
 def _device_note(args: argparse.Namespace, events, message: str) -> None:
-    """The device choice's note: a ``log`` event, and one line for a human (a warning when the GPU was asked for)."""
-    warning = args.device.strip().lower() != "auto"
+    """The device choice's note: a ``log`` event, and one line for a human (a warning when the GPU was asked
+    for, or when --amp on will run slowly on the CPU)."""
+    from .segment import CPU_AMP_WARNING
+
+    warning = args.device.strip().lower() != "auto" or message == CPU_AMP_WARNING
     events.emit("log", message=message, level="warning" if warning else "info")
     if args.events != "-":
         print(f"warning: {message}" if warning else message, file=sys.stderr if warning else sys.stdout, flush=True)
@@ -156,9 +159,10 @@ def _parse_point(text: str, option: str) -> tuple[float, float, float]:
 
 def _segment_with_points(args: argparse.Namespace, bundle, device: str, watch) -> int:
     """Click mode: one structure as a 0/1 label map (named after the bundle's class at the click)."""
+    from ..errors import InputError
     from ..events import EventWriter
     from ..io import read_volume
-    from .interactive import segment_with_points
+    from .interactive import points_session
     from .segment import SegmentResult, write_outputs
 
     points = [_parse_point(p, "--point") for p in args.point]
@@ -167,16 +171,28 @@ def _segment_with_points(args: argparse.Namespace, bundle, device: str, watch) -
     with EventWriter(args.events) as events:
         events.emit("start", step=0, message=f"segment {args.input} with points")
         note = lambda message: _device_note(args, events, message)  # noqa: E731
-        mask = segment_with_points(bundle, volume, points, negatives, device, ijk=args.ijk, log=note)
+        session = points_session(bundle, volume, points, negatives, device, ijk=args.ijk, log=note)
+        mask = session.mask.like(session.mask.array.copy())
+        if not mask.array.any():
+            where = "the model finds no structure there (class 0, background)" if bundle.task == "segmentation" else "the model's mask is empty"
+            raise InputError(f"{args.input}: nothing found at the point(s): {where}; click inside a structure. Nothing was written.")
         watch.check()
         with watch.final():
-            outputs = write_outputs(SegmentResult(mask, [(1, "structure", (230, 25, 75))], {}), args.output)
+            outputs = write_outputs(SegmentResult(mask, [(1, *_structure_entry(bundle, session.last_label))], {}), args.output)
         events.emit("done", step=1, total=1, outputs=outputs)
     if args.events != "-":
         print(f"{int(mask.array.sum())} voxels selected")
         for name, path in outputs.items():
             print(f"{name}: {path}")
     return 0
+
+
+def _structure_entry(bundle, label: int | None) -> tuple[str, tuple[int, int, int]]:
+    """(name, colour) of a clicked structure: the segmentation bundle's class, else a generic one."""
+    for entry in bundle.meta.get("labels", []):
+        if label is not None and entry.get("value") == label:
+            return str(entry["name"]), tuple(entry["color"])  # type: ignore[return-value]
+    return "structure", (230, 25, 75)
 
 
 def _unique(array):

@@ -34,7 +34,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ from ..bundle import Bundle, as_bundle
 from ..errors import BundleError, InputError
 from ..io import Volume
 
-__all__ = ["InteractiveSession", "segment_with_points"]
+__all__ = ["InteractiveSession", "points_session", "segment_with_points"]
 
 Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # model (z, y, x) half-open ranges
 _GROW_STEPS = 3  # at most this many predictions per click while the ROI grows (latency bound)
@@ -396,7 +396,21 @@ class InteractiveSession:
         self.last_label = None
 
 
-def segment_with_points(
+def segment_with_points(bundle: Bundle | str, volume: Volume, points: Sequence[Sequence[float]],
+                        negatives: Sequence[Sequence[float]] = (), **options: Any) -> Volume:
+    """The mask of ``volume`` (uint8, on its grid) after the positive ``points``, then the ``negatives``.
+
+    ``options``: ``device``, ``ijk`` and ``log`` of :func:`points_session`.
+
+    Raises:
+        InputError: no positive point, or a point outside the volume.
+        BundleError: the bundle is neither interactive nor segmentation.
+    """
+    session = points_session(bundle, volume, points, negatives, **options)
+    return session.mask.like(session.mask.array.copy())
+
+
+def points_session(
     bundle: Bundle | str,
     volume: Volume,
     points: Sequence[Sequence[float]],
@@ -404,8 +418,9 @@ def segment_with_points(
     device: str | torch.device = "auto",
     ijk: bool = False,
     log: Callable[[str], None] | None = None,
-) -> Volume:
-    """The mask of ``volume`` (uint8, on its grid) after the positive ``points``, then the ``negatives``.
+) -> "InteractiveSession":
+    """The :class:`InteractiveSession` after the positive ``points``, then the ``negatives``: its ``mask``
+    and ``last_label`` (the segmentation bundle's class of the structure found; None when none was).
 
     Points are RAS millimetres, or voxel indices (i, j, k) as Slicer shows them with ``ijk=True``. ``log``
     gets the device choice's note (e.g. a fallback to the CPU) when there is one.
@@ -427,7 +442,7 @@ def segment_with_points(
                 raise InputError(f"an --ijk point must be 3 voxel indices I,J,K, got {point!r}.")
             point = (volume.ijk_to_ras @ np.append(index, 1.0))[:3]
         session.add_point(point, positive)
-    return session.mask.like(session.mask.array.copy())
+    return session
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -43,6 +43,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..bundle import Bundle, as_bundle
 from ..device import CUDA_CONTEXT_BYTES, DeviceChoice, choose_device
+from ..errors import ConfigError
 from ..io import Volume
 
 __all__ = ["MARGIN", "MemoryEstimate", "device_for_bundle", "estimate_click_memory", "estimate_segment_memory", "forward_peak_bytes"]
@@ -194,7 +195,10 @@ def estimate_segment_memory(
     # by one whatever sw_batch says (whole-volume bundles, small volumes); wider slabs keep sw_batch
     single = shape[1] <= window[1] and shape[2] <= window[2]
     sw_batch = 1 if single else int(sw_batch)
-    weights, peak, out = _probe(_network_key(bundle), sw_batch, window)  # type: ignore[arg-type]
+    try:
+        weights, peak, out = _probe(_network_key(bundle), sw_batch, window)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        raise bundle.network_error(exc) from None
     classes, inputs = out[1], _in_channels(bundle.network)
     voxels, plane, depth = math.prod(window), shape[1] * shape[2], window[0]
     buffers = _FLOAT * (
@@ -226,7 +230,10 @@ def estimate_click_memory(
     if shape is not None:
         roi = [min(r, max(int(s), w)) for r, s, w in zip(roi, shape, window)]
     roi = tuple(-(-r // multiple) * multiple for r in roi)  # the session pads to the network's multiple
-    weights, peak, out = _probe(_network_key(bundle), 1, tuple(window) if fixed else roi)  # type: ignore[arg-type]
+    try:
+        weights, peak, out = _probe(_network_key(bundle), 1, tuple(window) if fixed else roi)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        raise bundle.network_error(exc) from None
     classes, inputs = out[1], _in_channels(bundle.network)
     guidance = 2 if bundle.task == "interactive" else 0
     voxels = math.prod(roi)

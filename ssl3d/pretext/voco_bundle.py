@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..bundle import Bundle, as_bundle, write_bundle
+from ..bundle import Bundle, as_bundle, mismatch_details, write_bundle
 from ..config import NetworkConfig, Preset, VoCoConfig, from_dict, get_preset, to_dict
 from ..errors import BundleError, ConfigError, InputError, WeightsError
 from ..nets.builders import size_multiple
@@ -466,13 +466,15 @@ def load_voco_bundle(bundle: Bundle | str | os.PathLike, device: str | torch.dev
         raise BundleError(f"{bundle.path}: holds no VoCo heads (imported backbone weights); position scores need a bundle from 'ssl3d pretrain --method voco'.")
     if "preset" not in bundle.meta:
         raise BundleError(f"{bundle.path}: the 'preset' section is missing; cannot rebuild the VoCo heads.")
-    preset = from_dict(bundle.meta["preset"])
-    net = VoCoNetwork(preset.network, preset.voco)
+    try:
+        preset = from_dict(bundle.meta["preset"])
+        net = VoCoNetwork(preset.network, preset.voco)
+    except ConfigError as exc:
+        raise bundle.network_error(exc) from None
     try:
         net.load_state_dict(bundle.state_dict())
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise BundleError(f"{bundle.path}: the weights do not fit the recorded VoCo network ({first}).") from None
+        raise BundleError(f"{bundle.path}: the weights do not fit the recorded VoCo network ({mismatch_details(exc)}).") from None
     net.to(device).eval()
     return VoCoScorer(net, sample_spec(preset), preset.voco.version, preset.voco.window, preset.train.batch_size, bundle.meta)
 

@@ -40,7 +40,7 @@ from torch import nn
 from ..bundle import write_bundle
 from ..errors import ConfigError, DatasetError
 from .loop import Task, TrainContext
-from .segmentation import pad_to_multiple
+from .segmentation import held_out_count, pad_to_multiple
 
 __all__ = [
     "GuidanceConfig",
@@ -359,7 +359,7 @@ class InteractiveTask(Task):
         images = cache.load_all(ctx.device)
         labels = [np.array(cache.label(i)) for i in range(len(images))]
         order = np.random.default_rng(ctx.seed).permutation(len(images))
-        n_val = int(round(len(images) * self.val_fraction)) if len(images) > 1 else 0
+        n_val = held_out_count(ctx, len(images), self.val_fraction)
         self.images = [images[i] for i in order[n_val:]]
         self.structures = [s for n, i in enumerate(order[n_val:]) for s in find_structures(labels[i], n, self.guidance.min_voxels)]
         self.val = [(images[i], _largest_per_value(find_structures(labels[i], 0, self.guidance.min_voxels))) for i in order[:n_val]]

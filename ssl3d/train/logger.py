@@ -70,8 +70,11 @@ class RunLogger:
         if self._tb is not None:
             self._tb.add_scalar(f"val/{name}", value, step)
 
-    def log(self, message: str, level: str = "info") -> None:
+    def log(self, message: str, level: str = "info", show: bool = False) -> None:
+        """A ``log`` event; warnings, and info with ``show``, also reach the person at the terminal or log file."""
         self.emit("log", message=message, level=level)
+        if show and level != "warning":  # emit() shows warnings already
+            self._show(message)
 
     def fail(self, message: str) -> None:
         """The run died: an ``error`` event in the run folder's events.jsonl, for whoever follows that file

@@ -60,6 +60,16 @@ def class_map(values: list[int], text: str | None, where: str) -> dict[int, int]
     return {v: k for k, v in enumerate(values, start=1)}
 
 
+def held_out_count(ctx: TrainContext, cases: int, fraction: float) -> int:
+    """How many of ``cases`` validate (``fraction`` of them, rounded; none of one case); a fraction that
+    rounds to no case is said once, as a warning, instead of a run that silently never validates."""
+    n_val = int(round(cases * fraction)) if cases > 1 else 0
+    if fraction > 0 and n_val == 0:
+        ctx.logger.log(f"--val-fraction {fraction:g} of {cases} case(s) holds out none: this run does not validate "
+                       f"(no validation Dice, the last checkpoint is exported); use more cases or a larger fraction", level="warning")
+    return n_val
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[slice, ...]]:
     """Pad (N, C, D, H, W) at the far end of each axis to a multiple; returns the crop back."""
     sizes = x.shape[2:]
@@ -112,7 +122,7 @@ class SegmentationTask(Task):
             from .init import load_pretext_weights
 
             report = load_pretext_weights(self.model, self.init)
-            ctx.logger.log(report.summary())
+            ctx.logger.log(report.summary(), show=True)  # what was loaded, as the README says
             self.load_report = report.to_dict()
             if self.freeze_encoder:
                 for key, param in self.model.named_parameters():
@@ -138,7 +148,7 @@ class SegmentationTask(Task):
     def _split(self, ctx: TrainContext, images: list, labels: list) -> tuple[list, list]:
         """Seeded train/validation split; ``train_cases`` keeps the first N training cases (label efficiency)."""
         order = np.random.default_rng(ctx.seed).permutation(len(images))
-        n_val = int(round(len(images) * self.val_fraction)) if len(images) > 1 else 0
+        n_val = held_out_count(ctx, len(images), self.val_fraction)
         train = [(images[i], labels[i]) for i in order[n_val:]]
         if self.train_cases is not None:
             if not 1 <= self.train_cases <= len(train):
