@@ -52,6 +52,7 @@ class Exchange:
                 "Connection: close\r\n\r\n").encode("ascii")
         self._out = collections.deque([memoryview(head), *chunks])
         self._in = bytearray()
+        self._sent_any = False  # a pending socket error before any byte went out: no server there
         self._deadline = time.monotonic() + timeout
         self.result: tuple[dict, dict] | None = None
         self.error: ServerError | None = None
@@ -88,9 +89,12 @@ class Exchange:
 
     def _send(self) -> bool:
         code = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
+        if code and not self._sent_any:
             self._fail(f"cannot reach the click server ({os.strerror(code)})", gone=True)
             return False
+        if code:  # connected, then closed by the server mid-request (a refused, too large one): read its answer
+            self._out.clear()
+            return True
         try:
             sent = self._sock.send(self._out[0][:1 << 22])
         except BlockingIOError:
@@ -98,6 +102,7 @@ class Exchange:
         except OSError:  # the server closed early (e.g. a refused, too large request): read its answer
             self._out.clear()
             return True
+        self._sent_any = self._sent_any or sent > 0
         if sent == len(self._out[0]):
             self._out.popleft()
         else:
