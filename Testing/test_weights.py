@@ -230,6 +230,25 @@ def test_unreadable_files_raise_weights_error_naming_the_file(tmp_path):
         load_foreign_state(_save(tmp_path, {"epoch": 1}, "empty.pt"))
 
 
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_a_code_pickle_of_any_protocol_names_what_it_would_import_and_runs_nothing(tmp_path, protocol, recwarn):
+    import os
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"state_dict": Payload()}, protocol=protocol))
+    with pytest.raises(WeightsError) as caught:
+        load_foreign_state(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: cannot be read as a weights-only torch checkpoint (") and "\n" not in message
+    name = f"{os.system.__module__}.system"  # posix.system, nt.system on Windows
+    assert (f"refused global {name}" in message) or (f"the file would import {name}" in message), message
+    assert not (tmp_path / "ran").exists() and not [w for w in recwarn if "pickle protocol" in str(w.message)]
+
+
 def test_report_details_name_the_keys():
     report = MatchReport("f.pt", matched=["a.b.c"], missing=[f"head.{i // 8}.w{i}" for i in range(12)],
                          unexpected=["extra.x"], mismatched=[("a.b.d", (2,), (3,))])

@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -172,7 +173,8 @@ def _load_reason(exc: Exception) -> str:
     if at is not None:  # "WeightsUnpickler error: Unsupported global: GLOBAL x.y was not an allowed global ... Please use ..."
         cause = lines[at].split(marker, 1)[1].strip() or (lines[at + 1] if at + 1 < len(lines) else "")
         cause = cause.split(" Please use", 1)[0].strip()
-    refused = re.search(r"GLOBAL (\S+) was not an allowed global", cause) or re.search(r"but got <class '([^']+)'>", cause)
+    refused = (re.search(r"GLOBAL (\S+) was not an allowed global", cause) or re.search(r"but got <class '([^']+)'>", cause)
+               or re.search(r"unsupported GLOBAL (\S+) whose module", " ".join(lines)))
     if refused:  # the one fact the user needs; torch's allowlisting advice does not apply to a foreign file
         cause = f"refused global {refused.group(1)}: a pickled object that needs code to build; only tensors and plain data are read"
     # torch's first lines advise weights_only=False (arbitrary code): never repeat them
@@ -197,10 +199,42 @@ def read_checkpoint(path: str | PathLike[str]) -> Any:
     if not path.is_file():
         raise WeightsError(f"{path}: no such checkpoint file.")
     try:
-        with torch.serialization.safe_globals(_safe_globals()):
+        with torch.serialization.safe_globals(_safe_globals()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # a plain pickle: refused below
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
-        raise WeightsError(f"{path}: cannot be read as a weights-only torch checkpoint ({_load_reason(exc)}).") from exc
+        reason = _load_reason(exc)
+        imports = _pickle_imports(path) if "refused global" not in reason else []
+        if imports:  # torch stopped before the global (an opcode it does not read): name what it would import
+            reason += f"; the file would import {', '.join(imports)} (code), so it is refused unread"
+        raise WeightsError(f"{path}: cannot be read as a weights-only torch checkpoint ({reason}).") from exc
+
+
+def _pickle_imports(path: Path, limit: int = 3) -> list[str]:
+    """The globals a pickle (or a torch zip's data.pkl) names, found by reading its opcodes (nothing runs);
+    [] when it names none or cannot be parsed."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                data = archive.read(name) if name else b""
+        else:
+            data = path.read_bytes()
+        found, strings = [], []
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                strings.append(str(arg))
+            elif opcode.name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:  # not a pickle at all: torch's reason stands alone
+        return []
+    plain = {"collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch.FloatStorage"}
+    return [g for g in dict.fromkeys(found) if g not in plain and not g.startswith("torch.")][:limit]
 
 
 def unwrap_state(obj: Any, path: str | PathLike[str]) -> dict[str, Tensor]:
