@@ -608,7 +608,8 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             data, labels = pathOrNone(p.datasetFolder), None
             if p.trainingSource == TrainingSource.SCENE:
                 pairs = [(slicer.mrmlScene.GetNodeByID(v), slicer.mrmlScene.GetNodeByID(s)) for v, s in self._pairs]
-                dataset = mrml.export_training_pairs(pairs, Path(slicer.util.tempDirectory("ssl3d-finetune-data")))
+                # the job's input, written on the main thread: raw NRRD, not gzip
+                dataset = mrml.export_training_pairs(pairs, Path(slicer.util.tempDirectory("ssl3d-finetune-data")), compress=False)
                 data, labels = dataset.parent, json.loads(dataset.read_text(encoding="utf-8"))["labels"]
             args = SSLSegmentLogic.fineTuneArguments(data, pathOrNone(p.fineTuneOutput), pathOrNone(p.initBundle),
                                                      p.task.value, p.fineTuneSteps, labels)

@@ -237,6 +237,23 @@ def test_segmentation_to_labelmap_and_training_export(scene, tmp_path):
         np.testing.assert_array_equal(label.array, combined.array)
 
 
+def test_a_fine_tuning_export_is_raw_nrrd_straight_from_the_nodes(scene, tmp_path):
+    """The module writes its fine-tuning input on Slicer's main thread: uncompressed, read back exactly."""
+    labels = _labels_volume()
+    volume = mrml.volume_to_node(labels.like(labels.array.astype(np.int16) * 100), scene, "case one")
+    segmentation = mrml.labelmap_to_segmentation(labels, scene, LABELS, volume)
+    dataset = json.loads(mrml.export_training_pairs([(volume, segmentation)], tmp_path / "data", compress=False).read_text())
+    assert dataset["training"] == [{"image": "./imagesTr/000_case_one.nrrd", "label": "./labelsTr/000_case_one.nrrd"}]
+    for role in ("image", "label"):
+        data = (tmp_path / "data" / dataset["training"][0][role]).read_bytes()
+        assert b"\nencoding: raw\n" in data[:data.index(b"\n\n")]
+    image = read_volume(tmp_path / "data" / "imagesTr" / "000_case_one.nrrd")
+    np.testing.assert_array_equal(image.array, labels.array.astype(np.int16) * 100)
+    from ssl3d.data.datasets import find_cases
+
+    assert [c.name for c in find_cases(tmp_path / "data", labels=True)] == ["000_case_one"]
+
+
 def test_export_training_pairs_needs_segments(scene, tmp_path):
     volume = mrml.volume_to_node(_labels_volume(), scene, "ct")
     empty = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "empty")
