@@ -459,8 +459,9 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
                 self._removeOtherPoints(caller)
                 self._clickTarget = target
             volume, volumeKey = None, (volumeNode.GetID(), volumeNode.GetImageData().GetMTime())
-            if volumeKey != self._clickVolumeKey:  # the volume is converted on the main thread, once
-                volume, self._clickVolumeKey = mrml.volume_from_node(volumeNode), volumeKey
+            if volumeKey != self._clickVolumeKey:  # once per volume, and no copy on the main thread: the request
+                # body is a view of the node's voxels (numpy keeps the VTK array alive until it is sent)
+                volume, self._clickVolumeKey = mrml.volume_from_node(volumeNode, copy=False), volumeKey
             self._clickCount += 1
             self._clickPoints.append((self._clickCount, caller.GetID()))
             self._clicker.submit("point", bundle=target[0], device=target[1], volume=volume, volumeKey=volumeKey,

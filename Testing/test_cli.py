@@ -130,6 +130,26 @@ def test_ctrl_c_exits_130_without_traceback(monkeypatch, capsys):
     assert capsys.readouterr().err == "interrupted\n"
 
 
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals to the own process")
+def test_sigterm_before_a_command_watches_is_a_cancel(monkeypatch, capsys):
+    """While a command still starts (imports torch, say) SIGTERM exits 130 with a line, not silently with -15."""
+    import signal
+    import time
+
+    before = signal.getsignal(signal.SIGTERM)
+
+    def run(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # a slow import
+        raise AssertionError("not stopped")
+
+    _fake_command(monkeypatch, run)
+    started = time.monotonic()
+    assert main(["fake"]) == 130 and time.monotonic() - started < 2
+    assert capsys.readouterr().err == "cancelled: stopped by SIGTERM while starting\n"
+    assert signal.getsignal(signal.SIGTERM) is before  # the process's own handler again
+
+
 def test_events_target_is_the_error_channel(tmp_path, phantom, capsys):
     """A job that fails after its start: --events gets start + error, --out nothing."""
     from ssl3d.io import write_volume

@@ -9,10 +9,12 @@ target is the error channel: whatever failed, it receives an ``error`` event (af
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import importlib
 import os
 import re
+import signal
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -157,6 +159,35 @@ def _user_path_error(exc: OSError, args: argparse.Namespace) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with _stop_signal_cancels():
+        try:
+            return _main(argv)
+        except Cancelled as exc:  # stopped while the parser's modules were imported
+            sys.stderr.write(f"cancelled: {exc}\n")
+            return EXIT_CANCELLED
+
+
+@contextlib.contextmanager
+def _stop_signal_cancels():
+    """SIGTERM (CTRL-BREAK) before a command watches for it (while torch imports, say) is a cancel too: exit
+    130 with a line, not a silent death. Each command's own watch takes over while it runs."""
+    def stop(signum, frame):
+        raise Cancelled(f"stopped by {signal.Signals(signum).name} while starting")
+
+    previous = {}
+    for name in ("SIGTERM", "SIGBREAK"):
+        signum = getattr(signal, name, None)
+        if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
+            with contextlib.suppress(ValueError):  # not the main thread: leave the signals alone
+                previous[signum] = signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(_attach_negative_values(sys.argv[1:] if argv is None else list(argv)))
     if not getattr(args, "command", None):
