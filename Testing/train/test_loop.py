@@ -630,3 +630,17 @@ def test_off_a_terminal_training_prints_a_line_every_30_s(tmp_path, monkeypatch)
     logger.progress(10, {"total": 1.0}, 1e-3, 2, 0)
     logger.close()
     assert quiet.getvalue() == ""
+
+
+def test_a_cancel_of_this_job_sent_before_it_started_is_kept_an_earlier_ones_is_not(tmp_path, monkeypatch):
+    from ssl3d.errors import Cancelled
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "cancel").write_text("cancelled at 1.0 by job old-token\n")  # an earlier job of this folder
+    monkeypatch.setenv("SSL3D_JOB_TOKEN", "this-job")
+    train(ScriptedTask([]), _tiny_preset(), run, torch.device("cpu"))  # runs to its end
+    (run / "checkpoints" / "last.pt").unlink()
+    (run / "cancel").write_text("cancelled at 2.0 by job this-job\n")  # Slicer cancelled before the engine got here
+    with pytest.raises(Cancelled, match="cancelled (before training started|at step 0)"):
+        train(ScriptedTask([]), _tiny_preset(), run, torch.device("cpu"))

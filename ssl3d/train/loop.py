@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cancel_watch import CancelWatch
+from ..cancel_watch import ENV_JOB_TOKEN, CancelWatch, cancel_file_names_token
 from ..config import Preset, to_dict
 from ..errors import Cancelled, ConfigError, InputError
 from ..events import write_run_json
@@ -172,7 +172,9 @@ def _out_problem(run_dir: Path, resume: bool) -> str | None:
 def _prepare_run(preset: Preset, run_dir: Path, events: str | None, dist: DistInfo, extra: dict) -> RunLogger:
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CANCEL_FILE).unlink(missing_ok=True)
+        token = os.environ.get(ENV_JOB_TOKEN)  # a cancel of this very job, sent before it got here, stays
+        if not (token and cancel_file_names_token(run_dir / CANCEL_FILE, token)):
+            (run_dir / CANCEL_FILE).unlink(missing_ok=True)  # an earlier job's
         remove_stale_temporaries(run_dir / "checkpoints")  # left by a save that was killed mid-write
         from ..config import save_config
 
