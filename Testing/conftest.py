@@ -117,7 +117,7 @@ def voco_cpu_run(tmp_path_factory) -> VoCoRun:
     preset = apply_overrides(get_preset("voco-v1-cpu"), overrides)
     run = root / "run"
     outputs = train(VoCoTask(data, root / "cache"), preset, run, torch.device("cpu"))
-    losses = [e["loss"] for e in read_events(run / "events.jsonl") if e["event"] == "progress"]
+    losses = [e["loss"] for e in read_events(run / "events.jsonl") if e["event"] == "progress" and "loss" in e]
     return VoCoRun(outputs["bundle"], run, data, held, losses)
 
 

@@ -5,6 +5,7 @@ Schema (version :data:`SCHEMA`)::
     {"event": "start"|"progress"|"metric"|"checkpoint"|"log"|"done"|"error",
      "time": <unix seconds>, "step": int, "total": int,
      "loss": {term: float}, "lr": float, "samples_per_s": float, "eta_s": float,
+     # progress of the cache build (before step 1): "phase": "cache", "message": str, no "loss"
      # metric:     "name": str, "value": float, "per_class": {name: float}
      # checkpoint: "path": str
      # log:        "message": str, "level": "info"|"warning"

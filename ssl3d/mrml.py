@@ -835,11 +835,14 @@ def _add_series(scene: Any, chart: Any, table: Any, kind: str) -> None:
 
 
 def progress_text(event: Mapping[str, Any]) -> str:
-    """One status line from a progress event: ``step 120/1000 · loss 0.532 · 3.1 samples/s · 4 min 10 s left``."""
+    """One status line from a progress event: ``step 120/1000 · loss 0.532 · 3.1 samples/s · 4 min 10 s left``
+    (a progress event with a ``message`` and no loss, as the cache build's, shows the message instead of the step)."""
     parts = []
-    if event.get("step") is not None:
-        parts.append(f"step {event['step']}" + (f"/{event['total']}" if event.get("total") else ""))
     loss = event.get("loss")
+    if event.get("message") and not loss:  # another phase of a run: the cache build ("cache: 3 of 12 volumes ...")
+        parts.append(str(event["message"]))
+    elif event.get("step") is not None:
+        parts.append(f"step {event['step']}" + (f"/{event['total']}" if event.get("total") else ""))
     if isinstance(loss, Mapping) and loss:
         key = "total" if "total" in loss else next(iter(loss))
         value = _number(loss[key])

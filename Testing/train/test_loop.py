@@ -63,7 +63,7 @@ def _finetune(dataset, config, out, *extra, wait=True):
 
 def _losses(run: Path) -> dict[int, float]:
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
-    return {e["step"]: e["loss"]["total"] for e in events if e["event"] == "progress"}
+    return {e["step"]: e["loss"]["total"] for e in events if e["event"] == "progress" and "loss" in e}
 
 
 def _wait_for_step(run: Path, step: int, timeout: float = 120) -> None:
@@ -233,6 +233,25 @@ def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(tmp_path
     assert first["step"] == 3
     rng = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")["rng"]
     assert len(rng) == 2 and not torch.equal(rng[0]["torch"], rng[1]["torch"])  # each rank's own generator
+    # each rank built its shard of the cache: the files are the one-process build's, byte for byte
+    serial, sharded = (next(p for p in (tmp_path / sub).iterdir() if p.is_dir()) for sub in ("one/cache", "two-cache"))
+    files = lambda folder: {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix in (".npy", ".json")}  # noqa: E731
+    assert serial.name == sharded.name and files(serial) == files(sharded) and len(files(serial)) == 12
+
+
+def test_a_cache_build_longer_than_the_process_group_timeout_still_starts(tmp_path, dataset, config):
+    """Rank 0 building alone while rank 1 waited at a barrier died on gloo's timeout; now each builds its
+    shard and waits on the file system: a 2 s timeout, a build of several seconds, and training starts."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "ssl3d", "finetune",
+               "--data", str(dataset), "--out", str(tmp_path / "run"), "--config", str(config), "--val-fraction", "0", "--steps", "1",
+               "--batch-size", "1", "--spacing", "0.2,0.2,0.2", "--cache-workers", "1"]  # 4 volumes resampled ~8x: seconds each
+    result = subprocess.run(command, env={**ENV, "SSL3D_DIST_TIMEOUT_S": "2"}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[:2000] + "\n...\n" + result.stderr[-1000:]
+    events = read_events(tmp_path / "run" / "events.jsonl")
+    cache = [e for e in events if e["event"] == "progress" and str(e.get("message", "")).startswith("cache:")]
+    assert cache[-1]["time"] - events[0]["time"] > 2  # rank 0's shard alone outlasted the timeout
+    assert cache and cache[-1]["message"] == "cache: 2 of 2 volumes preprocessed"  # rank 0's shard of the 4
+    assert events[-1]["event"] == "done"
 
 
 def test_each_rank_restores_its_own_generator_and_old_checkpoints_load():

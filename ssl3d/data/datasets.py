@@ -45,7 +45,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -469,21 +469,21 @@ class VolumeCache:
 
     # -------------------------------------------------------------------------------------- building
 
-    def build(self) -> "VolumeCache":
+    def build(self, workers: int | None = 1, progress: Callable[[int, int], None] | None = None) -> "VolumeCache":
         """Preprocess every case whose entry is missing or stale; returns ``self``.
+
+        Args:
+            workers: processes that preprocess in parallel (None: :func:`~ssl3d.data.cache_build.default_workers`);
+                1 preprocesses here. Parallel or not, the entries are byte-identical.
+            progress: called with (volumes preprocessed, volumes to preprocess) after each one.
 
         Raises:
             VolumeReadError: an unreadable volume in a labelled set, or with ``strict``.
             DatasetError: a label not on its image's grid or with values outside 0..255; every case skipped.
+            DiskSpaceError: the volumes to preprocess will not fit (checked before anything is written).
         """
-        found = [_load_entry(self._base(index, case), _case_key(case)) for index, case in enumerate(self.cases)]
-        missing = [case for case, record in zip(self.cases, found) if record is None]
-        if missing:  # before anything is written: a cache that cannot fit is refused with the numbers
-            from ..disk_space import require
-
-            require(self.dir, sum(self._estimate_bytes(case) for case in missing), f"preprocessing {len(missing)} volume(s) into the cache")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        entries, self._skipped, self.preprocessed = [], [], 0
+        found = self._build_missing(self._existing(), range(len(self.cases)), workers, progress)
+        entries, self._skipped = [], []
         for index, case in enumerate(self.cases):
             entry = self._entry(index, case, found[index])
             if "skipped" in entry:
@@ -499,8 +499,45 @@ class VolumeCache:
         self._log("info", f"cache {self.dir}: {len(entries)} volumes ({self.preprocessed} preprocessed), {self._bytes() / 1e6:.1f} MB")
         return self
 
+    def build_shard(self, shard: int, shards: int, workers: int | None = 1,
+                    progress: Callable[[int, int], None] | None = None) -> int:
+        """Preprocess the missing entries of cases ``index % shards == shard`` only (one rank, or one node of
+        a cluster build); returns how many it preprocessed. :meth:`build` afterwards reads what all made."""
+        if not (isinstance(shard, int) and isinstance(shards, int) and 0 <= shard < shards):
+            raise ConfigError(f"shard must be K/N with 0 <= K < N, got {shard}/{shards}.")
+        self._build_missing(self._existing(), range(shard, len(self.cases), shards), workers, progress)
+        return self.preprocessed
+
+    def missing(self, among: Sequence[int] | None = None) -> list[int]:
+        """Indices (of ``among``, default all) of the cases that have no current entry yet (neither arrays
+        nor a 'skipped' record)."""
+        indices = range(len(self.cases)) if among is None else among
+        return [i for i in indices if _load_entry(self._base(i, self.cases[i]), _case_key(self.cases[i])) is None]
+
+    def _existing(self) -> list[dict | None]:
+        return [_load_entry(self._base(index, case), _case_key(case)) for index, case in enumerate(self.cases)]
+
+    def _build_missing(self, found: list[dict | None], indices, workers: int | None,
+                       progress: Callable[[int, int], None] | None) -> list[dict | None]:
+        """Make the entries of ``indices`` that ``found`` lacks; ``found`` with them filled in."""
+        todo = [index for index in indices if found[index] is None]
+        self.preprocessed = 0
+        if not todo:
+            return found
+        from ..disk_space import require  # before anything is written: a cache that cannot fit is refused
+
+        require(self.dir, sum(self._estimate_bytes(self.cases[i]) for i in todo), f"preprocessing {len(todo)} volume(s) into the cache")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        from .cache_build import build_entries
+
+        found = list(found)
+        for index, record in build_entries(self, todo, workers, progress):
+            found[index] = record
+            self.preprocessed += 1
+        return found
+
     def _base(self, index: int, case: Case) -> Path:
-        return self.dir / f"{index:05d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', case.name)[:80]}"
+        return _entry_base(self.dir, index, case)
 
     def _estimate_bytes(self, case: Case) -> int:
         """About what a case's cached arrays take, from its image header (an upper bound: a foreground crop
@@ -526,52 +563,11 @@ class VolumeCache:
         return int(voxels * (np.dtype(config.dtype).itemsize + (1 if case.label is not None else 0))) + 4096
 
     def _entry(self, index: int, case: Case, record: dict | None) -> dict:
-        base, key = self._base(index, case), _case_key(case)
-        if record is not None:
-            if "skipped" in record and self.strict:
-                raise VolumeReadError(f"{case.image}: {record['skipped']}")
-            return record
-        self.preprocessed += 1
-        try:
-            image = read_volume(case.image)
-            arrays = self._preprocess(case, image)
-        except InputError as exc:
-            if self.labelled or self.strict or isinstance(exc, DatasetError):
-                raise
-            record = {"key": key, "skipped": _reason(exc, case.image)}
-            for stale in (base.with_name(base.name + ".npy"), base.with_name(base.name + ".label.npy")):
-                stale.unlink(missing_ok=True)
-            _save_json(base.with_suffix(".json"), record)
-            return record
-        return self._store(base, key, case, *arrays)
-
-    def _preprocess(self, case: Case, image: Volume) -> tuple[np.ndarray, np.ndarray | None, GridMapping]:
-        if case.label is None:
-            tensor, mapping = preprocess(image, self.config)
-            return tensor[0, 0].numpy(), None, mapping
-        label = read_volume(case.label)
-        _check_label(case, image, label)
-        try:
-            tensor, label_tensor, mapping = preprocess(image, self.config, label)
-        except InputError as exc:
-            raise DatasetError(f"{case.image} (label {case.label}): {exc}") from None
-        return tensor[0, 0].numpy(), label_tensor[0, 0].numpy(), mapping
-
-    def _store(self, base: Path, key: str, case: Case, image: np.ndarray, label: np.ndarray | None, mapping: GridMapping) -> dict:
-        files = {"image": base.name + ".npy"}
-        _save_npy(base.with_name(files["image"]), image.astype(self.config.dtype, copy=False))
-        if label is not None:
-            files["label"] = base.name + ".label.npy"
-            _save_npy(base.with_name(files["label"]), label.astype(np.uint8, copy=False))
-        record = {
-            "key": key,
-            "name": case.name,
-            "source": {"image": str(case.image), "label": str(case.label) if case.label else None},
-            "files": {role: [name, (self.dir / name).stat().st_size] for role, name in files.items()},
-            "mapping": mapping.to_dict(),
-        }
-        _save_json(base.with_suffix(".json"), record)  # written last: the entry exists once this exists
-        return {**record, "base": base}
+        if record is None:  # not made: an entry that vanished while the build ran
+            raise DatasetError(f"{self._base(index, case)}.json: the cache entry of {case.image} is missing; build the cache again.")
+        if "skipped" in record and self.strict:
+            raise VolumeReadError(f"{case.image}: {record['skipped']}")
+        return record
 
     def _skip(self, case: Case, reason: str) -> None:
         self._skipped.append((str(case.image), reason))
@@ -680,6 +676,64 @@ def _load_entry(base: Path, key: str) -> dict | None:
         file = base.with_name(name)
         if not file.is_file() or file.stat().st_size != size:
             return None
+    return {**record, "base": base}
+
+
+def make_entry(cache_dir: Path, config: PreprocessConfig, index: int, case: Case, labelled: bool, strict: bool) -> dict:
+    """Preprocess one case into its cache entry (files written atomically, the .json last) and return its
+    record, or a 'skipped' record for an unreadable pretraining volume. A module-level function: worker
+    processes of a parallel build run it as it is.
+
+    Raises:
+        InputError: an unreadable volume in a labelled set or with ``strict``; a bad label (DatasetError).
+    """
+    base, key = _entry_base(cache_dir, index, case), _case_key(case)
+    try:
+        image = read_volume(case.image)
+        arrays = _preprocess_case(config, case, image)
+    except InputError as exc:
+        if labelled or strict or isinstance(exc, DatasetError):
+            raise
+        record = {"key": key, "skipped": _reason(exc, case.image)}
+        for stale in (base.with_name(base.name + ".npy"), base.with_name(base.name + ".label.npy")):
+            stale.unlink(missing_ok=True)
+        _save_json(base.with_suffix(".json"), record)
+        return record
+    return _store_entry(cache_dir, config.dtype, base, key, case, *arrays)
+
+
+def _entry_base(cache_dir: Path, index: int, case: Case) -> Path:
+    return cache_dir / f"{index:05d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', case.name)[:80]}"
+
+
+def _preprocess_case(config: PreprocessConfig, case: Case, image: Volume) -> tuple[np.ndarray, np.ndarray | None, GridMapping]:
+    if case.label is None:
+        tensor, mapping = preprocess(image, config)
+        return tensor[0, 0].numpy(), None, mapping
+    label = read_volume(case.label)
+    _check_label(case, image, label)
+    try:
+        tensor, label_tensor, mapping = preprocess(image, config, label)
+    except InputError as exc:
+        raise DatasetError(f"{case.image} (label {case.label}): {exc}") from None
+    return tensor[0, 0].numpy(), label_tensor[0, 0].numpy(), mapping
+
+
+def _store_entry(cache_dir: Path, dtype: str, base: Path, key: str, case: Case, image: np.ndarray,
+                 label: np.ndarray | None, mapping: GridMapping) -> dict:
+    files = {"image": base.name + ".npy"}
+    _save_npy(base.with_name(files["image"]), image.astype(dtype, copy=False))
+    if label is not None:
+        files["label"] = base.name + ".label.npy"
+        _save_npy(base.with_name(files["label"]), label.astype(np.uint8, copy=False))
+    record = {
+        "key": key,
+        "name": case.name,
+        "source": {"image": str(case.image), "label": str(case.label) if case.label else None},
+        "files": {role: [name, (cache_dir / name).stat().st_size] for role, name in files.items()},
+        "mapping": mapping.to_dict(),
+    }
+    _save_json(base.with_suffix(".json"), record)  # written last: the entry exists once this exists
     return {**record, "base": base}
 
 

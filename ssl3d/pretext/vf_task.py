@@ -334,7 +334,7 @@ class FusionTask(Task):
             )
         name, kwargs = network_spec(preset)
         cache = VolumeCache(find_cases(self.data, labels=False), preset.preprocess, self.cache_dir, self.strict, ctx.logger)
-        ctx.rank0_first(cache.build)
+        ctx.build_cache(cache)
         self.cache_info = cache.info()
         volumes = cache.load_all(ctx.device)
         if self.fusion.version == 1:  # v2 resizes its crops

@@ -248,7 +248,7 @@ class VoCoTask(Task):
         from ..data.datasets import VolumeCache, find_cases
 
         cache = VolumeCache(find_cases(self.data, labels=False), ctx.preset.preprocess, self.cache_dir, self.strict, ctx.logger)
-        ctx.rank0_first(cache.build)
+        ctx.build_cache(cache)
         with warnings.catch_warnings():  # the maps are read-only and never written through: only sliced and copied
             warnings.simplefilter("ignore", UserWarning)
             volumes = [torch.from_numpy(cache.image(i))[None] for i in range(len(cache))]

@@ -20,6 +20,8 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="volumes per step and per process [the preset's]")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, exactly")
     parser.add_argument("--cache-dir", help="where preprocessed volumes are cached [RUN/cache]")
+    parser.add_argument("--cache-workers", type=int, metavar="N",
+                        help="processes per rank that build the cache [this rank's share of the cores, bounded by memory]")
     parser.add_argument("--strict", action="store_true", help="fail on an unreadable volume instead of skipping it")
     add_common_options(parser)
 
@@ -60,7 +62,12 @@ def run_training_command(args: argparse.Namespace, preset: Preset, make_task: Ca
     run_dir = Path(args.out)
     cache_dir = Path(args.cache_dir) if args.cache_dir else run_dir / "cache"
     task = make_task(cache_dir)
-    outputs = train(task, preset, run_dir, device, events=args.events, resume=args.resume, run_info={"device": str(device)})
+    if args.cache_workers is not None and args.cache_workers < 1:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--cache-workers must be >= 1, got {args.cache_workers}.")
+    outputs = train(task, preset, run_dir, device, events=args.events, resume=args.resume, run_info={"device": str(device)},
+                    cache_workers=args.cache_workers)
     if args.events != "-":
         for name, path in outputs.items():
             print(f"{name}: {path}")

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from ..errors import ConfigError
+
 __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "all_reduce_flag", "gather_objects"]
 
 _log = logging.getLogger(__name__)
@@ -45,8 +47,24 @@ def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=_timeout())
     return info, device
+
+
+def _timeout():
+    """The process group's timeout: ``$SSL3D_DIST_TIMEOUT_S`` seconds, else PyTorch's default."""
+    import datetime
+
+    value = os.environ.get("SSL3D_DIST_TIMEOUT_S")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(f"SSL3D_DIST_TIMEOUT_S must be a number of seconds, got {value!r}.") from None
+    if seconds <= 0:
+        raise ConfigError(f"SSL3D_DIST_TIMEOUT_S must be > 0, got {value!r}.")
+    return datetime.timedelta(seconds=seconds)
 
 
 def cleanup_distributed(barrier: bool = False) -> None:

@@ -354,7 +354,7 @@ class InteractiveTask(Task):
         from ..data.datasets import VolumeCache, find_cases
 
         cache = VolumeCache(find_cases(self.data, labels=True), ctx.preset.preprocess, self.cache_dir, self.strict, ctx.logger)
-        ctx.rank0_first(cache.build)
+        ctx.build_cache(cache)
         self.cache_info = cache.info()
         images = cache.load_all(ctx.device)
         labels = [np.array(cache.label(i)) for i in range(len(images))]

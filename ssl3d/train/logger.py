@@ -24,7 +24,8 @@ class RunLogger:
             same = events_target != "-" and Path(events_target).resolve() == (run_dir / "events.jsonl").resolve()
             if not same:
                 self.writers.append(EventWriter(events_target, enabled))
-        self._text = TextProgress("train", total, "step", enabled=enabled and events_target != "-")
+        self._text_enabled = enabled and events_target != "-"
+        self._text = TextProgress("train", total, "step", enabled=self._text_enabled)
         self._tb = None
         if enabled and tensorboard:
             try:
@@ -75,6 +76,10 @@ class RunLogger:
         self.emit("log", message=message, level=level)
         if show and level != "warning":  # emit() shows warnings already
             self._show(message)
+
+    def text_progress(self, label: str, unit: str) -> TextProgress:
+        """A progress display for another phase of the run (the cache build), shown where the steps are."""
+        return TextProgress(label, None, unit, enabled=self._text_enabled)
 
     def fail(self, message: str) -> None:
         """The run died: an ``error`` event in the run folder's events.jsonl, for whoever follows that file

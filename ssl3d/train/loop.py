@@ -70,6 +70,7 @@ class TrainContext:
     logger: RunLogger
     seed: int
     state: dict = field(default_factory=dict)  # the task's own state, saved in checkpoints
+    cache_workers: int | None = None  # processes per rank that build the cache (None: as many as fit)
     find_unused: bool = False  # DDP: some parameters get no gradient (e.g. PCT-Net's unused heads)
 
     def generator(self, step: int, index: int, salt: int = 0) -> torch.Generator:
@@ -86,18 +87,43 @@ class TrainContext:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=self.find_unused)
 
-    def rank0_first(self, fn):
-        """Run ``fn`` on rank 0, then on the other ranks (e.g. building a shared cache once)."""
-        if not self.dist.enabled:
-            return fn()
-        import torch.distributed as dist
+    def build_cache(self, cache):
+        """Build a :class:`~ssl3d.data.datasets.VolumeCache` for this run and return it built.
 
-        if self.dist.is_main:
-            result = fn()
-            dist.barrier()
-            return result
-        dist.barrier()
-        return fn()
+        One process: with ``cache_workers`` processes. DDP: every rank builds its shard, then waits for the
+        others' entries on the file system (no collective waits for a build: see
+        :mod:`ssl3d.data.cache_build`), then all agree in one collective and read the whole cache.
+        """
+        from ..data.cache_build import clear_failure_notes, leave_failure_note, wait_for_entries
+
+        shown = self.logger.text_progress("cache", "volume")
+
+        last = [0.0]
+
+        def progress(done: int, total: int) -> None:  # events at most once a second: 160k volumes are not 160k events
+            now = time.monotonic()
+            if now - last[0] >= 1.0 or done == total:
+                last[0] = now
+                eta = (now - started) / done * (total - done) if done else None
+                self.logger.emit("progress", phase="cache", step=done, total=total, eta_s=None if eta is None else round(eta, 1),
+                                 message=f"cache: {done} of {total} volumes preprocessed")
+            shown.update(done, total)
+
+        started = time.monotonic()
+        with shown:
+            if not self.dist.enabled:
+                return cache.build(self.cache_workers, progress)
+            if self.dist.is_main:
+                clear_failure_notes(cache.dir)  # an earlier run's
+            gather_objects(None, self.dist)  # the notes are cleared before any rank builds
+            try:
+                cache.build_shard(self.dist.rank, self.dist.world_size, self.cache_workers, progress if self.dist.is_main else None)
+                wait_for_entries(cache, progress=None)
+            except Exception as exc:
+                leave_failure_note(cache.dir, self.dist.rank, f"rank {self.dist.rank}: {exc}")
+                raise
+            gather_objects(None, self.dist)  # every entry exists: one quick collective, then all read them
+            return cache.build(1)
 
     @property
     def amp(self) -> bool:
@@ -341,6 +367,7 @@ def train(
     events: str | None = None,
     resume: bool = False,
     run_info: dict | None = None,
+    cache_workers: int | None = None,
 ) -> dict[str, Path]:
     """Run a training job to the end (or to a cancel, which raises :class:`Cancelled` after a checkpoint)."""
     run_dir = Path(run_dir)
@@ -355,7 +382,7 @@ def train(
         # left to right: the snapshot is taken before the lock creates anything; a refusal leaves it None
         snapshot, lock = (_snapshot(run_dir) if dist.is_main else None), _lock_run(run_dir, dist)
         logger = _prepare_run(preset, run_dir, events, dist, run_info or {})
-        ctx = TrainContext(preset, run_dir, device, dist, logger, preset.train.seed)
+        ctx = TrainContext(preset, run_dir, device, dist, logger, preset.train.seed, cache_workers=cache_workers)
         # one process: a cancel is raised where the main thread is (setup, a slow step); DDP: agreed between steps
         with CancelWatch(run_dir / CANCEL_FILE, interrupt=not dist.enabled, ctrl_c=True) as watch:
             outputs = _run(task, ctx, resume, watch)

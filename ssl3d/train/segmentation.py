@@ -108,7 +108,7 @@ class SegmentationTask(Task):
 
         self.label_names = {**dataset_label_names(self.data), **self.label_names}
         cache = VolumeCache(find_cases(self.data, labels=True), ctx.preset.preprocess, self.cache_dir, self.strict, ctx.logger)
-        ctx.rank0_first(cache.build)
+        ctx.build_cache(cache)
         self.cache_info = cache.info()
         images, labels = cache.load_all(ctx.device), cache.load_labels(ctx.device)
         self.train_set, self.val = self._split(ctx, images, labels)
