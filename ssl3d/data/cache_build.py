@@ -34,19 +34,22 @@ __all__ = ["build_entries", "default_workers", "wait_for_entries", "FAILED_NOTE"
 FAILED_NOTE = ".build-failed-rank{rank}"  # written into the cache folder by a rank whose shard failed
 STALL_S = 1800.0  # waiting for other ranks fails when no new entry appeared for this long
 _WORKER_OVERHEAD = 600 << 20  # a worker's own memory (Python, numpy, torch, MONAI, SimpleITK)
+# measured peak of a worker beyond that, per voxel of its input (benchmarks/cache_build.py: 2.0 GB for a
+# 160x256x256 CT resampled to 1.5 mm: the float32 copies of MONAI's orientation, resampling and crop)
+_BYTES_PER_INPUT_VOXEL = 140
 _MIN_PARALLEL = 4  # fewer volumes than this are built here: starting workers costs more than it saves
 
 
 def default_workers(cache: "VolumeCache", todo: list[int]) -> int:
     """Workers for a build of ``todo``: this rank's share of the usable cores (``LOCAL_WORLD_SIZE`` ranks per
-    node), at most one per volume, and as many as the free memory holds (each one volume's float32 array,
-    its resampled copy and the worker's own overhead); 1 for a handful of volumes."""
+    node), at most one per volume, and as many as the free memory holds (a worker's measured peak for the
+    largest input volume); 1 for a handful of volumes."""
     if len(todo) < _MIN_PARALLEL:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     cores = max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    largest = max(cache._estimate_bytes(cache.cases[i]) for i in todo[:64])  # a sample: headers are cheap, not free
-    per_worker = 2 * 4 * largest + _WORKER_OVERHEAD  # float32 input and resampled copy
+    largest = max(_input_voxels(cache.cases[i].image) for i in todo[:64])  # a sample: headers are cheap, not free
+    per_worker = _WORKER_OVERHEAD + _BYTES_PER_INPUT_VOXEL * largest
     try:
         import psutil
 
@@ -54,6 +57,13 @@ def default_workers(cache: "VolumeCache", todo: list[int]) -> int:
     except ImportError:  # psutil is a dependency; without it, trust the cores
         by_memory = cores
     return max(1, min(cores, len(todo), by_memory))
+
+
+def _input_voxels(path: Path) -> int:
+    from .datasets import _header_geometry
+
+    size, _ = _header_geometry(path)
+    return 0 if size is None else int(size.prod())
 
 
 def _start_worker() -> None:
