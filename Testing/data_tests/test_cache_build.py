@@ -79,6 +79,8 @@ def test_default_workers_share_the_cores_and_fit_the_memory(cases, tmp_path, mon
 
     cache = VolumeCache(cases, CONFIG, tmp_path / "c")
     assert cache_build.default_workers(cache, [0, 1, 2]) == 1  # a handful: built here
+    assert cache_build.default_workers(cache, list(range(6))) == 1  # six small phantoms: seconds of work in all
+    monkeypatch.setattr(cache_build, "_MIN_PARALLEL_VOXELS", 0)  # as if they were CTs
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert cache_build.default_workers(cache, list(range(6))) == 4  # 16 cores, 4 ranks on this node

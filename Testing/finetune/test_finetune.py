@@ -114,7 +114,7 @@ def test_train_cases_and_bad_inputs(tmp_path, dataset, voco_cpu_bundle, capsys):
     assert main([*base, "--out", str(tmp_path / "c"), "--init", str(tmp_path / "nothing")]) == 2
     assert main([*base, "--out", str(tmp_path / "d"), "--init", str(run / "bundle")]) == 2  # a segmentation bundle
     assert main([*base, "--out", str(tmp_path / "e"), "--init", str(voco_cpu_bundle), "--network", "pctnet"]) == 2
-    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("train: ")]  # progress lines
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith(("train: ", "cache: "))]  # progress lines
     assert len(err) == 5 and all(line.startswith("error: ") for line in err)
 
 

@@ -38,17 +38,21 @@ _WORKER_OVERHEAD = 600 << 20  # a worker's own memory (Python, numpy, torch, MON
 # 160x256x256 CT resampled to 1.5 mm: the float32 copies of MONAI's orientation, resampling and crop)
 _BYTES_PER_INPUT_VOXEL = 140
 _MIN_PARALLEL = 4  # fewer volumes than this are built here: starting workers costs more than it saves
+_MIN_PARALLEL_VOXELS = 64e6  # nor less input than this (about 6 CTs of 512x512x40; ~0.2 s a million voxels)
 
 
 def default_workers(cache: "VolumeCache", todo: list[int]) -> int:
     """Workers for a build of ``todo``: this rank's share of the usable cores (``LOCAL_WORLD_SIZE`` ranks per
     node), at most one per volume, and as many as the free memory holds (a worker's measured peak for the
-    largest input volume); 1 for a handful of volumes."""
+    largest input volume); 1 for a handful of volumes or a few seconds of work."""
     if len(todo) < _MIN_PARALLEL:
         return 1
+    sizes = [_input_voxels(cache.cases[i].image) for i in todo[:64]]  # a sample: headers are cheap, not free
+    if sum(sizes) / len(sizes) * len(todo) < _MIN_PARALLEL_VOXELS:
+        return 1  # seconds of work in all: a worker's start (torch, MONAI) would cost more
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     cores = max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    largest = max(_input_voxels(cache.cases[i].image) for i in todo[:64])  # a sample: headers are cheap, not free
+    largest = max(sizes)
     per_worker = _WORKER_OVERHEAD + _BYTES_PER_INPUT_VOXEL * largest
     try:
         import psutil

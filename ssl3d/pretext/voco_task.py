@@ -368,7 +368,7 @@ def demo_stage(ctx: DemoContext) -> None:
     run = folders["run"]
     start = time.perf_counter()
     outputs = train(VoCoTask(data / "imagesTr", run / "cache"), preset, run, resolve_device(ctx.device))
-    losses = [e["loss"]["total"] for e in read_events(run / "events.jsonl") if e["event"] == "progress"]
+    losses = [e["loss"]["total"] for e in read_events(run / "events.jsonl") if e["event"] == "progress" and "loss" in e]  # not the cache's
     result = position_accuracy(outputs["bundle"], held / "imagesTr", n_crops=200 if quick else 400, seed=ctx.seed)
     ctx.say(f"VoCo v1 (cpu) {steps} steps in {time.perf_counter() - start:.0f} s: loss {np.mean(losses[:5]):.3f} (first 5 steps) -> "
             f"{np.mean(losses[-5:]):.3f} (last 5); "
