@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import collections
 import multiprocessing
 import os
 import time
@@ -82,7 +83,7 @@ def build_entries(cache: "VolumeCache", todo: list[int], workers: int | None = 1
     """Make the entries of case indices ``todo``: ``(index, record)`` as each finishes.
 
     ``workers`` > 1 (None: :func:`default_workers`) runs :func:`~ssl3d.data.datasets.make_entry` in that many
-    spawned processes; the files are the same as a serial build's. An error of one case (a labelled set's
+    processes (this one and ``workers - 1`` spawned ones); the files are the same as a serial build's. An error of one case (a labelled set's
     unreadable volume) stops the build and is raised here; a cancel in this process stops the workers.
     """
     from .datasets import make_entry
@@ -97,20 +98,34 @@ def build_entries(cache: "VolumeCache", todo: list[int], workers: int | None = 1
             if progress is not None:
                 progress(done, len(todo))
         return
-    pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker)
+    import torch
+
+    # count - 1 spawned workers, and this process makes entries too: it works while they start (a worker
+    # first imports torch and MONAI, seconds) and takes its share after; one thread each, no oversubscription
+    pool = ProcessPoolExecutor(count - 1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    queue, pending, done = collections.deque(todo), {}, 0
     try:
-        pending = {pool.submit(make_entry, *args, index, cache.cases[index], cache.labelled, cache.strict): index for index in todo}
-        done = 0
-        while pending:
-            finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)  # short waits: a cancel gets in
-            for future in finished:
-                index = pending.pop(future)
-                record = future.result()
+        while queue or pending:
+            while queue and len(pending) < 2 * (count - 1):  # two queued per worker: none waits for this process
+                index = queue.popleft()
+                pending[pool.submit(make_entry, *args, index, cache.cases[index], cache.labelled, cache.strict)] = index
+            finished = [future for future in pending if future.done()]
+            if not finished and queue:
+                index = queue.popleft()
+                results = [(index, make_entry(*args, index, cache.cases[index], cache.labelled, cache.strict))]
+            else:
+                if not finished:
+                    finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)  # short waits: a cancel gets in
+                results = [(pending.pop(future), future.result()) for future in finished]
+            for index, record in results:
                 done += 1
                 yield index, record
                 if progress is not None:
                     progress(done, len(todo))
     finally:
+        torch.set_num_threads(threads)
         _stop(pool)
 
 
