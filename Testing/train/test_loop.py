@@ -222,7 +222,7 @@ def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(tmp_path
     _finetune(dataset, config, tmp_path / "one", *steps, "--batch-size", "4")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "ssl3d", "finetune",
                "--data", str(dataset), "--out", str(tmp_path / "two"), "--config", str(config), "--val-fraction", "0", *steps,
-               "--batch-size", "2", "--cache-dir", str(tmp_path / "two-cache")]
+               "--batch-size", "2", "--cache-dir", str(tmp_path / "two-cache"), "--cache-workers", "2"]  # 2 ranks x 2 workers
     result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[:2000] + "\n...\n" + result.stderr[-1000:]  # a rank's own message comes first
     one = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")["modules"]["model"]
@@ -233,7 +233,7 @@ def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(tmp_path
     assert first["step"] == 3
     rng = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")["rng"]
     assert len(rng) == 2 and not torch.equal(rng[0]["torch"], rng[1]["torch"])  # each rank's own generator
-    # each rank built its shard of the cache: the files are the one-process build's, byte for byte
+    # each rank built its shard of the cache with 2 workers: the files are the one-process build's, byte for byte
     serial, sharded = (next(p for p in (tmp_path / sub).iterdir() if p.is_dir()) for sub in ("one/cache", "two-cache"))
     files = lambda folder: {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix in (".npy", ".json")}  # noqa: E731
     assert serial.name == sharded.name and files(serial) == files(sharded) and len(files(serial)) == 12
