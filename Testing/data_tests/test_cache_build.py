@@ -99,13 +99,25 @@ def test_a_cancel_stops_the_workers(cases, tmp_path, monkeypatch):
     from ssl3d.errors import Cancelled
 
     def workers() -> set[int]:  # multiprocessing's resource tracker lives on with the process: not a worker
-        return {p.pid for p in psutil.Process().children(recursive=True) if "resource_tracker" not in " ".join(p.cmdline())}
+        alive = set()
+        for child in psutil.Process().children(recursive=True):
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(child.cmdline()):
+                    alive.add(child.pid)
+            except psutil.Error:  # gone, or ended and not yet reaped: not working
+                pass
+        return alive
 
     before = workers()
-    many = [Case(f"{c.name}-{n}", c.image, c.label) for n in range(6) for c in cases]  # 36 volumes: seconds of work
-    threading.Timer(3.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
-    with pytest.raises(Cancelled), CancelWatch():
-        VolumeCache(many, CONFIG, tmp_path / "c").build(workers=2)
+    many = [Case(f"{c.name}-{n}", c.image, c.label) for n in range(4) for c in cases]
+    fine = PreprocessConfig(orientation="RAS", spacing=(0.2, 0.2, 0.2), intensity="window:-175,250")  # seconds a volume
+    timer = threading.Timer(3.0, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    try:
+        with pytest.raises(Cancelled), CancelWatch():
+            timer.start()
+            VolumeCache(many, fine, tmp_path / "c").build(workers=2)  # 24 volumes: far longer than 3 s
+    finally:
+        timer.cancel()
     deadline = time.monotonic() + 10
     while workers() - before and time.monotonic() < deadline:
         time.sleep(0.1)
