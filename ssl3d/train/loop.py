@@ -174,8 +174,8 @@ class _StepStart:
         optimised = {p.data_ptr() for p in params}
         self.step = step
         self.rng = rng_state()
-        with torch.no_grad():
-            self.tensors = [(t, t.clone()) for module in task.modules().values() for t in module.state_dict().values()
+        with torch.no_grad():  # kept in host memory: an EMA teacher's copy must not take the GPU's room
+            self.tensors = [(t, t.to("cpu", copy=True)) for module in task.modules().values() for t in module.state_dict().values()
                             if torch.is_tensor(t) and t.data_ptr() not in optimised]
 
     def restore(self) -> None:
