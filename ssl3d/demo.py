@@ -128,18 +128,14 @@ def _phantom_stage(ctx: DemoContext) -> None:
 register_stage("phantoms", "Phantoms, geometry-exact I/O and preprocessing", _phantom_stage)
 
 
-def write_phantom_dataset(folder: Path, seeds, shape=(32, 48, 48)) -> Path:
-    """An nnU-Net-style imagesTr/labelsTr folder of phantoms (used by the demo and the tests)."""
-    from .data.phantoms import make_phantom
-    from .io import write_volume
+def __getattr__(name: str):
+    """``ssl3d.demo.write_phantom_dataset``, where tests and scripts import it from (it lives in
+    :mod:`ssl3d.data.phantoms`; imported on use, so the CLI's start does not load numpy)."""
+    if name == "write_phantom_dataset":
+        from .data.phantoms import write_phantom_dataset
 
-    for sub in ("imagesTr", "labelsTr"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    for seed in seeds:
-        image, labels = make_phantom(seed, shape=shape)
-        write_volume(image, folder / "imagesTr" / f"phantom{seed:03d}_0000.nii.gz")
-        write_volume(labels, folder / "labelsTr" / f"phantom{seed:03d}.nii.gz")
-    return folder
+        return write_phantom_dataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _organ_dice(bundle, seeds, device) -> dict[str, float]:
@@ -173,6 +169,8 @@ def _finetune_stage(ctx: DemoContext) -> None:
     from .train.segmentation import SegmentationTask
 
     device = resolve_device(ctx.device)
+    from .data.phantoms import write_phantom_dataset
+
     data = write_phantom_dataset(ctx.out / "data" / "phantoms_seg", range(100, 106 if ctx.quick else 112))
     steps = 16 if ctx.quick else 120
     preset = apply_overrides(get_preset("seg-cpu"), {"train.steps": steps, "train.val_every": steps // 2, "train.checkpoint_every": steps // 2, "train.log_every": 4})
@@ -246,6 +244,8 @@ def _interactive_stage(ctx: DemoContext) -> None:
     from .train.loop import train
 
     device = resolve_device(ctx.device)
+    from .data.phantoms import write_phantom_dataset
+
     data = write_phantom_dataset(ctx.out / "data" / "phantoms_seg", range(100, 106 if ctx.quick else 112))
     steps = 10 if ctx.quick else 80
     preset = apply_overrides(get_preset("interactive-cpu"), {"train.steps": steps, "train.val_every": 0, "train.checkpoint_every": steps, "train.log_every": 5})

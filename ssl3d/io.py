@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import InputError, VolumeReadError
 
-__all__ = ["Volume", "read_volume", "write_volume", "VOLUME_SUFFIXES", "volume_suffix", "LPS_TO_RAS"]
+__all__ = ["Volume", "read_volume", "write_volume", "header_geometry", "VOLUME_SUFFIXES", "volume_suffix", "LPS_TO_RAS"]
 
 #: File endings :func:`read_volume` understands (a folder is read as a DICOM series).
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".mha", ".mhd")
@@ -142,6 +142,28 @@ def read_volume(path: str | os.PathLike) -> Volume:
         _check_complete(path, suffix)
         image = _sitk_read(path)
     return _sitk_to_volume(image, path)
+
+
+def header_geometry(path: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(size, spacing) along (i, j, k) from a volume's header, without reading its voxels; (None, None)
+    when it cannot be read. A DICOM folder: its largest series' slice size and file count."""
+    import SimpleITK as sitk
+
+    try:
+        reader = sitk.ImageFileReader()
+        if path.is_dir():
+            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path))
+            if not files:
+                return None, None
+            reader.SetFileName(files[0])
+            reader.ReadImageInformation()
+            size = np.array([*reader.GetSize()[:2], len(files)], np.float64)
+            return size, np.array([*reader.GetSpacing()[:2], np.nan], np.float64)  # slice spacing: not in one file
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        return np.array(reader.GetSize()[:3], np.float64), np.array(reader.GetSpacing()[:3], np.float64)
+    except RuntimeError:
+        return None, None
 
 
 def _sitk_read(path: Path):

@@ -11,7 +11,7 @@ with its error instead of waiting.
 
 Example::
 
-    for index, record in build_entries(cache, todo=[0, 1, 2], workers=2):
+    for index, record in build_entries(cache, [0, 1, 2], make_entry, workers=2):
         ...  # records in the order they finish
 """
 
@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..errors import DatasetError
+from ..io import header_geometry
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: datasets imports this module
     from .datasets import VolumeCache
 
 __all__ = ["build_entries", "default_workers", "wait_for_entries", "FAILED_NOTE", "STALL_S"]
@@ -65,9 +66,7 @@ def default_workers(cache: "VolumeCache", todo: list[int]) -> int:
 
 
 def _input_voxels(path: Path) -> int:
-    from .datasets import _header_geometry
-
-    size, _ = _header_geometry(path)
+    size, _ = header_geometry(path)
     return 0 if size is None else int(size.prod())
 
 
@@ -78,23 +77,25 @@ def _start_worker() -> None:
     torch.set_num_threads(1)
 
 
-def build_entries(cache: "VolumeCache", todo: list[int], workers: int | None = 1,
+def build_entries(cache: "VolumeCache", todo: list[int], make: Callable[..., dict], workers: int | None = 1,
                   progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[int, dict]]:
     """Make the entries of case indices ``todo``: ``(index, record)`` as each finishes.
 
-    ``workers`` > 1 (None: :func:`default_workers`) runs :func:`~ssl3d.data.datasets.make_entry` in that many
-    processes (this one and ``workers - 1`` spawned ones); the files are the same as a serial build's. An error of one case (a labelled set's
-    unreadable volume) stops the build and is raised here; a cancel in this process stops the workers.
+    ``make`` is :func:`~ssl3d.data.datasets.make_entry` (a module-level function, so worker processes can run
+    it). ``workers`` > 1 (None: :func:`default_workers`) runs it in that many processes (this one and
+    ``workers - 1`` spawned ones); the files are the same as a serial build's. An error of one case (a
+    labelled set's unreadable volume) stops the build and is raised here; a cancel in this process stops
+    the workers.
     """
-    from .datasets import make_entry
-
     count = default_workers(cache, todo) if workers is None else int(workers)
     if count < 1:
         raise DatasetError(f"the cache needs at least 1 worker, got {workers}.")
-    args = (cache.dir, cache.config)
+    def job(index: int) -> tuple:
+        return cache.dir, cache.config, index, cache.cases[index], cache.labelled, cache.strict
+
     if count == 1 or len(todo) == 1:
         for done, index in enumerate(todo, 1):
-            yield index, make_entry(*args, index, cache.cases[index], cache.labelled, cache.strict)
+            yield index, make(*job(index))
             if progress is not None:
                 progress(done, len(todo))
         return
@@ -110,11 +111,11 @@ def build_entries(cache: "VolumeCache", todo: list[int], workers: int | None = 1
         while queue or pending:
             while queue and len(pending) < 2 * (count - 1):  # two queued per worker: none waits for this process
                 index = queue.popleft()
-                pending[pool.submit(make_entry, *args, index, cache.cases[index], cache.labelled, cache.strict)] = index
+                pending[pool.submit(make, *job(index))] = index
             finished = [future for future in pending if future.done()]
             if not finished and queue:
                 index = queue.popleft()
-                results = [(index, make_entry(*args, index, cache.cases[index], cache.labelled, cache.strict))]
+                results = [(index, make(*job(index)))]
             else:
                 if not finished:
                     finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)  # short waits: a cancel gets in

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from ..errors import ConfigError, DatasetError, InputError, VolumeReadError
-from ..io import VOLUME_SUFFIXES, Volume, read_volume, volume_suffix
+from ..io import VOLUME_SUFFIXES, Volume, header_geometry, read_volume, volume_suffix
 from .preprocess import GridMapping, PreprocessConfig, check_resampled_grid, preprocess
 
 if TYPE_CHECKING:
@@ -363,28 +363,6 @@ def _case_key(case: Case) -> str:
     return _digest([_file_stamp(case.image), _file_stamp(case.label) if case.label else None])
 
 
-def _header_geometry(path: Path) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(size, spacing) along (i, j, k) from a volume's header, without reading its voxels; (None, None)
-    when it cannot be read. A DICOM folder: its largest series' slice size and file count."""
-    import SimpleITK as sitk
-
-    try:
-        reader = sitk.ImageFileReader()
-        if path.is_dir():
-            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path))
-            if not files:
-                return None, None
-            reader.SetFileName(files[0])
-            reader.ReadImageInformation()
-            size = np.array([*reader.GetSize()[:2], len(files)], np.float64)
-            return size, np.array([*reader.GetSpacing()[:2], np.nan], np.float64)  # slice spacing: not in one file
-        reader.SetFileName(str(path))
-        reader.ReadImageInformation()
-        return np.array(reader.GetSize()[:3], np.float64), np.array(reader.GetSpacing()[:3], np.float64)
-    except RuntimeError:
-        return None, None
-
-
 def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -531,7 +509,7 @@ class VolumeCache:
         from .cache_build import build_entries
 
         found = list(found)
-        for index, record in build_entries(self, todo, workers, progress):
+        for index, record in build_entries(self, todo, make_entry, workers, progress):
             found[index] = record
             self.preprocessed += 1
         return found
@@ -542,7 +520,7 @@ class VolumeCache:
     def _estimate_bytes(self, case: Case) -> int:
         """About what a case's cached arrays take, from its image header (an upper bound: a foreground crop
         only shrinks it); 0 when the header cannot be read (the volume is skipped or refused later)."""
-        size, spacing = _header_geometry(case.image)
+        size, spacing = header_geometry(case.image)
         if size is None:
             return 0
         config = self.config

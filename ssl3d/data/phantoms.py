@@ -31,7 +31,7 @@ import numpy as np
 
 from ..io import LPS_TO_RAS, Volume
 
-__all__ = ["make_phantom", "write_phantom_sample", "LABELS", "LABEL_COLORS", "PHANTOM_VERSION",
+__all__ = ["make_phantom", "write_phantom_dataset", "write_phantom_sample", "LABELS", "LABEL_COLORS", "PHANTOM_VERSION",
            "SAMPLE_SEED", "SAMPLE_SHAPE", "SAMPLE_FILES"]
 
 #: Change only on purpose: thresholds in other tests depend on the phantom's appearance.
@@ -202,3 +202,16 @@ def _write_segmentation(labels: Volume, path: Path) -> None:
         "masterRepresentation": "Binary labelmap",
         "referenceImageExtentOffset": [0, 0, 0],
     })
+
+
+def write_phantom_dataset(folder: Path, seeds, shape=(32, 48, 48)) -> Path:
+    """An nnU-Net-style imagesTr/labelsTr folder of phantoms (used by the demo and the tests)."""
+    from ..io import write_volume
+
+    for sub in ("imagesTr", "labelsTr"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        image, labels = make_phantom(seed, shape=shape)
+        write_volume(image, folder / "imagesTr" / f"phantom{seed:03d}_0000.nii.gz")
+        write_volume(labels, folder / "labelsTr" / f"phantom{seed:03d}.nii.gz")
+    return folder

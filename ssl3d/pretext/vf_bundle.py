@@ -414,7 +414,7 @@ def demo_stage(ctx) -> None:
     import shutil
 
     from ..data.phantoms import make_phantom
-    from ..demo import write_phantom_dataset
+    from ..data.phantoms import write_phantom_dataset
     from ..device import resolve_device
     from ..train.loop import train
     from .vf_task import FusionTask

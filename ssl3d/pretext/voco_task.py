@@ -351,7 +351,7 @@ def demo_stage(ctx: DemoContext) -> None:
     import shutil
 
     from ..config import apply_overrides, get_preset
-    from ..demo import write_phantom_dataset
+    from ..data.phantoms import write_phantom_dataset
     from ..device import resolve_device
     from ..events import read_events
     from ..train.loop import train
