@@ -490,10 +490,14 @@ class VolumeCache:
         """Indices (of ``among``, default all) of the cases that have no current entry yet (neither arrays
         nor a 'skipped' record)."""
         indices = range(len(self.cases)) if among is None else among
-        return [i for i in indices if _load_entry(self._base(i, self.cases[i]), _case_key(self.cases[i])) is None]
+        return [i for i in indices if self._record(i) is None]
 
     def _existing(self) -> list[dict | None]:
-        return [_load_entry(self._base(index, case), _case_key(case)) for index, case in enumerate(self.cases)]
+        return [self._record(index) for index in range(len(self.cases))]
+
+    def _record(self, index: int) -> dict | None:
+        """The current entry record of case ``index`` on disk, or None."""
+        return _load_entry(self._base(index, self.cases[index]), _case_key(self.cases[index]))
 
     def _build_missing(self, found: list[dict | None], indices, workers: int | None,
                        progress: Callable[[int, int], None] | None) -> list[dict | None]:

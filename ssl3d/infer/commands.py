@@ -114,7 +114,7 @@ def _segment_volume(args: argparse.Namespace, watch) -> int:
             events.emit("progress", step=done, total=total)
             shown.update(done, total)
 
-        note = lambda message: _device_note(args, events, message)  # noqa: E731
+        note = lambda message, level=None: _device_note(args, events, message, level)  # noqa: E731
         result = segment(bundle, volume, args.device, args.overlap, args.sw_batch, amp, bool(args.probabilities), progress=progress, log=note)
         del volume
         watch.check()
@@ -133,12 +133,10 @@ def _segment_volume(args: argparse.Namespace, watch) -> int:
     return 0
 
 
-def _device_note(args: argparse.Namespace, events, message: str) -> None:
-    """The device choice's note: a ``log`` event, and one line for a human (a warning when the GPU was asked
-    for, or when --amp on will run slowly on the CPU)."""
-    from .segment import CPU_AMP_WARNING
-
-    warning = args.device.strip().lower() != "auto" or message == CPU_AMP_WARNING
+def _device_note(args: argparse.Namespace, events, message: str, level: str | None = None) -> None:
+    """A note of segment's on where it runs: a ``log`` event, and one line for a human (a warning when segment
+    says so, or when the GPU was asked for and the note is about it)."""
+    warning = level == "warning" or args.device.strip().lower() != "auto"
     events.emit("log", message=message, level="warning" if warning else "info")
     if args.events != "-":
         print(f"warning: {message}" if warning else message, file=sys.stderr if warning else sys.stdout, flush=True)
@@ -170,7 +168,7 @@ def _segment_with_points(args: argparse.Namespace, bundle, device: str, watch) -
     volume = read_volume(args.input)
     with EventWriter(args.events) as events:
         events.emit("start", step=0, message=f"segment {args.input} with points")
-        note = lambda message: _device_note(args, events, message)  # noqa: E731
+        note = lambda message, level=None: _device_note(args, events, message, level)  # noqa: E731
         session = points_session(bundle, volume, points, negatives, device, ijk=args.ijk, log=note)
         mask = session.mask.like(session.mask.array.copy())
         if not mask.array.any():

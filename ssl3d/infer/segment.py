@@ -341,7 +341,7 @@ def segment(
     probabilities: bool = False,
     model: torch.nn.Module | None = None,
     progress: Progress | None = None,
-    log: Callable[[str], None] | None = None,
+    log: Callable[..., None] | None = None,
 ) -> SegmentResult:
     """Segment ``volume`` with a segmentation bundle; the labels come back on the volume's own grid.
 
@@ -360,7 +360,7 @@ def segment(
         progress: called with (windows done, windows in all).
         log: called with a one-line note before the windows run when the device choice has one (a fallback
             to the CPU, a GPU that may be too small; the note is also ``info["device_message"]``), and with
-            :data:`CPU_AMP_WARNING` when ``amp`` is on for the CPU.
+            ``(CPU_AMP_WARNING, "warning")`` when ``amp`` is on for the CPU.
 
     Raises:
         BundleError: not a segmentation bundle, or weights that do not fit the network.
@@ -390,7 +390,7 @@ def segment(
     device = torch.device(choice.device)
     amp = device.type == "cuda" if amp is None else bool(amp)
     if amp and device.type == "cpu" and log is not None:
-        log(CPU_AMP_WARNING)
+        log(CPU_AMP_WARNING, "warning")
     model = model if model is not None else load_model(bundle, device)
     windows_start = time.perf_counter()
     x = x.to(device)

@@ -24,8 +24,7 @@ class RunLogger:
             same = events_target != "-" and Path(events_target).resolve() == (run_dir / "events.jsonl").resolve()
             if not same:
                 self.writers.append(EventWriter(events_target, enabled))
-        self._text_enabled = enabled and events_target != "-"
-        self._text = TextProgress("train", total, "step", enabled=self._text_enabled)
+        self._text = TextProgress("train", total, "step", enabled=enabled and events_target != "-")
         self._tb = None
         if enabled and tensorboard:
             try:
@@ -79,7 +78,7 @@ class RunLogger:
 
     def text_progress(self, label: str, unit: str) -> TextProgress:
         """A progress display for another phase of the run (the cache build), shown where the steps are."""
-        return TextProgress(label, None, unit, enabled=self._text_enabled)
+        return TextProgress(label, None, unit, enabled=self._text.enabled)
 
     def fail(self, message: str) -> None:
         """The run died: an ``error`` event in the run folder's events.jsonl, for whoever follows that file

@@ -118,7 +118,7 @@ class TrainContext:
             gather_objects(None, self.dist)  # the notes are cleared before any rank builds
             try:
                 cache.build_shard(self.dist.rank, self.dist.world_size, self.cache_workers, progress if self.dist.is_main else None)
-                wait_for_entries(cache, progress=None)
+                wait_for_entries(cache)
             except Exception as exc:
                 leave_failure_note(cache.dir, self.dist.rank, f"rank {self.dist.rank}: {exc}")
                 raise
