@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("PySide6.QtUiTools", reason="PySide6 is not installed (pip install PySide6-Essentials)")
 pytest.importorskip("slicer", reason="slicer-core is not installed")
 
-from replay import SlicerReplay  # noqa: E402  (Testing/slicer is on sys.path: conftest rootdir-relative import)
+from replay import SlicerReplay  # noqa: E402  (Testing/slicer_replay is on sys.path: conftest rootdir-relative import)
 
 
 @pytest.fixture
