@@ -54,12 +54,6 @@ LUNG_CHECKSUM = "SHA256:379fa48bf34cfa961e6f5ec19c0c38757a30b9aa884212ef28dc29b5
 SAMPLE_THUMBNAILS = {PHANTOM_SAMPLE: "SSL3DPhantom.png", LUNG_SAMPLE: "SSL3DLungCT.png"}  # in Resources/Icons
 #: Output files of `ssl3d inspect` and how they are shown: (file, label in the Show box, kind). "heat" maps share
 #: one colour scale; a "share" map (0..1) has its own; files that an inspection did not write are skipped.
-INSPECT_OUTPUTS = {
-    "voco": (("predicted.nrrd", "Predicted weights", "heat"), ("truth.nrrd", "True weights", "heat"),
-             ("localisation.nrrd", "Localisation (dense)", "share"), ("grid.nrrd", None, "grid")),
-    "vf": (("predicted.nrrd", "Predicted alpha", "alpha"), ("truth.nrrd", "True alpha", "alpha"),
-           ("error.nrrd", "Error", "alpha"), ("confidence.nrrd", "Confidence", "heat"), ("fused.nrrd", None, "fused")),
-}
 
 
 #
@@ -538,16 +532,10 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
         """Show the chosen output over the volume (or over the fused image for Volume Fusion)."""
         if not self._inspection or self._parameterNode is None:
             return
-        chosen = self._inspection.get(self.ui.overlayComboBox.currentText, (None, None))
-        background = self._inspection.get("fused", (self._parameterNode.inspectVolume, None))[0]
-        grid = self._inspection.get("grid", (None, None))[0]
-        label = chosen[0] if chosen[1] == "alpha" else grid
-        foreground = chosen[0] if chosen[1] in ("heat", "share") else None
-        opacity = self.ui.overlayOpacitySlider.value
-        slicer.util.setSliceViewerLayers(background=background, foreground=foreground, label=label,
-                                         foregroundOpacity=opacity, labelOpacity=opacity if chosen[1] == "alpha" else 1.0)
-        for sliceNode in slicer.util.getNodesByClass("vtkMRMLSliceNode"):
-            sliceNode.SetUseLabelOutline(label is grid and grid is not None)
+        from ssl3d import mrml
+
+        mrml.show_inspection(slicer.mrmlScene, self._inspection, self.ui.overlayComboBox.currentText,
+                             self.ui.overlayOpacitySlider.value, self._parameterNode.inspectVolume)
 
     def _observeRoi(self, roi) -> None:
         if roi is self._observedRoi:
@@ -804,43 +792,14 @@ class SSLPretrainLogic(ScriptedLoadableModuleLogic):  # noqa: F405
         return max(bundles, key=lambda p: (p / "bundle.json").stat().st_mtime, default=None)
 
     def loadInspection(self, method: str, folder: Path, volumeNode) -> dict:
-        """Load ``ssl3d inspect`` outputs as overlay nodes: {label: (node, kind)}.
-
-        VoCo: predicted and true heat maps, the dense localisation map when there is one, the base-crop grid
-        as a label map, the numbers as a table and the effective crop as a locked (oriented) ROI. Volume Fusion: fused image, true and predicted alpha classes and the
-        error with one alpha colour table, and the confidence as a heat map.
-        """
+        """Load ``ssl3d inspect`` outputs as overlay nodes ({label: (node, kind)}, ``mrml.load_inspection``),
+        with VoCo's numbers as a table."""
         from ssl3d import mrml
-        from ssl3d.io import read_volume
 
-        scene = slicer.mrmlScene
-        heat, alpha = mrml.heat_table_node(scene), mrml.alpha_table_node(scene)
-        outputs = [(fileName, label, kind, read_volume(folder / fileName))
-                   for fileName, label, kind in INSPECT_OUTPUTS[method] if (folder / fileName).is_file()]
-        # one colour scale for all heat maps, so predicted and true weights compare at a glance
-        top = max([float(entry[3].array.max()) for entry in outputs if entry[2] == "heat"] + [1e-6])
-        loaded = {}
-        for fileName, label, kind, volume in outputs:
-            name = f"{volumeNode.GetName()} {method} {fileName.split('.')[0]}"
-            if kind == "heat":
-                node = mrml.overlay_node(volume, scene, name, color_table=heat, threshold=0.02 * top, window=(0.0, top))
-            elif kind == "share":
-                node = mrml.overlay_node(volume, scene, name, color_table=heat, threshold=0.02, window=(0.0, 1.0))
-            elif kind == "alpha":
-                node = mrml.overlay_node(volume, scene, name, color_table=alpha, labelmap=True)
-            elif kind == "grid":
-                node = mrml.overlay_node(volume, scene, name, color_table="vtkMRMLColorTableNodeLabels", labelmap=True)
-            else:
-                node = mrml.overlay_node(volume, scene, name)
-            loaded[label or kind] = (node, kind)
+        loaded = mrml.load_inspection(method, folder, slicer.mrmlScene, volumeNode.GetName())
         summary = _readJson(folder / "summary.json")
         if method == "voco" and summary:
             loaded["table"] = (self._vocoTable(summary, volumeNode.GetName()), "table")
-        boxes = _readJson(folder / "boxes.json")
-        corners = _firstBoxCorners(boxes)
-        if corners is not None:
-            roi = mrml.box_roi_node(scene, f"{volumeNode.GetName()} VoCo crop (effective)", corners)
-            loaded["box"] = (roi, "box")
         return loaded
 
     @staticmethod
@@ -861,16 +820,6 @@ def _readJson(path: Path):
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def _firstBoxCorners(boxes):
-    """RAS corner points of the first box in boxes.json ({"boxes": [{"corners": [[R, A, S], ...]}]} or a list)."""
-    if isinstance(boxes, dict):
-        boxes = boxes.get("boxes", [boxes])
-    if not isinstance(boxes, list) or not boxes or not isinstance(boxes[0], dict):
-        return None
-    corners = boxes[0].get("corners") or boxes[0].get("ras_corners")
-    return corners if isinstance(corners, list) and len(corners) >= 2 else None
 
 
 #

@@ -35,7 +35,6 @@ from SSLPretrain import (PHANTOM_SAMPLE, Device, PathFields, RunChart, SSLPretra
 MODEL_SETTING = "SSL3D/SSLSegment/modelPath"
 CLICK_SERVER_SETTING = "SSL3D/SSLSegment/clickServer"  # the Server field (empty: a local click server)
 JOBS_SETTING = "SSL3D/SSLSegment/runningJobs"  # role -> run folder of the jobs a module reload left running
-POINT_COLORS = {"positive": (0.2, 0.8, 0.3), "negative": (0.9, 0.2, 0.2)}
 SEGMENT_OUTPUT = "segmentation.seg.nrrd"  # ssl3d segment writes names and colours into it
 BUSY_AFTER_S = 0.5  # the busy indicator shows only for clicks slower than this
 #: Keys while the click section is open (listed in the help text): include/exclude toggle, undo, reset, next segment.
@@ -773,15 +772,9 @@ class SSLSegmentLogic(ScriptedLoadableModuleLogic):  # noqa: F405
 
     def pointList(self, kind: str):
         """The include (positive, green) or exclude (negative, red) point list, created on first use."""
-        name = {"positive": "SSL include points", "negative": "SSL exclude points"}[kind]
-        node = slicer.mrmlScene.GetFirstNodeByName(name)
-        if node is None:
-            node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
-            node.CreateDefaultDisplayNodes()
-            node.GetDisplayNode().SetSelectedColor(*POINT_COLORS[kind])
-            node.GetDisplayNode().SetColor(*POINT_COLORS[kind])
-            node.SetMarkupLabelFormat("+" if kind == "positive" else "-")
-        return node
+        from ssl3d import mrml
+
+        return mrml.point_list_node(slicer.mrmlScene, kind)
 
     def loadSegmentation(self, labelFile: Path, info: dict, volumeNode, segmentationNode=None, showSurface=False):
         """The ``ssl3d segment`` output (.seg.nrrd) as segments with its names and colours, on the volume.

@@ -56,6 +56,11 @@ __all__ = [
     "heat_table_node",
     "alpha_table_node",
     "overlay_node",
+    "inspection_overlay_node",
+    "load_inspection",
+    "show_layers",
+    "show_inspection",
+    "point_list_node",
     "table_node",
     "events_to_table",
     "events_to_plot",
@@ -69,6 +74,20 @@ HEAT_STOPS = ((0.0, (0.0, 0.0, 0.0, 0.0)), (0.35, (0.8, 0.0, 0.0, 1.0)), (0.7, (
 ALPHA_COLORS = (("alpha 0", (0.0, 0.0, 0.0, 0.0)), ("alpha 1/4", (0.23, 0.30, 0.75, 1.0)),
                 ("alpha 1/2", (0.40, 0.76, 0.65, 1.0)), ("alpha 3/4", (0.99, 0.75, 0.44, 1.0)),
                 ("alpha 1", (0.84, 0.10, 0.11, 1.0)))
+#: Click points: include (positive) green, exclude (negative) red, as nnInteractive and MONAI Label colour them.
+POINT_COLORS = {"positive": (0.2, 0.8, 0.3), "negative": (0.9, 0.2, 0.2)}
+POINT_LIST_NAMES = {"positive": "SSL include points", "negative": "SSL exclude points"}
+#: Segments in 2D: Slicer's defaults, set explicitly so what the views show does not hang on the scene's defaults.
+SEGMENT_FILL_OPACITY, SEGMENT_OUTLINE_OPACITY = 0.5, 1.0
+#: Share of the largest heat value below which a heat map stays transparent (the image shows through).
+HEAT_THRESHOLD = 0.02
+#: What ``ssl3d inspect`` writes, per method: (file, overlay label or None for a helper layer, kind).
+INSPECT_OUTPUTS = {
+    "voco": (("predicted.nrrd", "Predicted weights", "heat"), ("truth.nrrd", "True weights", "heat"),
+             ("localisation.nrrd", "Localisation (dense)", "share"), ("grid.nrrd", None, "grid")),
+    "vf": (("predicted.nrrd", "Predicted alpha", "alpha"), ("truth.nrrd", "True alpha", "alpha"),
+           ("error.nrrd", "Error", "alpha"), ("confidence.nrrd", "Confidence", "heat"), ("fused.nrrd", None, "fused")),
+}
 _TABLE_ROLE = "ssl3d.table"  # chart attribute prefix naming the table node that holds a series
 
 
@@ -252,6 +271,7 @@ def labelmap_to_segmentation(volume: Volume, scene: Any, labels: Mapping[int, Se
     if segmentation_node is None:
         segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name or f"{reference_node.GetName()} segmentation")
         segmentation_node.CreateDefaultDisplayNodes()
+        _show_segments(segmentation_node.GetDisplayNode())
     else:
         segmentation_node.GetSegmentation().RemoveAllSegments()
     segmentation_node.SetAndObserveTransformNodeID(reference_node.GetTransformNodeID())
@@ -287,6 +307,15 @@ def labelmap_to_segmentation(volume: Volume, scene: Any, labels: Mapping[int, Se
         if terminology:
             segment.SetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), terminology)
     return segmentation_node
+
+
+def _show_segments(display: Any) -> None:
+    """Segments in the slice views: filled at half opacity with an opaque outline, so the image shows through."""
+    display.SetVisibility(True)
+    display.SetVisibility2DFill(True)
+    display.SetVisibility2DOutline(True)
+    display.SetOpacity2DFill(SEGMENT_FILL_OPACITY)
+    display.SetOpacity2DOutline(SEGMENT_OUTLINE_OPACITY)
 
 
 def _remove_node(scene: Any, node: Any) -> None:
@@ -690,6 +719,112 @@ def overlay_node(volume: Volume, scene: Any, name: str, color_table: Any = None,
         display.SetUpperThreshold(max(float(array.max()), float(threshold)) + 1.0)
     else:
         display.SetApplyThreshold(0)
+    return node
+
+
+def inspection_overlay_node(volume: Volume, scene: Any, name: str, kind: str, heat_top: float = 1.0) -> Any:
+    """An ``ssl3d inspect`` output as the overlay node it is shown as, by kind.
+
+    Kinds: ``heat`` (VoCo weights, confidence: the heat table over ``0..heat_top``, values under
+    :data:`HEAT_THRESHOLD` of it transparent), ``share`` (VoCo's dense localisation share, 0..1 the same way),
+    ``alpha`` (Volume Fusion classes through the alpha table, as a label map), ``grid`` (VoCo's base-crop
+    cells, a label map drawn as outlines by :func:`show_inspection`), anything else a grey image (the fused
+    input). Nodes are reused by name, so a repeated inspection updates them.
+    """
+    if kind == "heat":
+        return overlay_node(volume, scene, name, color_table=heat_table_node(scene), threshold=HEAT_THRESHOLD * heat_top,
+                            window=(0.0, heat_top))
+    if kind == "share":
+        return overlay_node(volume, scene, name, color_table=heat_table_node(scene), threshold=HEAT_THRESHOLD, window=(0.0, 1.0))
+    if kind == "alpha":
+        return overlay_node(volume, scene, name, color_table=alpha_table_node(scene), labelmap=True)
+    if kind == "grid":
+        return overlay_node(volume, scene, name, color_table="vtkMRMLColorTableNodeLabels", labelmap=True)
+    return overlay_node(volume, scene, name)
+
+
+def load_inspection(method: str, folder: str | os.PathLike, scene: Any, volume_name: str) -> dict[str, tuple[Any, str]]:
+    """Load an ``ssl3d inspect voco|vf`` folder as overlay nodes: ``{label: (node, kind)}``.
+
+    VoCo: predicted and true heat maps on one colour scale (so they compare at a glance), the dense
+    localisation map when there is one, the base-crop grid, and the first crop of ``boxes.json`` as a locked
+    (oriented) ROI under ``"box"``. Volume Fusion: the fused image, the true and predicted alpha classes and
+    the error through one alpha colour table, and the confidence as a heat map. Show one with
+    :func:`show_inspection`.
+    """
+    folder = Path(folder)
+    outputs = [(file_name, label, kind, read_volume(folder / file_name))
+               for file_name, label, kind in INSPECT_OUTPUTS[method] if (folder / file_name).is_file()]
+    top = max([float(volume.array.max()) for _, _, kind, volume in outputs if kind == "heat"] + [1e-6])
+    loaded = {}
+    for file_name, label, kind, volume in outputs:
+        name = f"{volume_name} {method} {file_name.split('.')[0]}"
+        loaded[label or kind] = (inspection_overlay_node(volume, scene, name, kind, heat_top=top), kind)
+    corners = _first_box_corners(folder / "boxes.json")
+    if corners is not None:
+        loaded["box"] = (box_roi_node(scene, f"{volume_name} VoCo crop (effective)", corners), "box")
+    return loaded
+
+
+def _first_box_corners(path: Path) -> list | None:
+    """RAS corners of the first box in ``boxes.json`` (``{"boxes": [{"corners": [...]}]}`` or a list), if any."""
+    try:
+        boxes = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(boxes, dict):
+        boxes = boxes.get("boxes", [boxes])
+    if not isinstance(boxes, list) or not boxes or not isinstance(boxes[0], dict):
+        return None
+    corners = boxes[0].get("corners") or boxes[0].get("ras_corners")
+    return corners if isinstance(corners, list) and len(corners) >= 2 else None
+
+
+def show_layers(scene: Any, background: Any = None, foreground: Any = None, label: Any = None,
+                foreground_opacity: float = 1.0, label_opacity: float = 1.0, label_outline: bool = False) -> None:
+    """Show volume nodes in every slice view, as ``slicer.util.setSliceViewerLayers`` (None empties a layer)."""
+    def node_id(node: Any) -> str | None:
+        return node.GetID() if node is not None else None
+
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+        composite.SetBackgroundVolumeID(node_id(background))
+        composite.SetForegroundVolumeID(node_id(foreground))
+        composite.SetLabelVolumeID(node_id(label))
+        composite.SetForegroundOpacity(float(foreground_opacity))
+        composite.SetLabelOpacity(float(label_opacity))
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+        scene.GetNthNodeByClass(index, "vtkMRMLSliceNode").SetUseLabelOutline(bool(label_outline))
+
+
+def show_inspection(scene: Any, loaded: Mapping[str, tuple[Any, str]], chosen: str, opacity: float, volume_node: Any) -> None:
+    """Show one loaded inspection output over its image, as SSLPretrain does when an overlay is chosen.
+
+    ``loaded`` is ``{label: (node, kind)}`` (kinds of :func:`inspection_overlay_node`, plus ``fused`` for
+    Volume Fusion's input, which becomes the background instead of ``volume_node``). A heat map goes to the
+    foreground at ``opacity`` over VoCo's base-crop grid, drawn as cell outlines in the label layer; an
+    alpha map goes to the label layer, filled at ``opacity``.
+    """
+    node, kind = loaded.get(chosen, (None, None))
+    background = loaded.get("fused", (volume_node, None))[0]
+    grid = loaded.get("grid", (None, None))[0]
+    if kind == "alpha":
+        show_layers(scene, background, None, node, label_opacity=opacity)
+    else:
+        show_layers(scene, background, node if kind in ("heat", "share") else None, grid, foreground_opacity=opacity,
+                    label_outline=grid is not None)
+
+
+def point_list_node(scene: Any, kind: str) -> Any:
+    """The include (``positive``, green, labelled ``+``) or exclude (``negative``, red, ``-``) click point list,
+    made on first use."""
+    node = _named_node(scene, "vtkMRMLMarkupsFiducialNode", POINT_LIST_NAMES[kind])
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+    node.SetMarkupLabelFormat("+" if kind == "positive" else "-")
+    display = node.GetDisplayNode()
+    display.SetSelectedColor(*POINT_COLORS[kind])  # markups draw unselected points in Color, selected (default) in SelectedColor
+    display.SetColor(*POINT_COLORS[kind])
     return node
 
 
