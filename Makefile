@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # GPU, TORCH_INDEX=https://download.pytorch.org/whl/cpu avoids the multi-GB CUDA build.
 TORCH_INDEX ?=
 
-.PHONY: demo test bench venv clean wheels
+.PHONY: demo test bench screenshots venv clean wheels
 
 venv: $(STAMP)
 
@@ -23,6 +23,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=20 Testing
+
+# Slicer's own rendering (slicer-core's slice views, offscreen) of the demo's bundles -> Resources/Screenshots
+screenshots: $(STAMP)
+	test -f demo_out/demo.json || $(VENV)/bin/ssl3d demo --out demo_out
+	$(PY) Testing/render/screenshots.py --demo demo_out --out Resources/Screenshots
 
 bench: $(STAMP)
 	for f in $(filter-out benchmarks/wheelhouse.py benchmarks/step_timing.py,$(wildcard benchmarks/*.py)); do $(PY) $$f || exit 1; done

@@ -163,3 +163,23 @@ def vf_cpu_bundle(tmp_path_factory, vf_phantoms, vf_cache) -> Path:
         return train(FusionTask(vf_phantoms, vf_cache), preset, run, torch.device("cpu"))["bundle"]
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def vf_small_bundle(tmp_path_factory) -> Path:
+    """An untrained vf-v1-cpu bundle (small UNet, channels 4-8-16): enough for geometry and the fusion relation."""
+    import torch
+
+    from ssl3d.bundle import write_bundle
+    from ssl3d.config import apply_overrides, get_preset
+    from ssl3d.nets.builders import build_network
+    from ssl3d.pretext.vf_bundle import fusion_bundle_meta
+    from ssl3d.pretext.vf_task import network_spec
+
+    preset = apply_overrides(get_preset("vf-v1-cpu"), {"network.kwargs": {"channels": [4, 8, 16]}})
+    name, kwargs = network_spec(preset)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = build_network(name, **kwargs)
+    meta = fusion_bundle_meta(preset, name, kwargs, {"data": None, "steps": 0}, {})
+    return write_bundle(tmp_path_factory.mktemp("vf_small") / "bundle", net.state_dict(), meta).path

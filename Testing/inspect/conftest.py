@@ -1,8 +1,9 @@
 """Fixtures of the inspection tests: the session's trained ``voco-v1-cpu`` bundle (from the pretext suite),
-the same network with random weights, an untrained ``voco-v2-cpu`` bundle, a small untrained VF bundle, and
+the same network with random weights, an untrained ``voco-v2-cpu`` bundle and
 inspections shared by several tests.
 
-The VoCo fixtures are defined in ``Testing/conftest.py`` (trained once per session).
+The VoCo fixtures and the small untrained VF bundle are defined in ``Testing/conftest.py`` (shared with the
+render tier).
 """
 
 from __future__ import annotations
@@ -63,26 +64,6 @@ def voco_v2_bundle(tmp_path_factory) -> Path:
         net = VoCoNetwork(preset.network, preset.voco)
     meta = voco_bundle_meta(preset, net, {"data": None, "steps": 0})
     return write_bundle(tmp_path_factory.mktemp("voco_v2") / "bundle", net.state_dict(), meta).path
-
-
-@pytest.fixture(scope="session")
-def vf_small_bundle(tmp_path_factory) -> Path:
-    """An untrained vf-v1-cpu bundle (small UNet, channels 4-8-16): enough for geometry and the fusion relation."""
-    import torch
-
-    from ssl3d.bundle import write_bundle
-    from ssl3d.config import apply_overrides, get_preset
-    from ssl3d.nets.builders import build_network
-    from ssl3d.pretext.vf_bundle import fusion_bundle_meta
-    from ssl3d.pretext.vf_task import network_spec
-
-    preset = apply_overrides(get_preset("vf-v1-cpu"), {"network.kwargs": {"channels": [4, 8, 16]}})
-    name, kwargs = network_spec(preset)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        net = build_network(name, **kwargs)
-    meta = fusion_bundle_meta(preset, name, kwargs, {"data": None, "steps": 0}, {})
-    return write_bundle(tmp_path_factory.mktemp("vf_small") / "bundle", net.state_dict(), meta).path
 
 
 @pytest.fixture(scope="session")

@@ -326,6 +326,56 @@ def test_overlay_alpha_label_maps_share_one_table(scene):
     assert mrml.alpha_table_node(scene) is table
 
 
+def test_show_layers_sets_every_slice_view_and_the_label_outline(scene):
+    ct = mrml.volume_to_node(Volume(np.zeros((2, 3, 4), np.int16), np.eye(4)), scene, "ct")
+    heat = mrml.overlay_node(Volume(np.ones((2, 3, 4), np.float32), np.eye(4)), scene, "heat")
+    composites = []
+    for name in ("Red", "Green"):
+        logic = slicer.vtkMRMLSliceLogic()
+        logic.SetMRMLScene(scene)
+        logic.AddSliceNode(name)
+        composites.append(logic.GetSliceCompositeNode())
+    mrml.show_layers(scene, background=ct, foreground=heat, label=ct, foreground_opacity=0.3, label_outline=True)
+    for composite in composites:
+        assert (composite.GetBackgroundVolumeID(), composite.GetForegroundVolumeID()) == (ct.GetID(), heat.GetID())
+        assert composite.GetLabelVolumeID() == ct.GetID() and composite.GetForegroundOpacity() == pytest.approx(0.3)
+    assert all(scene.GetNthNodeByClass(i, "vtkMRMLSliceNode").GetUseLabelOutline() for i in range(2))
+    mrml.show_layers(scene, background=ct)
+    assert composites[0].GetForegroundVolumeID() is None and composites[1].GetLabelVolumeID() is None
+    assert not scene.GetNthNodeByClass(0, "vtkMRMLSliceNode").GetUseLabelOutline()
+
+
+def test_load_inspection_styles_each_output_by_kind(scene, tmp_path):
+    from ssl3d.io import write_volume
+
+    grid = np.eye(4)
+    write_volume(Volume(np.linspace(0, 0.5, 24, dtype=np.float32).reshape(2, 3, 4), grid), tmp_path / "predicted.nrrd")
+    write_volume(Volume(np.linspace(0, 0.8, 24, dtype=np.float32).reshape(2, 3, 4), grid), tmp_path / "truth.nrrd")
+    write_volume(Volume(np.arange(24, dtype=np.uint8).reshape(2, 3, 4) % 5, grid), tmp_path / "grid.nrrd")
+    corners = [[x, y, z] for x in (0, 2) for y in (0, 1) for z in (0, 1)]
+    (tmp_path / "boxes.json").write_text(json.dumps({"boxes": [{"corners": corners}]}))
+    loaded = mrml.load_inspection("voco", tmp_path, scene, "ct")
+    assert {label: kind for label, (_, kind) in loaded.items()} == {
+        "Predicted weights": "heat", "True weights": "heat", "grid": "grid", "box": "box"}
+    for label in ("Predicted weights", "True weights"):  # one colour scale: the larger maximum
+        display = loaded[label][0].GetDisplayNode()
+        assert display.GetWindow() == pytest.approx(0.8) and display.GetLowerThreshold() == pytest.approx(0.8 * mrml.HEAT_THRESHOLD)
+    assert loaded["grid"][0].IsA("vtkMRMLLabelMapVolumeNode")
+    assert mrml.roi_size(loaded["box"][0]) == pytest.approx((2.0, 1.0, 1.0))
+    assert mrml.load_inspection("voco", tmp_path, scene, "ct")["grid"][0] is loaded["grid"][0]  # updated in place
+
+
+def test_point_list_nodes_are_made_once_in_their_colours(scene):
+    include = mrml.point_list_node(scene, "positive")
+    assert mrml.point_list_node(scene, "positive") is include and include.GetName() == "SSL include points"
+    exclude = mrml.point_list_node(scene, "negative")
+    assert exclude is not include
+    assert exclude.GetDisplayNode().GetSelectedColor() == pytest.approx(mrml.POINT_COLORS["negative"])
+    assert include.GetDisplayNode().GetColor() == pytest.approx(mrml.POINT_COLORS["positive"])
+    include.AddControlPoint(0.0, 0.0, 0.0)
+    assert include.GetNthControlPointLabel(0) == "+"
+
+
 # ----------------------------------------------------------------------------------------------- events
 def _progress(step, **loss):
     return {"event": "progress", "step": step, "total": 100, "loss": loss}
