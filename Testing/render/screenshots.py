@@ -33,17 +33,18 @@ VIEW = (360, 360)
 OPACITY = 0.5  # SSLPretrain's overlay opacity default
 
 
-def newest_bundle(demo: Path, task: str, pretext: str | None = None) -> Path:
-    """The newest bundle of ``task`` (and pretext method) under the demo's folder."""
+def pick_bundle(demo: Path, task: str, pretext: str | None = None) -> Path:
+    """The demo's bundle of ``task`` (and pretext method): the best validation score, else the newest."""
     found = []
     for meta_file in demo.rglob("bundle.json"):
         meta = json.loads(meta_file.read_text())
         method = (meta.get("pretext") or {}).get("method")
         if meta.get("task") == task and (pretext is None or method == pretext):
-            found.append(meta_file)
+            score = ((meta.get("metrics") or {}).get("validation") or {}).get("score")
+            found.append((score if isinstance(score, (int, float)) else -1.0, meta_file.stat().st_mtime, meta_file))
     if not found:
         raise SystemExit(f"error: no {pretext or task} bundle under {demo}: run `make demo` first.")
-    return max(found, key=lambda p: p.stat().st_mtime).parent
+    return max(found)[2].parent
 
 
 def versions() -> str:
@@ -80,7 +81,7 @@ def voco_pictures(demo: Path, work: Path) -> tuple[np.ndarray, np.ndarray]:
 
     ct = load_sample("lung1")[0]
     folder = work / "voco"
-    inspection = inspect_voco(newest_bundle(demo, "pretext", "voco"), ct, dense=True, seed=0)
+    inspection = inspect_voco(pick_bundle(demo, "pretext", "voco"), ct, dense=True, seed=0)
     write_inspection(inspection, folder)
     crop = inspection.summary["crops"][inspection.summary["maps_show_crop"]]
     host = OffscreenSlicer()
@@ -109,7 +110,7 @@ def vf_picture(demo: Path, work: Path) -> np.ndarray:
 
     image = make_phantom(950, shape=(48, 64, 64))[0]
     folder = work / "vf"
-    inspection = inspect_fusion(newest_bundle(demo, "pretext", "vf"), image, seed=0)
+    inspection = inspect_fusion(pick_bundle(demo, "pretext", "vf"), image, seed=0)
     write_inspection(inspection, folder)
     host = OffscreenSlicer()
     view = host.slice_view("Red", VIEW)
@@ -135,8 +136,9 @@ def segment_picture(demo: Path, work: Path) -> np.ndarray:
     from ssl3d.infer.segment import segment, write_outputs
 
     image, truth = make_phantom(997, shape=(32, 48, 48))
-    bundle = newest_bundle(demo, "segmentation")
-    output = write_outputs(segment(bundle, image, device="cpu"), work / "segmentation.seg.nrrd")
+    bundle = pick_bundle(demo, "segmentation")
+    result = segment(bundle, image, device="cpu")
+    output = write_outputs(result, work / "segmentation.seg.nrrd")
     host = OffscreenSlicer()
     views = [host.slice_view(name, VIEW) for name in ("Red", "Green")]
     node = mrml.volume_to_node(image, host.scene, "phantom")
@@ -144,12 +146,10 @@ def segment_picture(demo: Path, work: Path) -> np.ndarray:
     mrml.show_layers(host.scene, background=node)
     labels = mrml.bundle_labels(read_bundle(bundle).meta)
     mrml.load_segmentation_file(output["segmentation"], host.scene, node, labels=labels)
-    liver = np.argwhere(truth.array == 1)
-    k, j, i = liver[len(liver) // 2]
-    centre = (image.ijk_to_ras @ np.array([i, j, k, 1.0]))[:3]
-    in_slice = liver[liver[:, 0] == k]  # both clicks on the axial slice shown
+    found = np.argwhere(result.labels.array > 0)  # the views go through what the model found
+    k, j, i = found[len(found) // 2] if len(found) else np.array(image.shape) // 2
     for view in views:
-        view.fit().jump(centre)
+        view.fit().jump((image.ijk_to_ras @ np.array([i, j, k, 1.0]))[:3])
     pictures = [caption(view.render(), f"Segmentation, {view.node.GetOrientation().lower()}") for view in views]
     host.close()
     # click to segment: two include clicks in the liver, the interactive model's mask as one segment
@@ -158,15 +158,18 @@ def segment_picture(demo: Path, work: Path) -> np.ndarray:
     node = mrml.volume_to_node(image, host.scene, "phantom")
     ct_window(node)
     mrml.show_layers(host.scene, background=node)
-    session = InteractiveSession(newest_bundle(demo, "interactive"), "cpu")
+    session = InteractiveSession(pick_bundle(demo, "interactive"), "cpu")
     session.set_volume(image)
     clicks = mrml.point_list_node(host.scene, "positive")
+    liver = np.argwhere(truth.array == 1)
+    k = liver[len(liver) // 2][0]
+    in_slice = liver[liver[:, 0] == k]  # both clicks on the axial slice shown
     for k, j, i in (in_slice[len(in_slice) // 3], in_slice[2 * len(in_slice) // 3]):
         ras = (image.ijk_to_ras @ np.array([i, j, k, 1.0]))[:3]
         mask = session.add_point(ras, positive=True)
         clicks.AddControlPoint(*ras)
     mrml.labelmap_to_segmentation(mask, host.scene, {1: ("liver (clicks)", (0.85, 0.5, 0.4))}, node)
-    view.fit().jump(centre)
+    view.fit().jump((image.ijk_to_ras @ np.array([i, j, k, 1.0]))[:3])
     pictures.append(caption(view.render(), "Two include clicks and the result"))
     host.close()
     return caption(row(pictures), f"SSLSegment: a phantom segmented by the demo's fine-tuned bundle, and click to "

@@ -233,6 +233,20 @@ def test_extension_cmake_builds_modules_and_ships_the_engine():
     assert not unmatched, f"ssl3d files the CMake globs {patterns} do not ship: {unmatched}"
 
 
+def test_catalog_screenshots_and_icon_exist_in_the_repository():
+    """Every EXTENSION_ICONURL / EXTENSION_SCREENSHOTURLS file (raw URLs of this repository's main branch) is a
+    PNG in the clone (the screenshots come from ``make screenshots``: Slicer's own slice views)."""
+    text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    urls = re.search(r'set\(EXTENSION_ICONURL "([^"]+)"\)', text).group(1).split()
+    urls += re.search(r'set\(EXTENSION_SCREENSHOTURLS "([^"]+)"\)', text).group(1).split()
+    assert len(urls) >= 3
+    for url in urls:
+        path = ROOT / url.split("/main/", 1)[1]
+        assert path.is_file(), f"{url}: {path.relative_to(ROOT)} is not in the repository"
+        png = path.read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") >= 128, url
+
+
 def test_catalog_entry_and_license():
     entry = json.loads((ROOT / "SSL3D.json").read_text(encoding="utf-8"))
     required = {"$schema", "category", "scm_url"}
