@@ -76,10 +76,10 @@ def _pair_values(rows: Sequence[dict]) -> dict[Key, dict[tuple[int, str], float]
         for metric in METRICS:
             pair = (row["seed"], row["case"])
             values[(row["init"], row["cases"], row["label"], metric)][pair] = float(row[metric])
-            if math.isfinite(float(row[metric])):
-                per_pair[(row["init"], row["cases"], metric, pair)].append(float(row[metric]))
+            per_pair[(row["init"], row["cases"], metric, pair)].append(float(row[metric]))
     for (init, cases, metric, pair), found in per_pair.items():
-        values[(init, cases, ALL_LABELS, metric)][pair] = sum(found) / len(found)
+        finite = [v for v in found if math.isfinite(v)]
+        values[(init, cases, ALL_LABELS, metric)][pair] = sum(finite) / len(finite) if finite else math.nan
     return values
 
 
