@@ -64,7 +64,8 @@ def test_a_small_study_runs_end_to_end_and_a_rerun_skips(tmp_path, labelled, voc
     assert compared[0]["statement"].replace("–", "&ndash;")[:20] in report.replace("–", "&ndash;")
 
     events = read_events(out / "events.jsonl")
-    assert events[0]["event"] == "log" or events[0]["event"] == "start"
+    assert events[0]["event"] == "start" and events[0]["total"] == 12
+    assert any(e["event"] == "log" and e["message"].startswith("pretraining vf: vf-v2-cpu") for e in events)
     assert [e["step"] for e in events if e["event"] == "progress"] == list(range(1, 13))
     assert events[-1]["event"] == "done" and set(events[-1]["outputs"]) == {"results", "summary", "plot", "report"}
 

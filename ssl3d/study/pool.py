@@ -2,7 +2,8 @@
 each taking the next unfinished cell from a shared queue, so every device runs one cell at a time.
 
 A cancel (SIGTERM, Ctrl-C or the study's ``cancel`` file) reaches the cell that is running: in one process
-the cell's training loop turns it into a checkpoint; with several processes each worker is sent SIGTERM,
+the cell's training loop turns it into a checkpoint (the study's cancel file reaches it through
+:class:`~ssl3d.study.cancel_relay.CancelRelay`); with several processes each worker is sent SIGTERM,
 writes its cell's checkpoint and exits, and the study raises :class:`~ssl3d.errors.Cancelled` once all have.
 """
 
@@ -13,7 +14,8 @@ import queue
 from typing import Callable, Iterator, Sequence
 
 from ..errors import Cancelled, JobError, SSL3DError
-from .cells import CellSetup, run_cell
+from .cancel_relay import CancelRelay
+from .cells import CellSetup, cell_dir, run_cell
 from .plan import Cell
 
 __all__ = ["run_cells"]
@@ -21,16 +23,25 @@ __all__ = ["run_cells"]
 _GRACE_S = 60.0  # a worker's time to write its checkpoint after SIGTERM
 
 
-def run_cells(setup: CellSetup, cells: Sequence[Cell], devices: Sequence[str]) -> Iterator[tuple[Cell, dict]]:
-    """Yield (cell, evaluation summary) as each cell finishes (in finishing order with several devices)."""
+def run_cells(setup: CellSetup, cells: Sequence[Cell], devices: Sequence[str], relay: CancelRelay) -> Iterator[tuple[Cell, dict]]:
+    """Yield (cell, evaluation summary) as each cell finishes (in finishing order with several devices).
+
+    Raises:
+        Cancelled: the study was cancelled; the running cells have written their checkpoints.
+    """
     if len(devices) == 1 or len(cells) <= 1:
         import torch
 
         device = torch.device(devices[0])
         for cell in cells:
-            yield cell, run_cell(setup, cell, device)
+            try:
+                with relay.running(cell_dir(setup.out, cell)):
+                    summary = run_cell(setup, cell, device)
+            except Cancelled as exc:
+                raise Cancelled(f"cell {cell.name}: {exc}; run the same ssl3d study command again to continue") from None
+            yield cell, summary
         return
-    yield from _in_processes(setup, cells, devices)
+    yield from _in_processes(setup, cells, devices, relay)
 
 
 def _worker(setup: CellSetup, device: str, todo, done) -> None:
@@ -51,7 +62,7 @@ def _worker(setup: CellSetup, device: str, todo, done) -> None:
             raise
 
 
-def _in_processes(setup: CellSetup, cells: Sequence[Cell], devices: Sequence[str]) -> Iterator[tuple[Cell, dict]]:
+def _in_processes(setup: CellSetup, cells: Sequence[Cell], devices: Sequence[str], relay: CancelRelay) -> Iterator[tuple[Cell, dict]]:
     context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
     todo, done = context.Queue(), context.Queue()
     workers = [context.Process(target=_worker, args=(setup, device, todo, done), name=f"ssl3d-study-{device}", daemon=False)
@@ -61,22 +72,24 @@ def _in_processes(setup: CellSetup, cells: Sequence[Cell], devices: Sequence[str
     for worker in workers:
         worker.start()
     try:
-        yield from _collect(done, len(cells), lambda: any(w.is_alive() for w in workers))
+        yield from _collect(done, len(cells), lambda: any(w.is_alive() for w in workers), relay)
     finally:
         _stop(workers)
 
 
-def _collect(done, expected: int, alive: Callable[[], bool]) -> Iterator[tuple[Cell, dict]]:
+def _collect(done, expected: int, alive: Callable[[], bool], relay: CancelRelay) -> Iterator[tuple[Cell, dict]]:
     for _ in range(expected):
         while True:
             try:
-                kind, cell, payload = done.get(timeout=1.0)
+                kind, cell, payload = done.get(timeout=0.5)
                 break
             except queue.Empty:
+                if relay.requested:  # the workers get SIGTERM from _stop and checkpoint
+                    raise Cancelled("the study was cancelled; run the same ssl3d study command again to continue") from None
                 if not alive():
                     raise JobError("every study worker stopped before the cells were done; see the cells' events.jsonl") from None
         if kind == "cancelled":
-            raise Cancelled(f"cell {cell.name}: {payload}")
+            raise Cancelled(f"cell {cell.name}: {payload}; run the same ssl3d study command again to continue")
         if kind == "error":
             raise JobError(f"cell {cell.name} failed: {payload}")
         yield cell, payload

@@ -76,7 +76,7 @@ def comparison_grid(summary: StudySummary) -> list[list[str]]:
 def _settings(study) -> str:
     options, preset = study.options, study.setup.preset
     inits = ", ".join(i.name + ("" if i.bundle is None and not i.pretrains else f" ({i.bundle or f'{i.preset} on {i.data}'})") for i in study.inits)
-    return (f"Data {options.data}: {len(study.pool)} training cases, {len(study.held_out)} held-out cases "
+    return (f"Data {options.data}: {len(study.pool)} training cases, {len(study.held_out)} held-out case{'' if len(study.held_out) == 1 else 's'} "
             f"({', '.join(c.name for c in study.held_out)}). Preset {preset.name}, {preset.train.steps} steps, batch "
             f"{preset.train.batch_size}; {len(study.seeds)} seeds; labelled cases {', '.join(map(str, study.cases))}; inits: {inits}.")
 

@@ -196,14 +196,21 @@ def run_study(options: StudyOptions, events=None) -> dict[str, Path]:
         Cancelled: a cancel; the running cell has written its checkpoint and the study continues on a rerun.
     """
     from ..cancel_watch import ENV_JOB_TOKEN, CancelWatch
+    from .cancel_relay import CancelRelay
 
     study = prepare(options)
     _write_plan(study)
     log = _StudyLog(study.setup.out, events)
-    try:
-        with CancelWatch(study.setup.out / CANCEL_FILE, os.environ.get(ENV_JOB_TOKEN) or None, ctrl_c=True) as watch:
-            _pretrain(study, log)
-            _run_cells(study, log)
+    cells = study.cells
+    done = sum(is_finished(study.setup.out, cell) for cell in cells)
+    log.emit("start", step=done, total=len(cells), schema=1, command="study",
+             config={"cells": len(cells), "finished": done, "devices": study.devices, "preset": study.setup.preset.name})
+    token = os.environ.get(ENV_JOB_TOKEN) or None
+    try:  # the watch records (no exception thrown at us); the relay passes a cancel on to the running run
+        with CancelWatch(study.setup.out / CANCEL_FILE, token, interrupt=False, ctrl_c=True) as watch, CancelRelay(watch, token) as relay:
+            _pretrain(study, log, relay)
+            _run_cells(study, log, relay)
+            relay.check()
             with watch.final():
                 outputs = _analyse(study, log)
         log.emit("done", step=len(study.cells), total=len(study.cells), outputs={k: str(v) for k, v in outputs.items()})
@@ -266,7 +273,7 @@ class _StudyLog:
             writer.close()
 
 
-def _pretrain(study: Study, log: _StudyLog) -> None:
+def _pretrain(study: Study, log: _StudyLog, relay) -> None:
     """Pretrain every PRESET:DATA init (resuming a killed run), then check that its encoder fits."""
     import torch
 
@@ -279,8 +286,9 @@ def _pretrain(study: Study, log: _StudyLog) -> None:
         if not (bundle / "bundle.json").is_file():
             preset = apply_overrides(get_preset(init.preset), {"train.steps": study.options.pretrain_steps})
             log.say(f"pretraining {init.name}: {init.preset} on {init.data}, {preset.train.steps} steps")
-            outputs = train(_pretext_task(init, study.setup.out / "cache"), preset, run, torch.device(study.devices[0]),
-                            resume=(run / "checkpoints" / "last.pt").is_file())
+            with relay.running(run):
+                outputs = train(_pretext_task(init, study.setup.out / "cache"), preset, run, torch.device(study.devices[0]),
+                                resume=(run / "checkpoints" / "last.pt").is_file())
             bundle = outputs["bundle"]
         check_bundle_fits(bundle, study.setup.preset, f"--init {init.name} (pretrained in {run})")
         study.setup.bundles[init.name] = bundle
@@ -298,18 +306,16 @@ def _pretext_task(init: InitSpec, cache: Path):
     return FusionTask(init.data, cache)
 
 
-def _run_cells(study: Study, log: _StudyLog) -> None:
+def _run_cells(study: Study, log: _StudyLog, relay) -> None:
     from .pool import run_cells
 
     cells = study.cells
     todo = [cell for cell in cells if not is_finished(study.setup.out, cell)]
     done = len(cells) - len(todo)
-    log.emit("start", step=done, total=len(cells), schema=1, command="study",
-             config={"cells": len(cells), "skipped": done, "devices": study.devices, "preset": study.setup.preset.name})
     if done:
         log.say(f"{done} of {len(cells)} cells already finished: skipped")
     started = time.monotonic()
-    for cell, summary in run_cells(study.setup, todo, study.devices):
+    for cell, summary in run_cells(study.setup, todo, study.devices, relay):
         done += 1
         elapsed = time.monotonic() - started
         remaining = len(cells) - done
