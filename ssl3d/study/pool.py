@@ -37,8 +37,8 @@ def run_cells(setup: CellSetup, cells: Sequence[Cell], devices: Sequence[str], r
             try:
                 with relay.running(cell_dir(setup.out, cell)):
                     summary = run_cell(setup, cell, device)
-            except Cancelled as exc:
-                raise Cancelled(f"cell {cell.name}: {exc}; run the same ssl3d study command again to continue") from None
+            except Cancelled:  # the loop's "resume with --resume" is for finetune: a study resumes by running again
+                raise Cancelled(f"cell {cell.name} stopped with a checkpoint; run the same ssl3d study command again to continue") from None
             yield cell, summary
         return
     yield from _in_processes(setup, cells, devices, relay)
@@ -89,7 +89,7 @@ def _collect(done, expected: int, alive: Callable[[], bool], relay: CancelRelay)
                 if not alive():
                     raise JobError("every study worker stopped before the cells were done; see the cells' events.jsonl") from None
         if kind == "cancelled":
-            raise Cancelled(f"cell {cell.name}: {payload}; run the same ssl3d study command again to continue")
+            raise Cancelled(f"cell {cell.name} stopped with a checkpoint; run the same ssl3d study command again to continue")
         if kind == "error":
             raise JobError(f"cell {cell.name} failed: {payload}")
         yield cell, payload

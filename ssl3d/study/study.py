@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError, InputError
+from ..errors import Cancelled, ConfigError, InputError
 from .cells import CellSetup, is_finished, subset_file
 from .plan import RANDOM, Cell, InitSpec, check_init_names, held_out_split, parse_cases, parse_init, plan_cells
 
@@ -286,9 +286,12 @@ def _pretrain(study: Study, log: _StudyLog, relay) -> None:
         if not (bundle / "bundle.json").is_file():
             preset = apply_overrides(get_preset(init.preset), {"train.steps": study.options.pretrain_steps})
             log.say(f"pretraining {init.name}: {init.preset} on {init.data}, {preset.train.steps} steps")
-            with relay.running(run):
-                outputs = train(_pretext_task(init, study.setup.out / "cache"), preset, run, torch.device(study.devices[0]),
-                                resume=(run / "checkpoints" / "last.pt").is_file())
+            try:
+                with relay.running(run):
+                    outputs = train(_pretext_task(init, study.setup.out / "cache"), preset, run, torch.device(study.devices[0]),
+                                    resume=(run / "checkpoints" / "last.pt").is_file())
+            except Cancelled:
+                raise Cancelled(f"pretraining {init.name} stopped with a checkpoint; run the same ssl3d study command again to continue") from None
             bundle = outputs["bundle"]
         check_bundle_fits(bundle, study.setup.preset, f"--init {init.name} (pretrained in {run})")
         study.setup.bundles[init.name] = bundle
