@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def run_cell(setup: CellSetup, cell: Cell, device) -> dict:
     task = SegmentationTask(subset_file(setup.out, cell.seed, cell.cases), setup.out / "cache", val_fraction=0.0,
                             labels=setup.labels_text, label_names=dict(setup.label_names), init=setup.bundles[cell.init])
     outputs = train(task, cell_preset(setup, cell), run, device, resume=resume,
-                    run_info={"device": str(device), "study_cell": {"init": cell.init, "cases": cell.cases, "seed": cell.seed}})
+                    run_info={"device": str(device), "study_cell": {"init": cell.init, "cases": cell.cases, "seed": cell.seed, "process": os.getpid()}})
     return evaluate_cell(setup, outputs["bundle"], run, device)
 
 

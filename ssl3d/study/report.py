@@ -17,7 +17,7 @@ HOW_TO_READ = (
     "validation) on a training subset drawn once per seed and shared by every init, and is scored on the same held-out "
     "cases. Means carry a 95 % t interval over the seed x held-out-case pairs. Each init is compared to random init pair by "
     "pair (same seed, same case): the mean difference with its 95 % t interval and a two-sided Wilcoxon signed-rank test, "
-    "Holm-adjusted over every comparison of the study. A difference is shown only when its interval excludes 0 and its "
+    "Holm-adjusted over the study's comparisons (the mean-over-labels rows form one family, the per-label rows another). A difference is shown only when its interval excludes 0 and its "
     "adjusted p is below 0.05. The pairs share seeds and held-out cases, so the intervals are approximate; with few seeds "
     "or held-out cases no difference may be shown even where one exists."
 )

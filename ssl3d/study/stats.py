@@ -6,8 +6,8 @@ Pure functions of numbers (numpy and scipy only), so they are tested on syntheti
 - :func:`compare_paired`: the mean of the paired differences (an init minus the reference, pair by pair:
   the same seed and held-out case) with its t interval, and the two-sided Wilcoxon signed-rank p-value
   (exact for small samples without ties, scipy's normal approximation otherwise).
-- :func:`holm`: Holm's step-down adjustment of a family of p-values (the rows of one study), so that the
-  chance of any false "better" or "worse" in the whole table stays at ``alpha``.
+- :func:`holm`: Holm's step-down adjustment of a family of p-values (comparisons of one study), so that the
+  chance of any false "better" or "worse" in the family stays at ``alpha``.
 
 A difference is *shown* when its interval excludes 0 and its Holm-adjusted p-value is below ``alpha``.
 The intervals and tests treat the pairs as independent draws; in a study the pairs share seeds and

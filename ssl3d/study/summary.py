@@ -3,7 +3,8 @@ init to random init, with the sentence that says what it shows.
 
 Pairs are (seed, held-out case): the same training subset and seed, scored on the same case. The
 ``all labels`` rows average each pair's labels first (finite values only). Comparisons are of Dice; their
-p-values are Holm-adjusted over every comparison of the study (see :mod:`ssl3d.study.stats`).
+p-values are Holm-adjusted within two families (see :mod:`ssl3d.study.stats`): the ``all labels`` rows (the
+study's answer: every init x number of cases) and the per-label rows (every init x cases x label).
 """
 
 from __future__ import annotations
@@ -90,8 +91,9 @@ def summarize_study(rows: Sequence[dict], reference: str = RANDOM) -> StudySumma
     labels = [ALL_LABELS, *dict.fromkeys(r["label"] for r in rows)]
     keys = sorted(values, key=lambda k: (inits.index(k[0]), k[1], labels.index(k[2]), list(METRICS).index(k[3])))
     compared = [k for k in keys if k[3] == COMPARED and k[0] != reference and (reference, *k[1:]) in values]
-    comparisons = with_holm([_compare(values[k], values[(reference, *k[1:])]) for k in compared])
-    found = dict(zip(compared, comparisons))
+    found = {}
+    for family in ([k for k in compared if k[2] == ALL_LABELS], [k for k in compared if k[2] != ALL_LABELS]):
+        found.update(zip(family, with_holm([_compare(values[k], values[(reference, *k[1:])]) for k in family])))
     summary = [SummaryRow(*k, mean_interval(list(values[k].values())), found.get(k)) for k in keys]
     return StudySummary(summary, reference if any(r["init"] == reference for r in rows) else None)
 
