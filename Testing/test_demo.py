@@ -64,6 +64,6 @@ def test_quick_demo(tmp_path):
         assert f"<img src='{picture.relative_to(out).as_posix()}'" in report
     assert "<h2>VoCo inspection" in report and "<h2>Volume Fusion inspection" in report
     # the study's table: means with intervals, the sentences, the plot
-    assert re.search(r"<td>random init</td><td>0\.\d\d \(-?\d\.\d\d–\d\.\d\d\)</td>", report), report
+    assert re.search(r"<td>random init</td><td>0\.\d\d \((\d\.\d\d–|-\d\.\d\d to )\d\.\d\d\)</td>", report), report
     assert all(html.escape(m) in report for m in statements)
     assert "<img src='finetune_study/dice_vs_cases.png'" in report

@@ -11,7 +11,7 @@ import pytest
 from ssl3d.errors import BundleError, ConfigError, DatasetError
 from ssl3d.study.plan import Cell, InitSpec, held_out_split, parse_cases, parse_init, plan_cells, training_subset
 from ssl3d.study.results import read_results, write_results
-from ssl3d.study.summary import ALL_LABELS, summarize_study
+from ssl3d.study.summary import ALL_LABELS, bounds, summarize_study
 
 
 def test_init_specs(tmp_path):
@@ -102,6 +102,10 @@ def test_a_planted_difference_gets_its_sentence():
 def test_no_planted_difference_says_none_is_shown():
     summary = summarize_study(_rows(planted=0.0, seed=1))  # the false-positive rate is test_stats.py's
     assert all("no difference shown" in s for label in ("liver", "spleen", ALL_LABELS) for s in summary.statements(label))
+
+
+def test_interval_bounds_read_as_a_range():
+    assert bounds(0.05, 0.19) == "0.05–0.19" and bounds(-0.09, -0.01) == "-0.09 to -0.01" and bounds(-0.1, 0.2) == "-0.10 to 0.20"
 
 
 def test_results_csv_reads_back_to_the_same_summary(tmp_path):

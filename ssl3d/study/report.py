@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from .stats import CONFIDENCE
-from .summary import ALL_LABELS, COMPARED, METRICS, StudySummary
+from .summary import ALL_LABELS, COMPARED, METRICS, StudySummary, bounds
 
 __all__ = ["plot_dice", "interval_text", "means_grid", "comparison_grid", "write_study_report", "HOW_TO_READ"]
 
@@ -29,7 +29,7 @@ def interval_text(interval) -> str:
         return "–"
     if math.isnan(interval.low):
         return f"{interval.mean:.2f}"
-    return f"{interval.mean:.2f} ({interval.low:.2f}–{interval.high:.2f})"
+    return f"{interval.mean:.2f} ({bounds(interval.low, interval.high)})"
 
 
 def plot_dice(summary: StudySummary, path: Path, label: str = ALL_LABELS) -> Path:

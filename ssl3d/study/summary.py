@@ -21,7 +21,7 @@ from .plan import RANDOM
 from .results import write_text
 from .stats import ALPHA, Comparison, Interval, compare_paired, mean_interval, with_holm
 
-__all__ = ["ALL_LABELS", "METRICS", "SummaryRow", "StudySummary", "summarize_study", "write_summary"]
+__all__ = ["ALL_LABELS", "METRICS", "SummaryRow", "StudySummary", "bounds", "summarize_study", "write_summary"]
 
 ALL_LABELS = "all labels"
 METRICS = {"dice": "Dice", "hd95_mm": "HD95 (mm)", "assd_mm": "ASSD (mm)"}
@@ -103,6 +103,11 @@ def _compare(values: dict, reference: dict) -> Comparison:
     return compare_paired([values[p] for p in pairs], [reference[p] for p in pairs])
 
 
+def bounds(low: float, high: float) -> str:
+    """``0.05–0.19``; with a negative bound ``-0.09 to -0.01`` (a dash next to a minus reads as a range of its own)."""
+    return f"{low:.2f}–{high:.2f}" if low >= 0 else f"{low:.2f} to {high:.2f}"
+
+
 def _cases_text(n: int) -> str:
     return f"{n} labelled case{'' if n == 1 else 's'}"
 
@@ -118,8 +123,8 @@ def statement(row: SummaryRow, reference: str = RANDOM, alpha: float = ALPHA) ->
         better = d.mean > 0
         size, low, high = (d.mean, d.low, d.high) if better else (-d.mean, -d.high, -d.low)
         return (f"{row.init} init is {'better' if better else 'worse'} than {reference} init by {size:.2f} Dice "
-                f"(CI {low:.2f}–{high:.2f}) {where} (Holm-adjusted p = {c.p_adjusted:.2g}, {d.n} pairs)")
-    interval = "" if math.isnan(d.low) else f", CI {d.low:.2f}–{d.high:.2f}"
+                f"(CI {bounds(low, high)}) {where} (Holm-adjusted p = {c.p_adjusted:.2g}, {d.n} pairs)")
+    interval = "" if math.isnan(d.low) else f", CI {bounds(d.low, d.high)}"
     return (f"{row.init} init vs {reference} init {where}: no difference shown "
             f"({d.mean:+.2f} Dice{interval}, Holm-adjusted p = {c.p_adjusted:.2g}, {d.n} pairs)")
 
