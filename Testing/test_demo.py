@@ -1,5 +1,6 @@
 """The quick demo runs in `make test` (DESIGN.md budgets: <= 60 s): one run, every stage's outputs checked."""
 
+import html
 import json
 import re
 from pathlib import Path
@@ -42,8 +43,13 @@ def test_quick_demo(tmp_path):
     # vf: a bundle and the balanced fusion-class accuracy
     _bundle(out / "vf" / "bundle")
     assert 0 <= _metric(messages, r"VolF .*balanced accuracy (\d\.\d+)") <= 1
-    # finetune (quick: random init only) and interactive: run folders
-    for run in ("finetune_random", "interactive"):
+    # finetune: a small study (quick: random and VoCo init, 1 labelled case, 2 seeds); interactive: a run folder
+    study = out / "finetune_study"
+    assert sorted(p.name for p in (study / "cells").iterdir()) == ["random-1-s0", "random-1-s1", "voco-1-s0", "voco-1-s1"]
+    statements = [m for m in messages if m.startswith("voco init")]
+    assert len(statements) == 1 and ("than random init by" in statements[0] or "no difference shown" in statements[0])
+    assert (study / "results.csv").is_file() and (study / "dice_vs_cases.png").stat().st_size > 5000
+    for run in ("finetune_study/cells/voco-1-s1", "interactive"):
         assert (out / run / "checkpoints" / "last.pt").is_file()
         assert [e["event"] for e in read_events(out / run / "events.jsonl")][-1] == "done"
         _bundle(out / run / "bundle")
@@ -57,3 +63,7 @@ def test_quick_demo(tmp_path):
     for picture in pictures.values():
         assert f"<img src='{picture.relative_to(out).as_posix()}'" in report
     assert "<h2>VoCo inspection" in report and "<h2>Volume Fusion inspection" in report
+    # the study's table: means with intervals, the sentences, the plot
+    assert re.search(r"<td>random init</td><td>0\.\d\d \((\d\.\d\d–|-\d\.\d\d to )\d\.\d\d\)</td>", report), report
+    assert all(html.escape(m) in report for m in statements)
+    assert "<img src='finetune_study/dice_vs_cases.png'" in report

@@ -44,8 +44,16 @@ def _table(rows: dict[str, dict[str, float]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _grid(rows: list[list[str]]) -> str:
+    """A table of text cells; the first row is the header."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows[1:])
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
 def write_report(path: str | os.PathLike, title: str, sections: list[dict]) -> Path:
-    """Sections: ``{"title": str, "text": str?, "table": {row: {column: value}}?, "images": [path]?}``.
+    """Sections: ``{"title": str, "text": str?, "items": [str]?, "table": {row: {column: value}}?,
+    "grid": [[header, ...], [cell, ...], ...]?, "images": [path]?}``.
 
     Image paths are written relative to the report's folder, so the folder can be moved as a whole.
     """
@@ -55,8 +63,12 @@ def write_report(path: str | os.PathLike, title: str, sections: list[dict]) -> P
         parts.append(f"<h2>{html.escape(section['title'])}</h2>")
         if section.get("text"):
             parts.append(f"<p>{html.escape(section['text'])}</p>")
+        if section.get("items"):
+            parts.append("<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in section["items"]) + "</ul>")
         if section.get("table"):
             parts.append(_table(section["table"]))
+        if section.get("grid"):
+            parts.append(_grid(section["grid"]))
         for image in section.get("images", []):
             rel = os.path.relpath(Path(image), path.parent)
             parts.append(f"<p><img src='{html.escape(rel)}' alt='{html.escape(Path(image).name)}'></p>")

@@ -136,19 +136,16 @@ def _fine_tune_preset(preset: Preset, task: str) -> Preset:
 
 def _with_init(preset, args: argparse.Namespace):
     """Network and intensity from the pretext bundle (spacing stays the fine-tune preset's; never a whole-volume resize)."""
-    from ..bundle import read_bundle
     from ..config import NetworkConfig
     from ..errors import ConfigError
-    from .init import finetune_network
+    from .init import preset_for_init
 
     if args.spacing:
         preset.preprocess.spacing = _spacing(args.spacing, args.data)
     if args.freeze_encoder and not args.init:
         raise ConfigError("--freeze-encoder needs --init PRETEXT_BUNDLE (there is no pretrained encoder to freeze).")
     if args.init:
-        bundle = read_bundle(args.init)
-        preset.network = finetune_network(bundle, args.network)
-        preset.preprocess.intensity = bundle.meta["preprocessing"].get("intensity", preset.preprocess.intensity)
+        preset = preset_for_init(preset, args.init, args.network)
     elif args.network:
         name = "unet-small" if args.network == "unet" else args.network
         preset.network = NetworkConfig(name, preset.network.kwargs if name == preset.network.name else {})

@@ -17,7 +17,7 @@ from ..bundle import Bundle, as_bundle
 from ..config import NetworkConfig
 from ..errors import BundleError
 
-__all__ = ["LoadReport", "finetune_network", "load_pretext_weights"]
+__all__ = ["LoadReport", "finetune_network", "load_pretext_weights", "preset_for_init"]
 
 
 @dataclass
@@ -52,6 +52,15 @@ def finetune_network(bundle: Bundle | str | Path, requested: str | None) -> Netw
         raise BundleError(f"{bundle.path}: holds a {name!r} network; it cannot initialise --network {requested!r}.")
     kwargs.pop("deep_supervision", None)
     return NetworkConfig(name, kwargs)
+
+
+def preset_for_init(preset, bundle: Bundle | str | Path, requested: str | None = None):
+    """``preset`` (changed in place and returned) with the network and intensity that fit a pretext bundle;
+    spacing stays the fine-tune preset's (never a whole-volume resize)."""
+    bundle = as_bundle(bundle)
+    preset.network = finetune_network(bundle, requested)
+    preset.preprocess.intensity = bundle.meta["preprocessing"].get("intensity", preset.preprocess.intensity)
+    return preset
 
 
 def _source_state(bundle: Bundle) -> tuple[dict[str, torch.Tensor], str]:
