@@ -9,8 +9,8 @@ Pictures:
   the crop's ROI, in the axial, sagittal and coronal views;
 * ``voco_overlays.png``: predicted weights, true weights, dense localisation (axial);
 * ``vf_maps.png``: Volume Fusion's fused image, true alpha, predicted alpha, error, confidence (axial);
-* ``SSLSegment.png`` (catalog): a multi-organ segmentation of a held-out phantom (axial, coronal) and two
-  include clicks with the click model's result.
+* ``SSLSegment.png`` (catalog): a multi-organ segmentation of a held-out phantom by the demo's chosen
+  fine-tuned bundle (axial, coronal) and two include clicks with the click model's result.
 
 Usage: ``python Testing/render/screenshots.py [--demo demo_out] [--out Resources/Screenshots]``.
 """
@@ -45,6 +45,13 @@ def pick_bundle(demo: Path, task: str, pretext: str | None = None) -> Path:
     if not found:
         raise SystemExit(f"error: no {pretext or task} bundle under {demo}: run `make demo` first.")
     return max(found)[2].parent
+
+
+def chosen_segmentation_bundle(demo: Path) -> Path:
+    """The fine-tuned bundle the demo names (its best study cell), else the best-scoring one."""
+    outputs = json.loads((demo / "demo.json").read_text()).get("outputs", {})
+    named = [Path(path) for key, path in outputs.items() if key.startswith("fine-tuned bundle")]
+    return named[0] if named and (named[0] / "bundle.json").is_file() else pick_bundle(demo, "segmentation")
 
 
 def versions() -> str:
@@ -136,7 +143,7 @@ def segment_picture(demo: Path, work: Path) -> np.ndarray:
     from ssl3d.infer.segment import segment, write_outputs
 
     image, truth = make_phantom(997, shape=(32, 48, 48))
-    bundle = pick_bundle(demo, "segmentation")
+    bundle = chosen_segmentation_bundle(demo)
     result = segment(bundle, image, device="cpu")
     output = write_outputs(result, work / "segmentation.seg.nrrd")
     host = OffscreenSlicer()
