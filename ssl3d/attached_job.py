@@ -37,7 +37,7 @@ class AttachedJob:
     """
 
     def __init__(self, run_dir: str | os.PathLike, owner: dict, on_event: Callable[[dict], None] | None = None) -> None:
-        from .jobs import follow_run
+        from .run_state import follow_run
 
         self.run_dir = Path(run_dir)
         self.owner = dict(owner)
@@ -56,7 +56,7 @@ class AttachedJob:
     def _owner_alive(self) -> bool:
         if self._tree is not None:
             return self._tree.alive()
-        from .jobs import live_job
+        from .run_state import live_job
 
         return live_job(self.run_dir) is not None  # another host: its heartbeat
 
@@ -93,7 +93,7 @@ class AttachedJob:
         if "done" in kinds:
             return 0
         if self._stopped_on_cancel():
-            from .jobs import CANCELLED_EXIT_CODE
+            from .run_state import CANCELLED_EXIT_CODE
 
             return CANCELLED_EXIT_CODE
         return 1
@@ -117,13 +117,13 @@ class AttachedJob:
 
     @property
     def state(self) -> str:
-        from .jobs import job_state
+        from .run_state import job_state
 
         return job_state(self.poll(), self._cancelled or self._stopped_on_cancel(), self.events)
 
     @property
     def last_checkpoint(self) -> str | None:
-        from .jobs import last_checkpoint
+        from .run_state import last_checkpoint
 
         return last_checkpoint(self.events)
 
@@ -156,7 +156,7 @@ class AttachedJob:
 
         A run on another host gets the cancel file only (its loop polls it over the shared folder).
         """
-        from .jobs import write_cancel_file
+        from .run_state import write_cancel_file
 
         if self.poll() is not None:
             return

@@ -47,29 +47,20 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import IO, TYPE_CHECKING, Any, Callable, Sequence
 
 from .cancel_watch import ENV_CANCEL_FILE, ENV_JOB_TOKEN
 from .errors import Cancelled, JobError
-from .events import EventFollower, make_event, parse_event
+from .events import make_event, parse_event
 from .process_tree import ProcessTree
+from .run_state import (CANCEL_FILE, CANCELLED_EXIT_CODE, EVENTS_FILE, JOB_STATES, follow_run, job_state, last_checkpoint,
+                        live_job, write_cancel_file)
 
 __all__ = ["CANCELLED_EXIT_CODE", "CANCEL_FILE", "EVENTS_FILE", "JOB_STATES", "Job", "JobBoard", "follow_run", "live_job"]
 
-#: Exit code of an engine job that stopped because it was cancelled (after saving a checkpoint);
-#: 128 + SIGINT, as shells report an interrupted program.
-CANCELLED_EXIT_CODE = 130
-
-CANCEL_FILE = "cancel"  # written into the run folder by Job.cancel; the training loop polls for it
-EVENTS_FILE = "events.jsonl"  # every run folder's events, read by follow_run
 STDERR_LINES = 200  # stderr lines kept for error reports
 _DRAIN_S = 5.0  # how long to wait for the output pipes after the process tree has exited
 _TRACK_S = 0.5  # how often the tracking thread remembers the tree's new processes
-#: What :attr:`Job.state` says: running; cancelling (asked to stop, some process still runs); done (the
-#: engine finished its work); cancelled (it stopped itself after a cancel: checkpoint written, no partial
-#: output); killed (a cancelled tree that had to be killed, or died of a signal); failed.
-JOB_STATES = ("running", "cancelling", "done", "cancelled", "killed", "failed")
-_ENGINE_CANCELLED = re.compile(r"^(cancelled: |interrupted$)")  # what the ssl3d CLI prints when it stops on a cancel
 _ERROR_LINE = re.compile(r"^(?:.*?: )?error: (.+)$")  # "error: msg" (ssl3d CLI), "prog: error: msg" (argparse)
 
 if TYPE_CHECKING:
@@ -502,14 +493,6 @@ def _refuse_busy(run_dir: Path) -> None:
                             "wait for it to end, cancel it, or choose another output folder.")
 
 
-def follow_run(run_dir: str | os.PathLike) -> EventFollower:
-    """Follow the events of a run started elsewhere (a terminal, a cluster) from ``run_dir/events.jsonl``.
-
-    Call ``poll()`` on the result (e.g. from a QTimer) to get the new events; the file may not exist yet.
-    """
-    return EventFollower(Path(run_dir) / EVENTS_FILE)
-
-
 # --------------------------------------------------------------------------------------------- helpers
 def _group_options() -> dict[str, Any]:
     """Popen options that put the job in its own process group, so the tree can be signalled as one."""
@@ -543,45 +526,3 @@ def _exit_summary(name: str, code: int) -> str:
     if code > 0xFFFF:  # Windows NTSTATUS, e.g. 0xC0000005 access violation
         return f"{name} failed with exit code {code:#x}"
     return f"{name} failed with exit code {code}"
-
-
-def write_cancel_file(run_dir: Path | None, token: str | None = None) -> None:
-    """``run_dir/cancel``, naming the job's token (see :mod:`ssl3d.cancel_watch`); a warning if it cannot be written."""
-    if run_dir is None:
-        return
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CANCEL_FILE).write_text(f"cancelled at {time.time():.3f} by job {token or '-'}\n", encoding="utf-8")
-    except OSError as exc:
-        _log.warning("cannot write the cancel file in %s: %s", run_dir, exc)
-
-
-def job_state(code: int | None, cancelled: bool, events: Sequence[dict], stderr: Iterable[str] = ()) -> str:
-    """The :data:`JOB_STATES` word for a job with this exit code (None: its tree still runs) and events."""
-    if code is None:
-        return "cancelling" if cancelled else "running"
-    if any(e.get("event") == "done" for e in events):
-        return "done"  # the engine finished its work (a cancel came too late, or a launcher hid its exit code)
-    if code == CANCELLED_EXIT_CODE or (cancelled and any(_ENGINE_CANCELLED.match(line) for line in stderr)):
-        return "cancelled"  # the engine stopped itself (its exit code, or its message when a launcher hid it)
-    if cancelled:
-        return "killed"
-    if code == 0:
-        return "done"
-    return "killed" if code < 0 else "failed"
-
-
-def last_checkpoint(events: Sequence[dict]) -> str | None:
-    paths = [e.get("path") for e in events if e.get("event") == "checkpoint" and e.get("path")]
-    return str(paths[-1]) if paths else None
-
-
-def live_job(run_dir: str | os.PathLike) -> dict | None:
-    """The live process that owns the run folder (its ``run.lock`` record: pid, host, started), or None.
-
-    A module keeps ``role -> run_dir`` of its running jobs (e.g. in its parameter node); after a reload this
-    says which of them still run, and :meth:`JobBoard.attach` follows one.
-    """
-    from .train.run_lock import live_owner
-
-    return live_owner(run_dir)

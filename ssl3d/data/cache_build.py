@@ -23,13 +23,22 @@ import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from ..errors import DatasetError
 from ..io import header_geometry
 
-if TYPE_CHECKING:  # annotations only: datasets imports this module
-    from .datasets import VolumeCache
+
+class VolumeCache(Protocol):
+    """What the build reads of a :class:`ssl3d.data.datasets.VolumeCache` (which imports this module)."""
+
+    dir: Path
+    config: Any
+    cases: list
+    labelled: bool
+    strict: bool
+
+    def missing(self, among: Sequence[int] | None = None) -> list[int]: ...
 
 __all__ = ["build_entries", "default_workers", "wait_for_entries", "FAILED_NOTE", "STALL_S"]
 

@@ -1,5 +1,5 @@
-"""VoCo pretraining on the one training loop: ``ssl3d pretrain --method voco``, the CLI network choices,
-the import entry point, and the demo stage.
+"""VoCo pretraining on the one training loop: ``ssl3d pretrain --method voco``, the CLI network choices
+and the import entry point (the demo's VoCo stage lives in :mod:`ssl3d.demo`).
 
 One step (v1 "10k" recipe; v2 differs where noted)::
 
@@ -20,10 +20,9 @@ The loop's ``after_forward`` hook comes after ``losses`` and would make the teac
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -55,10 +54,7 @@ from .voco_samples import (
     random_cuts,
 )
 
-if TYPE_CHECKING:
-    from ..demo import DemoContext
-
-__all__ = ["VoCoTask", "apply_network_choice", "import_voco_weights", "demo_stage", "V2_PIPELINES"]
+__all__ = ["VoCoTask", "apply_network_choice", "import_voco_weights", "V2_PIPELINES"]
 
 _NETWORKS = ("swin-b", "swin-l", "swin-h", "swinunetr", "cnn-small")
 _CNN_DEFAULT = {"channels": [8, 16, 32, 64]}
@@ -338,40 +334,3 @@ class VoCoTask(Task):
         meta = voco_bundle_meta(ctx.preset, self.net, provenance, metrics)
         bundle = write_bundle(ctx.run_dir / "bundle", checkpoint["modules"]["model"], meta)
         return {"bundle": bundle.path}
-
-
-# ----------------------------------------------------------------------------------------------- demo
-
-
-def demo_stage(ctx: DemoContext) -> None:
-    """Demo: a short VoCo (voco-v1-cpu) pretraining on phantoms, loss first -> last, top-1 vs chance.
-
-    Leaves the bundle in ``ctx.shared["voco_bundle"]`` and ``ctx.outputs["voco bundle"]``.
-    """
-    import shutil
-
-    from ..config import apply_overrides, get_preset
-    from ..data.phantoms import write_phantom_dataset
-    from ..device import resolve_device
-    from ..events import read_events
-    from ..train.loop import train
-    from .voco_bundle import position_accuracy
-
-    quick = ctx.quick
-    folders = {"train": ctx.out / "data" / "phantoms_voco", "held": ctx.out / "data" / "phantoms_voco_held", "run": ctx.out / "voco"}
-    for folder in folders.values():  # a previous (quick or full) demo in the same folder
-        shutil.rmtree(folder, ignore_errors=True)
-    data = write_phantom_dataset(folders["train"], range(300, 306 if quick else 316), shape=(32, 48, 48))
-    held = write_phantom_dataset(folders["held"], range(900, 902 if quick else 904), shape=(32, 48, 48))
-    steps = 20 if quick else 150
-    preset = apply_overrides(get_preset("voco-v1-cpu"), {"train.steps": steps, "train.checkpoint_every": steps, "train.log_every": 1})
-    run = folders["run"]
-    start = time.perf_counter()
-    outputs = train(VoCoTask(data / "imagesTr", run / "cache"), preset, run, resolve_device(ctx.device))
-    losses = [e["loss"]["total"] for e in read_events(run / "events.jsonl") if e["event"] == "progress" and "loss" in e]  # not the cache's
-    result = position_accuracy(outputs["bundle"], held / "imagesTr", n_crops=200 if quick else 400, seed=ctx.seed)
-    ctx.say(f"VoCo v1 (cpu) {steps} steps in {time.perf_counter() - start:.0f} s: loss {np.mean(losses[:5]):.3f} (first 5 steps) -> "
-            f"{np.mean(losses[-5:]):.3f} (last 5); "
-            f"held-out top-1 position accuracy {result['top1']:.2f} (chance {result['chance']:.2f}, {result['n']} crops)")
-    ctx.shared["voco_bundle"] = outputs["bundle"]
-    ctx.outputs["voco bundle"] = outputs["bundle"]
