@@ -671,12 +671,17 @@ def alpha_table_node(scene: Any, name: str = "SSL3D fusion alpha") -> Any:
     return color_table_node(scene, name, ALPHA_COLORS)
 
 
-def _named_node(scene: Any, class_name: str, name: str) -> Any:
+def _find_node(scene: Any, class_name: str, name: str) -> Any:
     for index in range(scene.GetNumberOfNodesByClass(class_name)):
         node = scene.GetNthNodeByClass(index, class_name)
         if node.GetName() == name and node.GetClassName() == class_name:
             return node
-    return scene.AddNewNodeByClass(class_name, name)
+    return None
+
+
+def _named_node(scene: Any, class_name: str, name: str) -> Any:
+    found = _find_node(scene, class_name, name)
+    return found if found is not None else scene.AddNewNodeByClass(class_name, name)
 
 
 def overlay_node(volume: Volume, scene: Any, name: str, color_table: Any = None, threshold: float | None = None,
@@ -817,8 +822,11 @@ def show_inspection(scene: Any, loaded: Mapping[str, tuple[Any, str]], chosen: s
 
 def point_list_node(scene: Any, kind: str) -> Any:
     """The include (``positive``, green, labelled ``+``) or exclude (``negative``, red, ``-``) click point list,
-    made on first use."""
-    node = _named_node(scene, "vtkMRMLMarkupsFiducialNode", POINT_LIST_NAMES[kind])
+    made on first use (the module asks for it on every click: an existing list is returned untouched)."""
+    node = _find_node(scene, "vtkMRMLMarkupsFiducialNode", POINT_LIST_NAMES[kind])
+    if node is not None:
+        return node
+    node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", POINT_LIST_NAMES[kind])
     if node.GetDisplayNode() is None:
         node.CreateDefaultDisplayNodes()
     node.SetMarkupLabelFormat("+" if kind == "positive" else "-")
