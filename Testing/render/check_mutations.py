@@ -5,6 +5,7 @@ without one). Run: ``.venv/bin/python Testing/render/check_mutations.py`` (a few
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -48,7 +49,7 @@ MUTATIONS = {
 
 def run_tier(copy: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "Testing/render"],
-                          cwd=copy, capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": str(copy)})
+                          cwd=copy, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(copy)})
 
 
 def main() -> int:

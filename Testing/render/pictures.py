@@ -27,9 +27,8 @@ def voxel_values(view, volume: Volume, outside: float = -1) -> np.ndarray:
     where the pixel is off the volume."""
     rows, cols = view.size[1], view.size[0]
     r, c = np.mgrid[0:rows, 0:cols]
-    xy_to_ras = np.array([[view.node.GetXYToRAS().GetElement(i, j) for j in range(4)] for i in range(4)])
     xy = np.stack([c.ravel(), rows - 1 - r.ravel(), np.zeros(r.size), np.ones(r.size)])
-    ijk = np.linalg.inv(volume.ijk_to_ras) @ xy_to_ras @ xy
+    ijk = np.linalg.inv(volume.ijk_to_ras) @ view.xy_to_ras() @ xy
     i, j, k = (np.round(ijk[n]).astype(int) for n in range(3))
     depth, height, width = volume.array.shape
     inside = (i >= 0) & (i < width) & (j >= 0) & (j < height) & (k >= 0) & (k < depth)
@@ -62,13 +61,12 @@ def heat_rgb(values: np.ndarray, top: float) -> np.ndarray:
     return np.stack([np.interp(share, positions, colors[:, c]) for c in range(3)], axis=-1) * 255.0
 
 
-def far(picture: np.ndarray, expected: np.ndarray, where: np.ndarray, tolerance: float) -> float:
-    """Share of the pixels ``where`` whose colour is more than ``tolerance`` (any channel) from ``expected``."""
-    if not where.any():
+def far(pixels: np.ndarray, expected: np.ndarray, tolerance: float) -> float:
+    """Share of ``pixels`` (n, 3) whose colour is more than ``tolerance`` (any channel) from ``expected``."""
+    if not len(pixels):
         raise AssertionError("no pixels to check: the region is not in the view")
-    expected = np.broadcast_to(expected, picture.shape)
-    error = np.abs(picture.astype(np.float64) - expected).max(axis=-1)
-    return float((error[where] > tolerance).mean())
+    error = np.abs(pixels.astype(np.float64) - np.broadcast_to(expected, pixels.shape)).max(axis=-1)
+    return float((error > tolerance).mean())
 
 
 def near_color(picture: np.ndarray, rgb, tolerance: float) -> np.ndarray:

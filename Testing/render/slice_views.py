@@ -45,8 +45,7 @@ VIEWS = {"Red": "Axial", "Yellow": "Sagittal", "Green": "Coronal"}
 def offscreen_problem() -> str | None:
     """None when VTK renders offscreen here, else why not (probed in a child: a missing GL can crash)."""
     try:
-        done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "VTK_DEFAULT_OPENGL_WINDOW": os.environ["VTK_DEFAULT_OPENGL_WINDOW"]})
+        done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120)  # inherits the EGL choice
     except subprocess.TimeoutExpired:
         return "VTK's offscreen render did not finish in 120 s"
     if done.returncode != 0:
@@ -165,16 +164,19 @@ class SliceView:
         pixels = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(rows, cols, 3)
         return np.ascontiguousarray(pixels[::-1])
 
+    def xy_to_ras(self) -> np.ndarray:
+        """The slice node's XY (view pixels, origin bottom left) -> RAS matrix (4, 4)."""
+        matrix = self.node.GetXYToRAS()
+        return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
     def pixel(self, ras: Sequence[float]) -> tuple[int, int]:
         """(row, col) on the rendered picture of a RAS point (projected onto the slice plane)."""
-        xy_to_ras = np.array([[self.node.GetXYToRAS().GetElement(r, c) for c in range(4)] for r in range(4)])
-        x, y, _, _ = np.linalg.inv(xy_to_ras) @ np.array([*map(float, ras), 1.0])
+        x, y, _, _ = np.linalg.inv(self.xy_to_ras()) @ np.array([*map(float, ras), 1.0])
         return int(round(self.size[1] - 1 - y)), int(round(x))
 
     def ras(self, row: float, col: float) -> np.ndarray:
         """The RAS point under a picture pixel (inverse of :meth:`pixel`)."""
-        xy_to_ras = np.array([[self.node.GetXYToRAS().GetElement(r, c) for c in range(4)] for r in range(4)])
-        return (xy_to_ras @ np.array([float(col), self.size[1] - 1 - float(row), 0.0, 1.0]))[:3]
+        return (self.xy_to_ras() @ np.array([float(col), self.size[1] - 1 - float(row), 0.0, 1.0]))[:3]
 
     def close(self) -> None:
         self.managers.SetMRMLDisplayableNode(None)

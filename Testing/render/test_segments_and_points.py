@@ -54,7 +54,7 @@ def test_segments_filled_and_outlined_in_bundle_colours_on_the_ct_grid(host, tmp
             continue
         checked += 1
         expected = blend(base[fill], entry["color"], SEGMENT_FILL_OPACITY)
-        assert far(picture[fill], expected, np.ones(len(expected), bool), 8) < 0.03, \
+        assert far(picture[fill], expected, 8) < 0.03, \
             f"{entry['name']}: not filled in {entry['color']} at {SEGMENT_FILL_OPACITY} where the label map has it"
         outline = near_color(picture, entry["color"], 12)
         covered = ndimage.binary_dilation(outline, iterations=2)

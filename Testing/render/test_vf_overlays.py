@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 pytest.importorskip("slicer_core", reason="slicer-core is not installed")
 from pictures import ALPHA_RGB, HEAT_THRESHOLD, blend, far, heat_rgb, interior, voxel_values  # noqa: E402
@@ -54,7 +55,7 @@ def test_alpha_classes_in_their_table_colours_over_the_fused_image(host, vf_insp
         seen.append(value)
         rgb = ALPHA_RGB.get(value)
         expected = fused[where] if value == 0 else blend(fused[where], np.array(rgb) * 255, OPACITY)
-        assert far(picture[where], expected, np.ones(len(expected), bool), 8) < 0.02, \
+        assert far(picture[where], expected, 8) < 0.02, \
             f"{chosen}: class {value} is not shown in its colour ({rgb}) at opacity {OPACITY}"
     if file == "truth.nrrd":
         assert seen == [0, 1, 2, 3, 4], f"not every alpha class is in the view: {seen}"
@@ -69,10 +70,8 @@ def test_confidence_heat_map_over_the_fused_image(host, vf_inspection):
     picture = view.render()
     volume = read_volume(folder / "confidence.nrrd")
     confidence = voxel_values(view, volume, outside=0)
-    from scipy import ndimage
-
     steady = (ndimage.maximum_filter(confidence, 5) - ndimage.minimum_filter(confidence, 5)) < 0.01
     shown = steady & (confidence >= HEAT_THRESHOLD * float(volume.array.max()))
     assert shown.sum() > 200, "the confidence map is not in the view"
     expected = blend(fused[shown], heat_rgb(confidence[shown], float(volume.array.max())), OPACITY)
-    assert far(picture[shown], expected, np.ones(len(expected), bool), 10) < 0.03
+    assert far(picture[shown], expected, 10) < 0.03
