@@ -62,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     with EventWriter(args.events) as events:
         cache = VolumeCache(find_cases(args.data, labels=labels), preset.preprocess, Path(args.cache_dir), args.strict, events)
         todo = [i for i in cache.missing() if shard is None or i % shard[1] == shard[0]]
-        need = sum(cache._estimate_bytes(cache.cases[i]) for i in todo)
+        need = cache.estimated_bytes(todo)  # the build's own disk check reuses these header reads
         shown = args.events != "-"
         if shown:
             per = f", about {human_bytes(need / len(todo))} each" if todo else ""

@@ -444,6 +444,7 @@ class VolumeCache:
         self.preprocessed = 0  # how many cases the last build() preprocessed (the rest were reused)
         self._entries: list[dict] | None = None
         self._skipped: list[tuple[str, str]] = []
+        self._estimates: dict[int, int] = {}  # case index -> estimated bytes (headers are read once)
 
     # -------------------------------------------------------------------------------------- building
 
@@ -508,7 +509,7 @@ class VolumeCache:
             return found
         from ..disk_space import require  # before anything is written: a cache that cannot fit is refused
 
-        require(self.dir, sum(self._estimate_bytes(self.cases[i]) for i in todo), f"preprocessing {len(todo)} volume(s) into the cache")
+        require(self.dir, self.estimated_bytes(todo), f"preprocessing {len(todo)} volume(s) into the cache")
         self.dir.mkdir(parents=True, exist_ok=True)
         from .cache_build import build_entries
 
@@ -520,6 +521,14 @@ class VolumeCache:
 
     def _base(self, index: int, case: Case) -> Path:
         return _entry_base(self.dir, index, case)
+
+    def estimated_bytes(self, indices: Sequence[int]) -> int:
+        """About what the cached arrays of cases ``indices`` will take (see :meth:`_estimate_bytes`); each
+        case's header is read once per cache object, however often this is asked."""
+        for index in indices:
+            if index not in self._estimates:
+                self._estimates[index] = self._estimate_bytes(self.cases[index])
+        return sum(self._estimates[index] for index in indices)
 
     def _estimate_bytes(self, case: Case) -> int:
         """About what a case's cached arrays take, from its image header (an upper bound: a foreground crop
