@@ -105,7 +105,7 @@ def voco_cpu_run(tmp_path_factory) -> VoCoRun:
     import torch
 
     from ssl3d.config import apply_overrides, get_preset
-    from ssl3d.demo import write_phantom_dataset
+    from ssl3d.data.phantoms import write_phantom_dataset
     from ssl3d.events import read_events
     from ssl3d.pretext.voco_task import VoCoTask
     from ssl3d.train.loop import train
@@ -135,7 +135,7 @@ VF_PHANTOM = (48, 64, 64)
 @pytest.fixture(scope="session")
 def vf_phantoms(tmp_path_factory) -> Path:
     """Six CT-like phantoms for pretraining (an imagesTr/labelsTr folder; pretraining reads the images only)."""
-    from ssl3d.demo import write_phantom_dataset
+    from ssl3d.data.phantoms import write_phantom_dataset
 
     return write_phantom_dataset(tmp_path_factory.mktemp("vf_data"), range(6), shape=VF_PHANTOM)
 

@@ -44,7 +44,7 @@ def trained_bundle(folder: Path, steps: int):
     """A seg-cpu bundle trained for ``steps`` steps on six phantoms."""
     from ssl3d.config import apply_overrides, get_preset
     from ssl3d.data.phantoms import LABELS
-    from ssl3d.demo import write_phantom_dataset
+    from ssl3d.data.phantoms import write_phantom_dataset
     from ssl3d.train.loop import train
     from ssl3d.train.segmentation import SegmentationTask
 

@@ -27,7 +27,7 @@ EXIT_USER_ERROR = 2
 EXIT_CANCELLED = 130
 
 # Modules that register subcommands when imported (kept lazy: heavy imports happen inside each command).
-_FEATURE_MODULES = ("ssl3d.info", "ssl3d.demo", "ssl3d.train.commands", "ssl3d.pretext.commands", "ssl3d.infer.commands", "ssl3d.inspect.commands", "ssl3d.serve.commands", "ssl3d.data.commands", "ssl3d.study.commands")
+_FEATURE_MODULES = ("ssl3d.info", "ssl3d.demo.commands", "ssl3d.train.commands", "ssl3d.pretext.commands", "ssl3d.weights.commands", "ssl3d.infer.commands", "ssl3d.inspect.commands", "ssl3d.serve.commands", "ssl3d.data.commands", "ssl3d.study.commands")
 
 
 @dataclass

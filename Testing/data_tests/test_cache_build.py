@@ -128,7 +128,7 @@ def test_ssl3d_cache_builds_shards_that_training_then_finds(tmp_path, capsys):
     from ssl3d.cli import main
     from ssl3d.config import get_preset
     from ssl3d.data.datasets import find_cases
-    from ssl3d.demo import write_phantom_dataset
+    from ssl3d.data.phantoms import write_phantom_dataset
     from ssl3d.events import read_events
 
     data = write_phantom_dataset(tmp_path / "ds", range(3), shape=(24, 32, 32))

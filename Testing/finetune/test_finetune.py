@@ -12,7 +12,7 @@ from ssl3d.bundle import read_bundle
 from ssl3d.cli import main
 from ssl3d.config import apply_overrides, get_preset
 from ssl3d.data.phantoms import LABELS, make_phantom
-from ssl3d.demo import write_phantom_dataset
+from ssl3d.data.phantoms import write_phantom_dataset
 from ssl3d.errors import BundleError, ConfigError
 from ssl3d.infer.segment import segment_volume
 from ssl3d.train.init import finetune_network, load_pretext_weights

@@ -7,7 +7,7 @@ import pytest
 
 from ssl3d.bundle import read_bundle
 from ssl3d.cli import main
-from ssl3d.demo import write_phantom_dataset
+from ssl3d.data.phantoms import write_phantom_dataset
 from ssl3d.errors import DatasetError
 from ssl3d.io import read_volume, write_volume
 from ssl3d.train.segmentation import class_map

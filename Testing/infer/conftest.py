@@ -16,7 +16,7 @@ def seg_cpu_bundle(tmp_path_factory):
     from ssl3d.bundle import read_bundle
     from ssl3d.config import apply_overrides, get_preset
     from ssl3d.data.phantoms import LABELS
-    from ssl3d.demo import write_phantom_dataset
+    from ssl3d.data.phantoms import write_phantom_dataset
     from ssl3d.train.loop import train
     from ssl3d.train.segmentation import SegmentationTask
 

@@ -128,7 +128,7 @@ def test_widen_input_swinunetr_and_pctnet():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A short interactive training on phantoms (16³ patches) through the loop; its run folder."""
-    from ssl3d.demo import write_phantom_dataset
+    from ssl3d.data.phantoms import write_phantom_dataset
     from ssl3d.train.interactive import InteractiveTask
     from ssl3d.train.loop import train
 

@@ -495,8 +495,8 @@ def test_ill_cli_out_is_not_an_inspection_folder(tmp_path, capsys, vf_small_bund
 
 def test_demo_stage_adds_both_pictures(tmp_path, voco_cpu_bundle, vf_small_bundle):
     from ssl3d.demo import DemoContext
+    from ssl3d.demo.inspect_stage import run as demo_stage
     from ssl3d.events import EventWriter
-    from ssl3d.inspect import demo_stage
 
     ctx = DemoContext(tmp_path, True, "cpu", 0, EventWriter(None))
     ctx.shared.update(voco_bundle=voco_cpu_bundle, vf_bundle=vf_small_bundle)

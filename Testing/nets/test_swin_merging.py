@@ -14,8 +14,9 @@ from ssl3d.bundle import read_bundle
 from ssl3d.nets.builders import build_network
 from ssl3d.nets.swin_merging import PatchMergingV13
 from ssl3d.pretext.voco import swinunetr_encoder_outputs
-from ssl3d.pretext.voco_bundle import build_backbone, import_voco_weights, voco_backbone_state
-from ssl3d.seg_import import import_swinunetr_segmentation
+from ssl3d.pretext.voco_bundle import build_backbone, voco_backbone_state
+from ssl3d.weights.swinunetr_seg import import_swinunetr_segmentation
+from ssl3d.weights.voco import import_voco_weights
 
 FIXTURE = Path(__file__).parents[1] / "data" / "fixtures" / "voco_swin_monai130_fs12.npz"
 

@@ -16,9 +16,11 @@ import torch
 from ssl3d.bundle import read_bundle
 from ssl3d.config import apply_overrides, get_preset
 from ssl3d.errors import ConfigError, WeightsError
-from ssl3d.pretext import vf_task
-from ssl3d.pretext.vf_bundle import import_misfm_weights, load_vf_bundle
-from ssl3d.pretext.vf_task import FusionTask, apply_network_choice, fusion_accuracy, fusion_metrics
+from ssl3d.pretext import vf_samples, vf_task
+from ssl3d.pretext.vf_bundle import fusion_accuracy, load_vf_bundle
+from ssl3d.pretext.vf_samples import fusion_metrics
+from ssl3d.pretext.vf_task import FusionTask, apply_network_choice
+from ssl3d.weights.misfm import import_misfm_weights
 from ssl3d.train.loop import train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -110,16 +112,16 @@ def gen(seed: int) -> torch.Generator:
 
 def test_fused_batch_v1_pads_small_volumes_and_is_reproducible():
     fusion = get_preset("vf-v1-cpu").fusion
-    small = vf_task.pad_volumes([torch.rand(1, 10, 40, 24, generator=gen(0))], fusion.patch)
+    small = vf_samples.pad_volumes([torch.rand(1, 10, 40, 24, generator=gen(0))], fusion.patch)
     assert small[0].shape == (1, 16, 40, 32) and float(small[0][0, 0, 0, 0]) == float(small[0].min())
     # vf-v1/vf-v2 pad by reflection, as PyMIC_examples' LUNA preprocessing (np.pad(img, pad, 'reflect'))
     volume = torch.rand(1, 10, 40, 24, generator=gen(0))
     assert get_preset("vf-v1").preprocess.pad_mode == "reflect"
-    reflected = vf_task.pad_volumes([volume], fusion.patch, "reflect")[0]
+    reflected = vf_samples.pad_volumes([volume], fusion.patch, "reflect")[0]
     np.testing.assert_array_equal(reflected.numpy(), np.pad(volume.numpy(), [(0, 0), (3, 3), (0, 0), (4, 4)], mode="reflect"))
-    assert vf_task.pad_volumes([volume], fusion.patch, "zero")[0][0, 0, 0, 0] == 0
-    a = vf_task.fused_batch(small, fusion, [gen(1), gen(2), gen(3)], gen(4))
-    b = vf_task.fused_batch(small, fusion, [gen(1), gen(2), gen(3)], gen(4))
+    assert vf_samples.pad_volumes([volume], fusion.patch, "zero")[0][0, 0, 0, 0] == 0
+    a = vf_samples.fused_batch(small, fusion, [gen(1), gen(2), gen(3)], gen(4))
+    b = vf_samples.fused_batch(small, fusion, [gen(1), gen(2), gen(3)], gen(4))
     assert a[0].shape == (3, 1, 16, 32, 32) and a[1].dtype == torch.uint8
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
@@ -138,8 +140,8 @@ def test_fused_batch_v2_samples_do_not_depend_on_the_split():
     """v2 draws everything per sample: two processes of 2 make the samples one process of 4 makes."""
     fusion = get_preset("vf-v2-cpu").fusion
     volumes = [torch.rand(1, 24, 40, 40, generator=gen(s)) for s in range(3)]
-    whole = vf_task.fused_batch(volumes, fusion, [gen(10 + i) for i in range(4)], gen(0))
-    halves = [vf_task.fused_batch(volumes, fusion, [gen(10 + i) for i in r], gen(0)) for r in (range(2), range(2, 4))]
+    whole = vf_samples.fused_batch(volumes, fusion, [gen(10 + i) for i in range(4)], gen(0))
+    halves = [vf_samples.fused_batch(volumes, fusion, [gen(10 + i) for i in r], gen(0)) for r in (range(2), range(2, 4))]
     assert torch.equal(whole[0], torch.cat([h[0] for h in halves])) and torch.equal(whole[1], torch.cat([h[1] for h in halves]))
     assert whole[0].min() >= 0 and whole[0].max() <= 1  # adaptive contrast maps both patches to [0, 1]
 

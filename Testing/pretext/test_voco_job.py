@@ -27,7 +27,8 @@ from ssl3d.pretext.voco_bundle import (
     position_accuracy,
     voco_backbone_state,
 )
-from ssl3d.pretext.voco_task import VoCoTask, apply_network_choice, import_voco_weights
+from ssl3d.pretext.voco_task import VoCoTask, apply_network_choice
+from ssl3d.weights.voco import import_voco_weights
 from ssl3d.train.checkpoint import load_checkpoint
 from ssl3d.train.loop import train
 from ssl3d.weights import SWIN_ENCODER_PREFIXES, select_keys
@@ -271,7 +272,7 @@ def test_swin_path_one_step_at_64_cubed(tmp_path):
     """SwinUNETR-v2 (feature size 12, window 4) on 64³ crops, grid 2, one random crop: 5 crops per step."""
     from monai.networks.nets import SwinUNETR
 
-    from ssl3d.demo import write_phantom_dataset
+    from ssl3d.data.phantoms import write_phantom_dataset
 
     data = write_phantom_dataset(tmp_path / "data", [5]) / "imagesTr"
     sizes = {"voco.grid": 2, "voco.base_crop": 64, "voco.random_crop": 64, "voco.crop_out": 64, "voco.num_random": 1,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ssl3d.cli import main
-from ssl3d.demo import write_phantom_dataset
+from ssl3d.data.phantoms import write_phantom_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # Testing/conftest.py
 

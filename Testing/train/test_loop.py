@@ -17,7 +17,7 @@ import torch
 
 from ssl3d.cli import main as cli_main
 from ssl3d.config import apply_overrides, get_preset, save_config
-from ssl3d.demo import write_phantom_dataset
+from ssl3d.data.phantoms import write_phantom_dataset
 from ssl3d.events import read_events
 from ssl3d.train.checkpoint import load_checkpoint, remove_stale_temporaries, restore_rank_rng, rng_state, save_checkpoint
 from ssl3d.train.loop import Task, train

@@ -8,7 +8,7 @@ Public API::
 
 :func:`inspect_voco` and :func:`inspect_fusion` return an :class:`Inspection` (volumes, summary, pictures
 and small text files such as a colour table) that :func:`write_inspection` writes all-or-nothing;
-``ssl3d inspect voco|vf`` is those two calls. :func:`demo_stage` is the demo's inspection stage.
+``ssl3d inspect voco|vf`` is those two calls.
 
 ``import ssl3d.inspect`` is light: the modules below import numpy at most; torch, MONAI and PIL are
 imported by the functions that use them. (The functions ``voco_map`` and ``fusion_map`` share their
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from ..io import Volume
 
-__all__ = ["Inspection", "demo_stage", "fusion_map", "inspect_fusion", "inspect_voco", "voco_map", "write_inspection"]
+__all__ = ["Inspection", "fusion_map", "inspect_fusion", "inspect_voco", "voco_map", "write_inspection"]
 
 
 @dataclass
@@ -47,6 +47,6 @@ class Inspection:
 
 
 # after Inspection: the modules below import it from this package
-from .commands import demo_stage, write_inspection  # noqa: E402
+from .commands import write_inspection  # noqa: E402
 from .fusion_map import fusion_map, inspect_fusion  # noqa: E402
 from .voco_map import inspect_voco, voco_map  # noqa: E402

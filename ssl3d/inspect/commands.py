@@ -1,4 +1,4 @@
-"""``ssl3d inspect voco|vf``: pretext overlays of one volume, written all-or-nothing; and the demo stage.
+"""``ssl3d inspect voco|vf``: pretext overlays of one volume, written all-or-nothing.
 
 Every argument, the bundle and the volume are checked and the whole inspection is computed before the
 first file is written; the files go into a temporary folder beside ``--out`` that is renamed into place,
@@ -22,7 +22,7 @@ from ..cli import register_command
 from ..errors import InputError
 from . import Inspection
 
-__all__ = ["parse_ras", "check_out_dir", "write_inspection", "demo_stage"]
+__all__ = ["parse_ras", "check_out_dir", "write_inspection"]
 
 _JOB_FILES = ("cancel", "events.jsonl")  # what a cancelled Slicer job may leave in its run folder
 
@@ -257,33 +257,3 @@ register_command(
     "Look inside a pretext task on one volume: 'ssl3d inspect voco ...' or 'ssl3d inspect vf ...'\n"
     "(see 'ssl3d inspect voco --help'). Outputs are volumes on the input's grid, a summary and a picture.",
 )
-
-
-# ---------------------------------------------------------------------------------------------- demo
-
-
-def demo_stage(ctx) -> None:
-    """Demo: inspect the demo's VoCo and VF bundles (``ctx.shared["voco_bundle"]``, ``["vf_bundle"]``, when
-    present) on a held-out phantom; the pictures go to ``ctx.outputs``."""
-    from ..data.phantoms import make_phantom
-    from .fusion_map import inspect_fusion
-    from .voco_map import inspect_voco
-
-    image = make_phantom(ctx.seed + 950, shape=(32, 48, 48))[0]
-    root = ctx.out / "inspect"
-    if ctx.shared.get("voco_bundle"):
-        result = inspect_voco(ctx.shared["voco_bundle"], image, dense=True, seed=ctx.seed, device=ctx.device)
-        files = write_inspection(result, root / "voco", {"bundle": str(ctx.shared["voco_bundle"]), "phantom_seed": ctx.seed + 950}, "ssl3d demo")
-        s = result.summary
-        ctx.say(f"VoCo inspection of a held-out phantom: top-1 {s['top1_accuracy']:.2f} over {len(s['crops'])} crops (chance {s['chance']:.3f}), "
-                f"dense localisation {s['dense']['mean_localisation']:.2f}")
-        ctx.outputs["VoCo inspection"] = files["voco"]
-    if ctx.shared.get("vf_bundle"):
-        result = inspect_fusion(ctx.shared["vf_bundle"], image, seed=ctx.seed, device=ctx.device)
-        files = write_inspection(result, root / "vf", {"bundle": str(ctx.shared["vf_bundle"]), "phantom_seed": ctx.seed + 950}, "ssl3d demo")
-        s = result.summary
-        ctx.say(f"VF inspection of a held-out phantom: balanced accuracy {s['balanced_accuracy']:.2f} "
-                f"(chance {s['chance_balanced_accuracy']:.2f}), fg Dice {s['fg_dice'] or 0:.2f}")
-        ctx.outputs["VF inspection"] = files["fusion"]
-    if not ctx.shared.get("voco_bundle") and not ctx.shared.get("vf_bundle"):
-        ctx.say("no pretext bundle from earlier stages: nothing to inspect")

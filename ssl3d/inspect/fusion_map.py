@@ -166,7 +166,7 @@ def fuse_and_predict(model: "VFModel", x: "torch.Tensor", fusion: "FusionConfig"
 
     import torch
 
-    from ..pretext.vf_task import pad_volumes
+    from ..pretext.vf_samples import pad_volumes
 
     tile = tile_size(model, fusion)
     shape = tuple(int(s) for s in x.shape[2:])
@@ -238,7 +238,7 @@ def fusion_stats(truth: np.ndarray, predicted: np.ndarray, classes: int, mask: n
 
 def alpha_color_table(classes: int) -> str:
     """Slicer colour table (``value name r g b a``) of the fusion classes; class 0 transparent."""
-    from ..pretext.vf_task import class_names
+    from ..pretext.vf_samples import class_names
 
     names = class_names(classes)
     lines = ["# Color table file alpha.ctbl: Volume Fusion classes (alpha = class / (classes - 1))", f"# {classes} values"]
@@ -326,7 +326,7 @@ def fusion_map(bundle: "Bundle | str | os.PathLike", volume: Volume, seed: int =
 def _summary(bundle: "Bundle", model: "VFModel", name: str, config: "FusionConfig", seed: int, volumes: dict[str, Volume],
              covered: np.ndarray, tiles: int) -> dict[str, Any]:
     from ..config import to_dict
-    from ..pretext.vf_task import class_names
+    from ..pretext.vf_samples import class_names
 
     classes = model.classes
     stats = fusion_stats(volumes["truth"].array, volumes["predicted"].array, classes, covered)
@@ -361,7 +361,7 @@ def _legend(width: int, classes: int) -> np.ndarray:
     """A strip naming the class colours (also those of the error: |delta alpha| in class steps)."""
     from PIL import Image, ImageDraw
 
-    from ..pretext.vf_task import class_names
+    from ..pretext.vf_samples import class_names
     from .voco_map import _font
 
     strip = Image.new("RGB", (int(width), 22))

@@ -1,4 +1,5 @@
-"""VoCo networks built from a preset, pretext bundles, position scores, and the import of released weights.
+"""VoCo networks built from a preset, pretext bundles and position scores (released weights come in by
+:mod:`ssl3d.weights.voco`).
 
 State-dict layout of a VoCo network (and of its pretext bundle), in the order the official code nests it:
 
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -37,11 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..bundle import Bundle, as_bundle, mismatch_details, write_bundle
-from ..config import NetworkConfig, Preset, VoCoConfig, from_dict, get_preset, to_dict
-from ..errors import BundleError, ConfigError, InputError, WeightsError
+from ..bundle import Bundle, as_bundle, mismatch_details
+from ..config import NetworkConfig, Preset, VoCoConfig, from_dict, to_dict
+from ..errors import BundleError, ConfigError, InputError
 from ..nets.builders import size_multiple
-from ..weights import MatchReport, match_state, read_checkpoint, stated_merging, unwrap_state, voco_keys
 from .voco import (
     ProjectionHead,
     SwinPooledEncoder,
@@ -72,14 +71,12 @@ __all__ = [
     "VoCoScorer",
     "load_voco_bundle",
     "position_accuracy",
-    "import_voco_weights",
 ]
 
 SWIN_NAMES = {"swin-b": 48, "swin-l": 96, "swin-h": 192, "swinunetr": None}
 """Swin backbone names (``None``: the feature size comes from the network kwargs, default 48)."""
 
 _SWIN_DECODERS = ("decoder5", "decoder4", "decoder3", "decoder2", "decoder1", "out")
-_PATCH_EMBED = "swinViT.patch_embed.proj.weight"
 
 
 # ----------------------------------------------------------------------------------------------- from presets
@@ -111,19 +108,15 @@ def sample_spec(preset: Preset) -> SampleSpec:
     )
 
 
-def _is_swin(name: str) -> bool:
-    return name in SWIN_NAMES
-
-
 def check_network(network: NetworkConfig, crop_out: int) -> None:
     """Check that the backbone can take ``crop_out**3`` crops (Swin: multiple of 32; cnn-small: of 2^(levels-1)).
 
     Raises:
         ConfigError: an unsupported backbone name or a crop size it cannot take.
     """
-    if not (_is_swin(network.name) or network.name == "cnn-small"):
+    if not (network.name in SWIN_NAMES or network.name == "cnn-small"):
         raise ConfigError(f"network {network.name!r} cannot be a VoCo backbone; use one of swin-b, swin-l, swin-h, swinunetr, cnn-small.")
-    factor = size_multiple("swinunetr" if _is_swin(network.name) else network.name, network.kwargs)
+    factor = size_multiple("swinunetr" if network.name in SWIN_NAMES else network.name, network.kwargs)
     if crop_out % factor:
         raise ConfigError(
             f"network {network.name!r} needs crops whose side is a multiple of {factor}, got voco.crop_out {crop_out}; "
@@ -165,7 +158,7 @@ def build_backbone(network: NetworkConfig | dict) -> tuple[nn.Module, int, str]:
     name, kwargs = (network.name, dict(network.kwargs)) if isinstance(network, NetworkConfig) else (network["name"], dict(network.get("kwargs", {})))
     kwargs.pop("in_channels", None)
     kwargs.pop("out_channels", None)
-    if _is_swin(name):
+    if name in SWIN_NAMES:
         size = int(kwargs.get("feature_size", SWIN_NAMES[name] or 48))
         net = build_network(name, 1, 2, **kwargs)
         for part in _SWIN_DECODERS:  # never called by VoCo: no unused parameters under DDP, bundle = encoder only
@@ -288,7 +281,7 @@ def voco_bundle_meta(preset: Preset, net: VoCoNetwork, provenance: dict, metrics
     """``bundle.json`` sections of a trained VoCo network (see the module docstring for the weights' layout)."""
     spec = sample_spec(preset)
     kwargs = {k: v for k, v in preset.network.kwargs.items() if k not in ("in_channels", "out_channels")}
-    name = "swinunetr" if _is_swin(preset.network.name) else preset.network.name
+    name = "swinunetr" if preset.network.name in SWIN_NAMES else preset.network.name
     if name == "swinunetr":
         kwargs.setdefault("feature_size", SWIN_NAMES[preset.network.name] or 48)
     heads = {"student": "student.head.", "teacher": "teacher.head.", "layers": preset.voco.head_layers,
@@ -499,97 +492,3 @@ def position_accuracy(bundle: Bundle | VoCoScorer | str | os.PathLike, volumes: 
     """
     scorer = bundle if isinstance(bundle, VoCoScorer) else load_voco_bundle(bundle)
     return scorer.accuracy(volumes, n_crops, seed)
-
-
-# ----------------------------------------------------------------------------------------------- import
-
-
-def import_voco_weights(path: str | os.PathLike, preset_name: str, out_dir: str | os.PathLike, branch: str = "teacher",
-                        allow_partial: bool = False) -> MatchReport:
-    """Turn a released VoCo checkpoint into a pretext bundle (backbone only, ``heads: null``).
-
-    Layouts: v1 ``VoCo_10k.pt`` (``module.``, ``student.``/``teacher.``, ``backbone.``, ``swin_vit``) and v2
-    ``VoCo_{B,L,H}_SSL_head.pt`` (145 tensors ``swinViT.*`` + ``encoder*``); see :func:`~ssl3d.weights.voco_keys`.
-    The feature size is read from ``swinViT.patch_embed.proj.weight``; the preset's preprocessing is
-    recorded in ``provenance.assumed`` with its source. Nothing is written unless the match succeeds.
-
-    Args:
-        path: the checkpoint, read with ``torch.load(weights_only=True)``.
-        preset_name: a Swin VoCo preset (``voco-v1`` or ``voco-v2``).
-        out_dir: bundle folder to write (an existing bundle there is replaced).
-        branch: ``teacher`` or ``student`` for files holding both.
-        allow_partial: accept a file that fills only part of the encoder (the rest keeps its random init).
-
-    Returns:
-        The :class:`MatchReport` (also stored in ``provenance.match``).
-
-    Raises:
-        WeightsError: unreadable file, wrong shapes, nothing matched, or a partial match not allowed.
-        ConfigError: not a Swin VoCo preset, or a bad branch. InputError: ``out_dir`` is not a bundle folder.
-    """
-    preset = get_preset(preset_name)
-    if preset.voco is None or not _is_swin(preset.network.name):
-        raise ConfigError(f"--preset {preset.name} cannot take released VoCo weights: it needs a Swin VoCo preset (voco-v1 or voco-v2), "
-                          f"this one is {preset.method!r} with network {preset.network.name!r}.")
-    path, out_dir = Path(path), Path(out_dir)
-    _check_out_dir(out_dir)
-    checkpoint = read_checkpoint(path)
-    foreign = unwrap_state(checkpoint, path)
-    size, channels = _file_feature_size(foreign, branch, path)
-    stated = stated_merging(checkpoint, path)
-    network = NetworkConfig("swinunetr", {"merging": "v1.3", **preset.network.kwargs, "feature_size": size})
-    if stated:
-        network.kwargs["merging"] = stated
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)  # the init of what a partial file leaves unfilled is reproducible
-        backbone, _, prefix = build_backbone(network)
-    target = backbone.net.state_dict()
-    state, report = match_state(target, foreign, lambda key: voco_keys(key, branch), allow_partial, source=path.name)
-    full = {**target, **state}
-    meta = _imported_meta(preset, network, path, branch, size, channels, report, stated is not None)
-    write_bundle(out_dir, {"backbone." + prefix + k: v for k, v in full.items()}, meta)
-    return report
-
-
-def _check_out_dir(out_dir: Path) -> None:
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "bundle.json").is_file())):
-        raise InputError(f"--out {out_dir}: exists and is not a bundle folder; choose a new or empty folder.")
-
-
-def _file_feature_size(foreign: dict[str, Tensor], branch: str, path: Path) -> tuple[int, int]:
-    """Feature size and input channels from the file's patch embedding (after the key map)."""
-    embed = [t for k, t in foreign.items() if voco_keys(k, branch) == _PATCH_EMBED]
-    if not embed:
-        raise WeightsError(f"{path}: no {_PATCH_EMBED} (after the VoCo key map, branch {branch!r}); not a VoCo Swin checkpoint.")
-    shape = tuple(embed[0].shape)
-    if len(shape) != 5 or shape[0] % 12:
-        raise WeightsError(f"{path}: {_PATCH_EMBED} must be (feature_size, in_channels, 2, 2, 2) with feature_size a multiple of 12, got {list(shape)}.")
-    return int(shape[0]), int(shape[1])
-
-
-def _imported_meta(preset: Preset, network: NetworkConfig, path: Path, branch: str, size: int, channels: int, report: MatchReport,
-                   merging_stated: bool = False) -> dict:
-    source = f"preset {preset.name} ({preset.source})"
-    merging_from = ("the file's 'merging' entry" if merging_stated else
-                    f"{source}: the official code pins MONAI 1.3.0 (its 3-D PatchMerging order); the file records no variant")
-    return {
-        "network": {"name": "swinunetr", "kwargs": {**network.kwargs, "in_channels": 1}},
-        "task": "pretext",
-        "preprocessing": to_dict(preset.preprocess),
-        "pretext": {"method": "voco", "preset": preset.name, "version": preset.voco.version, "grid": preset.voco.grid,
-                    "heads": None, "backbone": {"prefix": "backbone.net.", "student": None, "teacher": None}},
-        "provenance": {
-            "data": None, "steps": None, "source": str(path.resolve()), "branch": branch,
-            "licence": "not stated in the file; see the release (Luffy03/VoCo, Luffy03/Large-Scale-Medical)",
-            "match": {"summary": report.summary(), "matched": len(report.matched), "missing": report.missing,
-                      "unexpected": report.unexpected, "dropped": len(report.dropped)},
-            "assumed": {
-                "preprocessing": {"value": to_dict(preset.preprocess), "from": source},
-                "feature_size": {"value": size, "from": f"shape of {_PATCH_EMBED} in the file ({channels} input channel(s))"},
-                "network": {"value": "MONAI SwinUNETR(use_v2=True) encoder", "from": source},
-                "merging": {"value": network.kwargs["merging"], "from": merging_from},
-            },
-        },
-        "metrics": {},
-        "preset": to_dict(preset),
-    }

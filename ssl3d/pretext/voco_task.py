@@ -38,7 +38,6 @@ from .voco_bundle import (
     VoCoScorer,
     check_network,
     cut_window,
-    import_voco_weights,
     pad_to_window,
     sample_spec,
     voco_bundle_meta,
@@ -54,7 +53,7 @@ from .voco_samples import (
     random_cuts,
 )
 
-__all__ = ["VoCoTask", "apply_network_choice", "import_voco_weights", "V2_PIPELINES"]
+__all__ = ["VoCoTask", "apply_network_choice", "V2_PIPELINES"]
 
 _NETWORKS = ("swin-b", "swin-l", "swin-h", "swinunetr", "cnn-small")
 _CNN_DEFAULT = {"channels": [8, 16, 32, 64]}

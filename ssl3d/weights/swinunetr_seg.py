@@ -5,12 +5,12 @@ not say (preprocessing, roi) is recorded as assumed, from VoCo's BTCV fine-tunin
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-from .bundle import write_bundle
-from .errors import ConfigError, WeightsError
-from .weights import MatchReport, match_state, read_checkpoint, stated_merging, unwrap_state
+from ..errors import ConfigError, WeightsError
+from .checkpoint import read_checkpoint, stated_merging, unwrap_state
+from .imported_bundle import check_out_dir, write_imported_bundle
+from .keymap import MatchReport, match_state
 
 __all__ = ["LABEL_SETS", "import_swinunetr_segmentation"]
 
@@ -48,8 +48,9 @@ def _labels(names: str | None, classes: int) -> list[dict]:
 
 def import_swinunetr_segmentation(path: Path, out_dir: Path, labels: str | None = None, allow_partial: bool = False) -> MatchReport:
     """Write a segmentation bundle from a SwinUNETR checkpoint; returns the match report."""
-    from .nets.builders import build_network
+    from ..nets.builders import build_network
 
+    check_out_dir(out_dir)
     checkpoint = read_checkpoint(path)
     foreign = {_strip_prefixes(k): v for k, v in unwrap_state(checkpoint, path).items()}
     embed, out = foreign.get("swinViT.patch_embed.proj.weight"), foreign.get("out.conv.conv.weight")
@@ -69,10 +70,7 @@ def import_swinunetr_segmentation(path: Path, out_dir: Path, labels: str | None 
         "preprocessing": {"orientation": "RAS", "spacing": [1.5, 1.5, 1.5], "intensity": "window:-175,250"},
         "labels": entries,
         "provenance": {
-            "source": str(Path(path).name),
-            "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
             "licence": "not stated in the file; see the releasing repository",
-            "match": report.summary(),
             "assumed": {
                 "preprocessing": {"value": "RAS, 1.5 mm, window -175..250 HU", "from": "VoCo Finetune/BTCV recipe (preset voco-btcv)"},
                 "patch": {"value": [96, 96, 96], "from": "VoCo Finetune/BTCV roi"},
@@ -82,5 +80,5 @@ def import_swinunetr_segmentation(path: Path, out_dir: Path, labels: str | None 
         "preset": {"train": {"patch": [96, 96, 96], "overlap": 0.75}},
     }
     network.load_state_dict(state, strict=not allow_partial)
-    write_bundle(out_dir, network.state_dict(), meta)
+    write_imported_bundle(out_dir, network.state_dict(), meta, path, "swinunetr-seg", report)
     return report
