@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
+from ssl3d.pretext import vf_loss  # noqa: E402
 from ssl3d.pretext import volume_fusion as vf  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parents[1] / "Testing" / "data" / "fixtures" / "vf_stats.json"
@@ -251,7 +252,7 @@ def loss_rows(runs: int) -> list[tuple[str, float, int, str]]:
     weights = [1.0, 0.5, 0.25, 0.125]
 
     def ours() -> None:
-        vf.fusion_loss(outs, label, weights=weights)["total"].backward()
+        vf_loss.fusion_loss(outs, label, weights=weights)["total"].backward()
 
     def plain() -> None:
         onehot = torch.nn.functional.one_hot(label[:, 0].long(), 5).permute(0, 4, 1, 2, 3).float()

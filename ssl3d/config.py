@@ -134,7 +134,7 @@ class FusionConfig:
     scale: tuple[float, float] = (0.7, 1.5)  # v2 random resized crop, per axis
     gamma: tuple[float, float] = (0.7, 1.5)  # v2
     inversion_p: float = 0.25  # v2
-    # the loss (ssl3d.pretext.volume_fusion.DS_WEIGHTS / CE_FORMS). off: one output, as the official VF configs
+    # the loss (ssl3d.pretext.vf_loss.DS_WEIGHTS / CE_FORMS). off: one output, as the official VF configs
     # (multiscale_pred = False); equal | halving (1/2^i): PCT-Net's or the UNet's 4 outputs, deep-supervised
     deep_supervision: str = "off"
     ce: str = "clamped"  # clamped: log(0.999 p + 5e-4), PyMIC <= v0.5.0 (a906dfc) | plain: log p, PyMIC 8bcebd6

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ssl3d.errors import ConfigError, InputError
+from ssl3d.pretext import vf_loss
 from ssl3d.pretext import volume_fusion as vf
 
 STATS = json.loads((Path(__file__).parents[1] / "data" / "fixtures" / "vf_stats.json").read_text())
@@ -296,7 +297,7 @@ def test_fusion_loss_equals_the_float64_formula(weights, numbers):
     logits = [torch.randn(2, 5, *s, generator=g, dtype=torch.float64) * 2 for s in ((8, 16, 16), (8, 8, 8), (4, 4, 4))]
     ours_in = [t.float().requires_grad_() for t in logits]
     ref_in = [t.clone().requires_grad_() for t in logits]
-    ours, ref = vf.fusion_loss(ours_in, label, weights=weights), loss_plain(ref_in, label, numbers)
+    ours, ref = vf_loss.fusion_loss(ours_in, label, weights=weights), loss_plain(ref_in, label, numbers)
     for key in ("dice", "ce", "total"):
         torch.testing.assert_close(ours[key].double(), ref[key], rtol=1e-5, atol=1e-6)
     ours["total"].backward()
@@ -310,7 +311,7 @@ def test_plain_ce_equals_pymic_8bcebd6_and_differs_from_the_clamp(weights, numbe
     g = gen(22)
     label = torch.randint(0, 5, (2, 1, 8, 16, 16), generator=g, dtype=torch.uint8)
     logits = [torch.randn(2, 5, *s, generator=g, dtype=torch.float64) * 8 for s in ((8, 16, 16), (8, 8, 8), (4, 4, 4))]
-    ours = vf.fusion_loss([t.float() for t in logits], label, weights=weights, ce="plain")
+    ours = vf_loss.fusion_loss([t.float() for t in logits], label, weights=weights, ce="plain")
     ref = loss_plain(logits, label, numbers, "plain")
     for key in ("dice", "ce", "total"):
         torch.testing.assert_close(ours[key].double(), ref[key], rtol=1e-5, atol=1e-6)
@@ -323,7 +324,7 @@ def test_plain_ce_is_finite_where_the_official_form_is_nan():
     logits = torch.randn(1, 5, 4, 8, 8, generator=gen(24)) * 40
     official = loss_plain([logits], label, [1.0], "plain")["ce"]  # float32 softmax underflows: 0 * log 0
     assert torch.isnan(official)
-    ours = vf.fusion_loss(logits.requires_grad_(), label, weights="off", ce="plain")
+    ours = vf_loss.fusion_loss(logits.requires_grad_(), label, weights="off", ce="plain")
     exact = F.cross_entropy(logits.double(), label[:, 0].long())  # -log p of the true class, in float64
     torch.testing.assert_close(ours["ce"].double(), exact, rtol=1e-5, atol=1e-5)
     ours["total"].backward()
@@ -334,9 +335,9 @@ def test_deep_supervision_off_uses_the_first_output_only():
     g = gen(25)
     label = torch.randint(0, 5, (1, 1, 8, 16, 16), generator=g, dtype=torch.uint8)
     logits = [torch.randn(1, 5, *s, generator=g) for s in ((8, 16, 16), (4, 8, 8))]
-    off = vf.fusion_loss(logits, label, weights="off")
-    first = vf.fusion_loss(logits[0], label, weights="equal")
-    both = vf.fusion_loss(logits, label, weights="equal")
+    off = vf_loss.fusion_loss(logits, label, weights="off")
+    first = vf_loss.fusion_loss(logits[0], label, weights="equal")
+    both = vf_loss.fusion_loss(logits, label, weights="equal")
     for key in ("dice", "ce", "total"):
         assert torch.equal(off[key], first[key])
     assert not torch.equal(off["total"], both["total"])
@@ -345,25 +346,25 @@ def test_deep_supervision_off_uses_the_first_output_only():
 def test_fusion_loss_single_output_and_errors():
     label = torch.randint(0, 5, (1, 1, 4, 6, 6), dtype=torch.uint8)
     logits = torch.randn(1, 5, 4, 6, 6, dtype=torch.float64)
-    torch.testing.assert_close(vf.fusion_loss(logits.float(), label)["total"].double(),
+    torch.testing.assert_close(vf_loss.fusion_loss(logits.float(), label)["total"].double(),
                                loss_plain([logits], label, [1.0])["total"], rtol=1e-5, atol=1e-6)
     with pytest.raises(InputError, match="label must be an integer"):
-        vf.fusion_loss(logits, label.float())
+        vf_loss.fusion_loss(logits, label.float())
     with pytest.raises(InputError, match=r"outputs\[0\]"):
-        vf.fusion_loss(logits[:, :3], label)
+        vf_loss.fusion_loss(logits[:, :3], label)
     with pytest.raises(InputError, match="0..4"):
-        vf.fusion_loss(logits, label + 5)
+        vf_loss.fusion_loss(logits, label + 5)
     with pytest.raises(ConfigError, match="weights"):
-        vf.fusion_loss([logits, logits[..., :3, :3, :3]], label, weights=[1.0])
+        vf_loss.fusion_loss([logits, logits[..., :3, :3, :3]], label, weights=[1.0])
     with pytest.raises(ConfigError, match="did|one of"):
-        vf.fusion_loss(logits, label, weights="halve")
+        vf_loss.fusion_loss(logits, label, weights="halve")
     with pytest.raises(ConfigError, match="ce must be one of"):
-        vf.fusion_loss(logits, label, ce="clamp")
+        vf_loss.fusion_loss(logits, label, ce="clamp")
 
 
 def test_class_dice():
     label = torch.randint(0, 5, (2, 1, 4, 8, 8), generator=gen(21), dtype=torch.uint8)
     perfect = F.one_hot(label[:, 0].long(), 5).permute(0, 4, 1, 2, 3).float()
-    assert vf.class_dice(perfect, label).tolist() == [1.0] * 5
+    assert vf_loss.class_dice(perfect, label).tolist() == [1.0] * 5
     wrong = perfect.roll(1, dims=1)  # predicts class c + 1 everywhere
-    assert float(vf.class_dice(wrong, label).max()) < 1e-4
+    assert float(vf_loss.class_dice(wrong, label).max()) < 1e-4

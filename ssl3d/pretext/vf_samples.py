@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from . import volume_fusion as vf
+from .vf_loss import class_dice
 
 if TYPE_CHECKING:
     from ..config import FusionConfig, Preset
@@ -164,7 +165,7 @@ def fusion_metrics(logits: Tensor, label: Tensor, classes: int) -> dict[str, Any
     confusion = torch.bincount(truth * classes + pred, minlength=classes * classes).reshape(classes, classes).cpu().double()
     support = confusion.sum(1)
     recall = torch.where(support > 0, confusion.diagonal() / support.clamp_min(1), torch.full_like(support, float("nan")))
-    dice = torch.stack([vf.class_dice(logits[i:i + 1], label[i:i + 1], classes) for i in range(logits.shape[0])]).mean(0).cpu()
+    dice = torch.stack([class_dice(logits[i:i + 1], label[i:i + 1], classes) for i in range(logits.shape[0])]).mean(0).cpu()
     return {
         "fg_dice": float(dice[1:].mean()),
         "dice": [float(d) for d in dice],

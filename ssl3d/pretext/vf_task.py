@@ -32,7 +32,7 @@ from ..config import FusionConfig, Preset, apply_overrides, look_up
 from ..errors import ConfigError, DatasetError
 from ..nets.builders import size_multiple
 from ..train.loop import Task, TrainContext
-from . import volume_fusion as vf
+from .vf_loss import CE_FORMS, DS_WEIGHTS, fusion_loss
 from .vf_bundle import fusion_bundle_meta
 from .vf_samples import class_names, fused_batch, fused_set, fusion_metrics, pad_volumes, percentile_method, predict_logits
 
@@ -130,8 +130,8 @@ def _fusion(preset: Preset) -> FusionConfig:
         raise ConfigError(f"preset {preset.name!r} is not a Volume Fusion preset (method {preset.method!r}); use vf-v1, vf-v2, vf-v1-cpu or vf-v2-cpu.")
     if preset.fusion.version not in (1, 2):
         raise ConfigError(f"fusion.version must be 1 or 2, got {preset.fusion.version!r}.")
-    look_up(preset.fusion.deep_supervision, vf.DS_WEIGHTS, "fusion.deep_supervision value")
-    look_up(preset.fusion.ce, vf.CE_FORMS, "fusion.ce value")
+    look_up(preset.fusion.deep_supervision, DS_WEIGHTS, "fusion.deep_supervision value")
+    look_up(preset.fusion.ce, CE_FORMS, "fusion.ce value")
     return preset.fusion
 
 
@@ -203,7 +203,7 @@ class FusionTask(Task):
 
     def losses(self, ctx: TrainContext, batch: tuple[Tensor, Tensor], step: int) -> dict[str, Tensor]:
         x, label = batch
-        return vf.fusion_loss(self.forward(x), label, self.fusion.classes, self.fusion.deep_supervision, self.fusion.ce)
+        return fusion_loss(self.forward(x), label, self.fusion.classes, self.fusion.deep_supervision, self.fusion.ce)
 
     def validate(self, ctx: TrainContext, step: int) -> dict[str, Any] | None:
         x, label = self.val

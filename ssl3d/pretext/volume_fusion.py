@@ -1,4 +1,4 @@
-"""Volume Fusion (MIS-FM): fused samples, labels, crops and the loss, as batched torch operations.
+"""Volume Fusion (MIS-FM): fused samples, labels and crops, as batched torch operations.
 
 Two generations, as in the official code:
 
@@ -13,8 +13,7 @@ Two generations, as in the official code:
 Both fuse as ``fused = alpha * fg + (1 - alpha) * bg`` with ``alpha = label / (classes - 1)``. Every
 random draw comes from the ``torch.Generator`` passed in (``draw_*`` functions); ``apply``/``paint``
 functions only compute. Tensors are (N, C, D, H, W); labels are uint8 (N, 1, D, H, W).
-``fusion_loss`` is PyMIC's 0.5 * Dice + 0.5 * CE, with the CE of either generation (``CE_FORMS``: the clamped
-log of PyMIC up to v0.5.0 / a906dfc, the plain log of 8bcebd6) on one output or over deep-supervision outputs.
+The loss and the class Dice are in :mod:`ssl3d.pretext.vf_loss`.
 """
 
 from __future__ import annotations
@@ -34,19 +33,11 @@ __all__ = [
     "draw_blocks_v2", "paint_blocks_v2", "fuse_v2", "fuse",
     "normalize_hu", "draw_crop_v1", "apply_crop_v1",
     "draw_crop4vf", "apply_crop4vf", "crop4vf",
-    "percentile", "adaptive_contrast", "gamma_correction",
-    "fusion_loss", "class_dice",
+    "percentile", "adaptive_contrast", "gamma_correction", "check_classes",
 ]
 
 Size3 = Sequence[int]
 PERCENTILE_METHODS = ("exact", "histogram")
-DS_WEIGHTS = ("off", "equal", "halving")
-"""Deep supervision: "off" (the full-resolution output only, as the official VF configs' ``multiscale_pred =
-False``), "equal" (PyMIC's weights before 2024-09-30) or "halving" (1/2^i, PyMIC since 9cc16a6)."""
-CE_FORMS = ("clamped", "plain")
-"""Cross-entropy: "clamped" ``-y log(0.999 p + 5e-4)`` (PyMIC 2022 to v0.5.0, a906dfc; MIS-FM and VolF were trained
-with it) or "plain" ``-y log p`` (PyMIC 8bcebd6, after 4baccae), computed as ``log_softmax``: equal to the official
-value wherever that is finite, and finite where the official softmax underflows to 0 and gives NaN (0 * log 0)."""
 
 
 # ----------------------------------------------------------------------------- validation helpers
@@ -73,7 +64,8 @@ def _volume(name: str, x: object, channels: int | None = None) -> Tensor:
     return x
 
 
-def _classes(classes: int) -> int:
+def check_classes(classes: int) -> int:
+    """``classes`` (K + 1 fusion classes, >= 2), or ConfigError."""
     if not isinstance(classes, int) or classes < 2:
         raise ConfigError(f"classes must be an integer >= 2, got {classes!r}.")
     return classes
@@ -133,7 +125,7 @@ def draw_boxes_v1(n: int, spatial: Size3, generator: torch.Generator | None = No
     smin, smax = _bounds("size_min", size_min, "size_max", size_max)
     if len(block_range) != 2 or not 1 <= block_range[0] <= block_range[1]:
         raise ConfigError(f"block_range must be (lo, hi) with 1 <= lo <= hi, got {tuple(block_range)!r}.")
-    k, slots = _classes(classes) - 1, int(block_range[1])
+    k, slots = check_classes(classes) - 1, int(block_range[1])
     counts = _randint((n,), _as_long([block_range[0]], generator), _as_long([slots], generator), generator)
     sizes = _randint((n, slots, 3), _as_long(smin, generator), _as_long(smax, generator), generator)
     shape = _as_long(spatial, generator)
@@ -179,7 +171,7 @@ def fuse(fg: Tensor, bg: Tensor, label: Tensor, classes: int = 5) -> Tensor:
     if _volume("fg", fg).shape != bg.shape or label.shape != (bg.shape[0], 1, *bg.shape[2:]):
         raise InputError(f"fg, bg and label must be (N, C, D, H, W), (N, C, D, H, W), (N, 1, D, H, W); "
                          f"got {tuple(fg.shape)}, {tuple(bg.shape)}, {tuple(label.shape)}.")
-    return _lerp_batch(lambda i: fg[i].to(bg.dtype), bg, label, _classes(classes) - 1)
+    return _lerp_batch(lambda i: fg[i].to(bg.dtype), bg, label, check_classes(classes) - 1)
 
 
 def _lerp_batch(fg_of: Callable[[int], Tensor], bg: Tensor, label: Tensor, k: int) -> Tensor:
@@ -249,7 +241,7 @@ def draw_blocks_v2(n: int, spatial: Size3, generator: torch.Generator | None = N
     bmin, bmax = _bounds("block_min", block_min, "block_max", block_max)
     if not 0.0 <= foreground_ratio <= 1.0:
         raise ConfigError(f"foreground_ratio must lie in [0, 1], got {foreground_ratio!r}.")
-    k, shape = _classes(classes) - 1, _as_long(spatial, generator)
+    k, shape = check_classes(classes) - 1, _as_long(spatial, generator)
     sizes = _randint((n, 3), _as_long(bmin, generator), _as_long(bmax, generator), generator)
     offsets = _randint((n, 3), torch.zeros_like(sizes), shape % sizes, generator)
     counts = shape // sizes
@@ -629,120 +621,3 @@ def gamma_correction(x: Tensor, gamma: Tensor) -> Tensor:
     rows = x.reshape(x.shape[0], -1).clone()
     _gamma_rows(rows, gamma, None)
     return rows.view_as(x)
-
-
-# ----------------------------------------------------------------------------- loss
-def _ds_weights(weights: str | Sequence[float], count: int) -> list[float]:
-    if isinstance(weights, str):
-        if weights not in DS_WEIGHTS:
-            raise ConfigError(f"weights must be one of {DS_WEIGHTS} or a list of floats, got {weights!r}.")
-        return [1.0] * count if weights in ("off", "equal") else [0.5 ** i for i in range(count)]
-    w = [float(v) for v in weights]
-    if len(w) != count or min(w) < 0 or sum(w) <= 0:
-        raise ConfigError(f"weights must be {count} non-negative floats with a positive sum, got {w}.")
-    return w
-
-
-def _pooled_onehot(label: Tensor, classes: int, sizes: list[tuple[int, ...]]) -> dict[tuple[int, ...], Tensor]:
-    """Average-pooled one-hot of ``label`` at each size, class by class (no full one-hot is kept)."""
-    full, order = tuple(label.shape[2:]), sorted(set(sizes), key=lambda s: -s[0] * s[1] * s[2])
-    out: dict[tuple[int, ...], list[Tensor]] = {s: [] for s in order}
-    for c in range(classes):
-        ind = (label == c).float()
-        prev = ind
-        for s in order:
-            nested = all(f % p == 0 and p % t == 0 for f, p, t in zip(full, prev.shape[2:], s))
-            prev = F.adaptive_avg_pool3d(prev if nested else ind, s)
-            out[s].append(prev)
-    return {s: torch.cat(v, 1) for s, v in out.items()}
-
-
-def _terms_hard(prob: Tensor, log_prob: Tensor | None, label: Tensor, classes: int) -> tuple[Tensor, Tensor]:
-    idx = label.long()
-    if label.is_signed() and bool((idx < 0).any()):
-        raise InputError(f"label values must lie in 0..{classes - 1}, got {int(idx.min())}.")
-    count = torch.bincount(idx.reshape(-1), minlength=classes)
-    if count.numel() != classes:
-        raise InputError(f"label values must lie in 0..{classes - 1}, got up to {count.numel() - 1}.")
-    p_true = prob.gather(1, idx)
-    inter = prob.new_zeros(classes).index_add(0, idx.reshape(-1), p_true.reshape(-1))
-    dice = (2 * inter + 1e-5) / (count.to(prob.dtype) + prob.sum((0, 2, 3, 4)) + 1e-5)
-    log_true = torch.log(0.999 * p_true + 5e-4) if log_prob is None else log_prob.gather(1, idx)
-    return (1 - dice).mean(), -log_true.mean()
-
-
-def _terms_soft(prob: Tensor, log_prob: Tensor | None, gt: Tensor) -> tuple[Tensor, Tensor]:
-    dims = (0, 2, 3, 4)
-    dice = (2 * (prob * gt).sum(dims) + 1e-5) / (gt.sum(dims) + prob.sum(dims) + 1e-5)
-    log_p = torch.log(0.999 * prob + 5e-4) if log_prob is None else log_prob
-    return (1 - dice).mean(), -(gt * log_p).sum(1).mean()
-
-
-def fusion_loss(outputs: Tensor | Sequence[Tensor], label: Tensor, classes: int = 5,
-                weights: str | Sequence[float] = "halving", ce: str = "clamped") -> dict[str, Tensor]:
-    """PyMIC's segmentation loss of VF: 0.5 * Dice + 0.5 * CE, on one output or deep-supervised.
-
-    Per output i: p = softmax (one softmax shared by both terms, computed in float32); the target is
-    the one-hot label, average-pooled to the output's size when smaller (deep_supervise_mode 2).
-    Dice is a batch Dice over all classes, background included: mean_c 1 - (2 sum p y + 1e-5) /
-    (sum y + sum p + 1e-5). CE is mean_voxels sum_c -y log(0.999 p + 5e-4) ("clamped") or -y log p
-    ("plain", see :data:`CE_FORMS`). Terms are combined as sum_i w_i L_i / sum_i w_i.
-
-    Args:
-        outputs: logits (N, classes, d, h, w), or a list of them, full resolution first.
-        label: (N, 1, D, H, W) integer (uint8) 0..classes-1 at full resolution.
-        weights: "off" (the first output only, as PyMIC without ``deep_supervise``), "equal" (PyMIC before
-            2024-09-30), "halving" (1/2^i, PyMIC since) or floats; see :data:`DS_WEIGHTS`.
-        ce: "clamped" (PyMIC up to v0.5.0, VF v1) or "plain" (PyMIC 8bcebd6, VolF v2).
-
-    Returns:
-        ``{"dice", "ce", "total"}`` scalar tensors; total = 0.5 * dice + 0.5 * ce.
-
-    Example:
-        >>> label = torch.randint(0, 5, (2, 1, 8, 16, 16), dtype=torch.uint8)
-        >>> outs = [torch.randn(2, 5, 8, 16, 16), torch.randn(2, 5, 8, 8, 8)]
-        >>> sorted(fusion_loss(outs, label, weights="equal"))
-        ['ce', 'dice', 'total']
-    """
-    outs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
-    classes = _classes(classes)
-    if label.dim() != 5 or label.shape[1] != 1 or label.is_floating_point():
-        raise InputError(f"label must be an integer tensor (N, 1, D, H, W), got {label.dtype} {tuple(label.shape)}.")
-    full = tuple(label.shape[2:])
-    for i, o in enumerate(outs):
-        if o.dim() != 5 or o.shape[:2] != (label.shape[0], classes) or any(
-                s > f for s, f in zip(o.shape[2:], full)):
-            raise InputError(f"outputs[{i}] must be (N={label.shape[0]}, {classes}, d, h, w) with d, h, w "
-                             f"<= {full}, got {tuple(o.shape)}.")
-    if ce not in CE_FORMS:
-        raise ConfigError(f"ce must be one of {CE_FORMS}, got {ce!r}.")
-    if isinstance(weights, str) and weights == "off":
-        outs = outs[:1]  # PyMIC without deep_supervise: the losses see the first output only
-    plain = ce == "plain"
-    w = _ds_weights(weights, len(outs))
-    pooled = _pooled_onehot(label, classes, [tuple(o.shape[2:]) for o in outs if tuple(o.shape[2:]) != full])
-    dice = ce = outs[0].new_zeros((), dtype=torch.float32)
-    for wi, o in zip(w, outs):
-        prob = torch.softmax(o.float(), dim=1)
-        log_prob = torch.log_softmax(o.float(), dim=1) if plain else None
-        size = tuple(o.shape[2:])
-        d, c = _terms_hard(prob, log_prob, label, classes) if size == full else _terms_soft(prob, log_prob, pooled[size])
-        dice, ce = dice + wi * d, ce + wi * c
-    dice, ce = dice / sum(w), ce / sum(w)
-    return {"dice": dice, "ce": ce, "total": 0.5 * dice + 0.5 * ce}
-
-
-def class_dice(logits: Tensor, label: Tensor, classes: int = 5) -> Tensor:
-    """Hard (argmax) batch Dice per class, (2 |P and Y| + 1e-5) / (|P| + |Y| + 1e-5), as PyMIC logs it:
-    logits (N, classes, D, H, W), label (N, 1, D, H, W) -> (classes,); ``[1:].mean()`` is ``avg_fg_dice``.
-
-    Example:
-        >>> lab = torch.randint(0, 5, (1, 1, 4, 4, 4), dtype=torch.uint8)
-        >>> class_dice(F.one_hot(lab[:, 0].long(), 5).permute(0, 4, 1, 2, 3).float(), lab).tolist()
-        [1.0, 1.0, 1.0, 1.0, 1.0]
-    """
-    pred, lab = logits.argmax(1).reshape(-1), label.reshape(-1).long()
-    hit = torch.bincount(lab[pred == lab], minlength=classes)[:classes].float()
-    n_pred = torch.bincount(pred, minlength=classes)[:classes].float()
-    n_lab = torch.bincount(lab, minlength=classes)[:classes].float()
-    return (2 * hit + 1e-5) / (n_pred + n_lab + 1e-5)
