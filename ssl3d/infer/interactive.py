@@ -194,17 +194,17 @@ class InteractiveSession:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """(1, C, D, H, W) -> (C_out, D, H, W) logits; pads to the network's multiple (or slides its fixed window)."""
-        from ..train.interactive import _logits
+        from ..nets.builders import main_output
         from ..train.segmentation import pad_to_multiple
 
         with torch.no_grad(), torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
             if self.fixed:
                 from monai.inferers import sliding_window_inference
 
-                out = sliding_window_inference(x, self.window, 1, lambda t: _logits(self.model(t)), overlap=0.25, mode="gaussian")
+                out = sliding_window_inference(x, self.window, 1, lambda t: main_output(self.model(t)), overlap=0.25, mode="gaussian")
                 return out[0].float()
             padded, crop = pad_to_multiple(x, self.multiple)
-            return _logits(self.model(padded))[(0, slice(None), *crop)].float()
+            return main_output(self.model(padded))[(0, slice(None), *crop)].float()
 
     def _predict(self, roi: Box) -> np.ndarray:
         """Argmax labels (D, H, W) of the ROI; interactive bundles get the clicks' guidance channels."""

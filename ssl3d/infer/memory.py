@@ -45,6 +45,7 @@ from ..bundle import Bundle, as_bundle
 from ..device import CUDA_CONTEXT_BYTES, DeviceChoice, choose_device
 from ..errors import ConfigError
 from ..io import Volume
+from ..nets.builders import main_output
 from .windows import CONSTANT_CACHE_SIZE, click_window, network_multiple, padded_shape, round_up, window_size
 
 __all__ = ["MARGIN", "MemoryEstimate", "device_for_bundle", "estimate_click_memory", "estimate_segment_memory", "forward_peak_bytes"]
@@ -119,8 +120,7 @@ def forward_peak_bytes(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, tu
     held = itertools.chain(model.parameters(), model.buffers(), [x])
     tracker = _LiveBytes({t.untyped_storage()._cdata for t in held})
     with torch.no_grad(), tracker:
-        out = model(x)
-        out = out[0] if isinstance(out, (list, tuple)) else out
+        out = main_output(model(x))
         shape = tuple(int(s) for s in out.shape)
         del out
     return tracker.peak, shape

@@ -55,12 +55,15 @@ from ..device import DeviceChoice
 from ..errors import BundleError, ConfigError, InputError
 from ..filemodes import give_umask_mode
 from ..io import LPS_TO_RAS, Volume, volume_suffix, write_volume
+from ..nets.builders import main_output
 from ..progress import Progress
 from .windows import CONSTANT_CACHE_SIZE, network_multiple, padded_shape, window_size
 
 __all__ = [
     "LABEL_SUFFIXES",
+    "PROBABILITY_SUFFIXES",
     "SegmentResult",
+    "check_segmentation_bundle",
     "load_model",
     "scan_interval",
     "sliding_window_slabs",
@@ -77,7 +80,8 @@ __all__ = [
 
 #: Endings ``ssl3d segment --output`` accepts (``.mhd`` is left out: its two files cannot be renamed atomically).
 LABEL_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
-_PROBABILITY_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+#: Endings ``ssl3d segment --probabilities`` accepts (one file per class; a .seg.nrrd holds labels only).
+PROBABILITY_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 SIGMA_SCALE = 0.125  # MONAI's default Gaussian width, a fraction of the window
 CPU_AMP_WARNING = ("--amp on runs the windows in bfloat16 on the CPU, which most CPUs compute far slower than float32 "
                    "(measured: over 8 min where float32 takes 40 s); --amp auto uses float32 on the CPU")
@@ -86,7 +90,8 @@ CPU_AMP_WARNING = ("--amp on runs the windows in bfloat16 on the CPU, which most
 # ---------------------------------------------------------------------------------------------- model
 
 
-def _check_task(bundle: Bundle) -> None:
+def check_segmentation_bundle(bundle: Bundle) -> None:
+    """BundleError unless ``bundle`` is a segmentation bundle (checked before any volume is read)."""
     if bundle.task != "segmentation":
         raise BundleError(
             f"{bundle.path}: task is {bundle.task!r}; whole-volume segmentation needs a segmentation bundle "
@@ -172,8 +177,7 @@ def _forward(predictor: Callable, batch: torch.Tensor, amp: bool) -> torch.Tenso
     device_type = batch.device.type
     dtype = torch.float16 if device_type == "cuda" else torch.bfloat16
     with torch.autocast(device_type, dtype=dtype, enabled=amp):
-        out = predictor(batch)
-    out = out[0] if isinstance(out, (list, tuple)) else out
+        out = main_output(predictor(batch))
     return out.float()
 
 
@@ -347,7 +351,7 @@ def segment(
     from ..data.preprocess import PreprocessConfig, preprocess
 
     bundle = as_bundle(bundle)
-    _check_task(bundle)
+    check_segmentation_bundle(bundle)
     if not 0 <= overlap < 1:
         raise ConfigError(f"overlap must be in [0, 1), got {overlap}.")
     if sw_batch < 1:
@@ -537,7 +541,7 @@ def write_outputs(result: SegmentResult, output: str | os.PathLike, probabilitie
         targets["labels"] = (output, lambda tmp: write_volume(result.labels, tmp))
         targets["colour table"] = (color_table_path(output), lambda tmp: _write_color_table(tmp, result.entries, color_table_path(output).name))
     if probabilities is not None:
-        check_output_path(probabilities, "--probabilities", _PROBABILITY_SUFFIXES)
+        check_output_path(probabilities, "--probabilities", PROBABILITY_SUFFIXES)
         for value, path in probability_paths(probabilities, result.entries).items():
             targets[f"probability {value}"] = (path, lambda tmp, v=value: write_volume(result.probability(v), tmp))
     return _commit(targets)
