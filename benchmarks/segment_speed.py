@@ -37,7 +37,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ssl3d.infer.segment import _pad_for_window, _size_multiple, label_map, load_model, sliding_window_logits, window_size
+from ssl3d.infer.segment import _pad_for_window, label_map, load_model, sliding_window_logits
+from ssl3d.infer.windows import network_multiple, window_size
 
 
 def trained_bundle(folder: Path, steps: int):
@@ -75,7 +76,7 @@ def model_input(bundle, volume: str, quick: bool) -> tuple[torch.Tensor, tuple[i
     x, _ = preprocess(image, PreprocessConfig(**bundle.meta["preprocessing"]))
     if quick:
         x = x[:, :, : min(x.shape[2], 48)]
-    return (*_pad_for_window(x, window_size(bundle), _size_multiple(bundle.network)), what)
+    return (*_pad_for_window(x, window_size(bundle), network_multiple(bundle.network)), what)
 
 
 def ours(x, window, model, overlap, sw_batch, amp=False, reuse=True) -> np.ndarray:

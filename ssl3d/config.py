@@ -38,6 +38,7 @@ __all__ = [
     "register_preset",
     "get_preset",
     "preset_names",
+    "fine_tune_preset",
     "look_up",
     "apply_overrides",
     "to_dict",
@@ -192,6 +193,16 @@ def look_up(value: str, choices, what: str) -> str:
 def get_preset(name: str) -> Preset:
     """A fresh copy of a registered preset (callers may change it freely)."""
     return from_dict(to_dict(PRESETS[look_up(name, sorted(PRESETS), "preset")]))
+
+
+def fine_tune_preset(preset: Preset, task: str) -> Preset:
+    """``preset`` if it fine-tunes ``task`` (``finetune --task``, a study's cells); a pretext preset (VoCo, VF) is
+    refused, naming the ones that fit."""
+    if preset.method != task:
+        fitting = ", ".join(name for name, p in PRESETS.items() if p.method == task)
+        hint = " (a pretext preset: pretrain with 'ssl3d pretrain', then pass its bundle with --init)" if preset.method in ("voco", "vf") else ""
+        raise ConfigError(f"--preset {preset.name} is a {preset.method!r} preset{hint}; finetune --task {task} takes {fitting}.")
+    return preset
 
 
 # ---------------------------------------------------------------------------------------------- (de)serialisation

@@ -44,7 +44,7 @@ from .errors import ConfigError, InputError
 from .filemodes import give_umask_mode
 from .io import VOLUME_SUFFIXES, Volume, read_volume, volume_suffix
 
-__all__ = ["METRICS", "CONVENTION", "parse_label_names", "evaluate_pair", "pair_cases", "evaluate_folders", "summarize", "write_report"]
+__all__ = ["METRICS", "CONVENTION", "parse_label_names", "evaluate_pair", "pair_cases", "evaluate_folders", "summarize", "check_report_path", "write_report"]
 
 METRICS = ("dice", "hd95", "assd")
 CONVENTION = (
@@ -218,7 +218,7 @@ def evaluate_folders(
         InputError: see :func:`pair_cases` and :func:`evaluate_pair`; an unwritable ``out`` (checked first).
     """
     if out is not None:
-        out = _check_report_path(out)
+        out = check_report_path(out)
     names = None if labels is None else _label_names(labels, ())
     cases: dict[str, dict] = {}
     for case, pred_path, ref_path in pair_cases(pred, ref):
@@ -268,7 +268,8 @@ def summarize(cases: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str,
 # ---------------------------------------------------------------------------------------------- report
 
 
-def _check_report_path(out: str | os.PathLike) -> Path:
+def check_report_path(out: str | os.PathLike) -> Path:
+    """``out`` if it is a .csv file in an existing folder (``--out`` of ``ssl3d evaluate``); else InputError."""
     out = Path(out)
     if out.suffix.lower() != ".csv":
         raise InputError(f"--out {out}: the report must be a .csv file (a .json summary is written beside it).")
@@ -285,7 +286,7 @@ def _cell(value: Any) -> str:
 
 def write_report(summary: Mapping[str, Any], out: str | os.PathLike) -> dict[str, Path]:
     """Write ``out`` (CSV: one row per case and class, then mean and std rows) and ``out`` with ``.json``; atomic."""
-    out = _check_report_path(out)
+    out = check_report_path(out)
     values = {name: s["value"] for scores in summary["cases"].values() for name, s in scores.items()}
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")

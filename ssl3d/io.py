@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, VolumeReadError
+from .filemodes import give_umask_mode
 
 __all__ = ["Volume", "read_volume", "write_volume", "header_geometry", "VOLUME_SUFFIXES", "volume_suffix", "LPS_TO_RAS"]
 
@@ -566,12 +567,6 @@ def _volume_to_sitk(volume: Volume):
     return image
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _worth_compressing(array: np.ndarray, sample_bytes: int = 1 << 22) -> bool:
     """Whether gzip pays: noisy float maps shrink ~10 % at ~10x the write time; label-like maps shrink 100x."""
     flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
@@ -634,7 +629,7 @@ def write_volume(volume: Volume, path: str | os.PathLike, compress: bool | str =
     os.close(handle)
     try:
         sitk.WriteImage(_volume_to_sitk(volume), tmp, compress)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
+        give_umask_mode(tmp)  # mkstemp makes 0600 files; outputs get the usual permissions
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:  # ITK reports a failed write (a full disk) as RuntimeError
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[-1][:200]

@@ -1,4 +1,5 @@
-"""PNG pictures: axial montages of a volume with a label overlay (demo, reports, inspection)."""
+"""PNG pictures: axial montages of a volume with a label overlay (demo, reports, inspection), and the captions
+under them (one font for every picture)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 
 from .io import Volume
 
-__all__ = ["axial_montage", "save_montage", "DEFAULT_COLORS"]
+__all__ = ["axial_montage", "save_montage", "text_font", "text_strip", "DEFAULT_COLORS"]
 
 DEFAULT_COLORS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]
 
@@ -57,3 +58,22 @@ def save_montage(rows: list[np.ndarray], path: str | Path, scale: int = 2) -> Pa
     path = Path(path)
     picture.save(path)
     return path
+
+
+def text_font(size: int):
+    """Pillow's default font at ``size`` pixels (one bitmap size on Pillow < 10.1)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has one bitmap size
+        return ImageFont.load_default()
+
+
+def text_strip(width: int, text: str, height: int = 22) -> np.ndarray:
+    """A black RGB strip (height, width, 3) with ``text`` in white, left-aligned."""
+    from PIL import Image, ImageDraw
+
+    strip = Image.new("RGB", (int(width), height))
+    ImageDraw.Draw(strip).text((4, height // 2), text, fill=(255, 255, 255), font=text_font(13), anchor="lm")
+    return np.asarray(strip)

@@ -61,7 +61,7 @@ def versions() -> str:
 
 
 def caption(picture: np.ndarray, text: str) -> np.ndarray:
-    from ssl3d.inspect.voco_map import text_strip
+    from ssl3d.pictures import text_strip
 
     return np.concatenate([text_strip(picture.shape[1], text), picture], axis=0)
 

@@ -155,7 +155,8 @@ def write_phantom_sample(folder: str | os.PathLike) -> tuple[Path, Path]:
     Returns:
         (image path, segmentation path), named :data:`SAMPLE_FILES`.
     """
-    from ..io import _umask, write_volume
+    from ..filemodes import give_umask_mode
+    from ..io import write_volume
 
     folder = Path(folder)
     targets = tuple(folder / name for name in SAMPLE_FILES)
@@ -172,7 +173,7 @@ def write_phantom_sample(folder: str | os.PathLike) -> tuple[Path, Path]:
             os.close(handle)
             staged.append(Path(tmp))
             write(staged[-1])
-            os.chmod(staged[-1], 0o666 & ~_umask())  # mkstemp makes 0600 files
+            give_umask_mode(staged[-1])  # mkstemp makes 0600 files
         for tmp, target in zip(staged, targets):
             os.replace(tmp, target)
     finally:

@@ -63,13 +63,13 @@ def _check_segment_args(args: argparse.Namespace) -> None:
     """Everything that can be checked without the model or the volume, so bad input fails before any work."""
     from ..errors import ConfigError, InputError
     from ..io import check_writable
-    from .segment import _PROBABILITY_SUFFIXES, check_output_not_input, check_output_path
+    from .segment import PROBABILITY_SUFFIXES, check_output_not_input, check_output_path
 
     output = check_output_path(args.output)
     check_output_not_input(output, args.input)
     check_writable(output)
     if args.probabilities:
-        check_output_path(args.probabilities, "--probabilities", _PROBABILITY_SUFFIXES)
+        check_output_path(args.probabilities, "--probabilities", PROBABILITY_SUFFIXES)
         check_output_not_input(args.probabilities, args.input, "--probabilities")
         check_writable(args.probabilities, "--probabilities")
         if Path(args.probabilities).resolve() == output.resolve():
@@ -95,13 +95,13 @@ def _segment_volume(args: argparse.Namespace, watch) -> int:
     from ..device import resolve_device
     from ..events import EventWriter
     from ..io import read_volume
-    from .segment import _check_task, segment, write_outputs
+    from .segment import check_segmentation_bundle, segment, write_outputs
 
     resolve_device(args.device)  # a bad --device fails before any work; the GPU-memory check comes with the volume
     bundle = read_bundle(args.model)
     if args.point or args.negative:
         return _segment_with_points(args, bundle, args.device, watch)
-    _check_task(bundle)
+    check_segmentation_bundle(bundle)
     volume = read_volume(args.input)
     amp = None if args.amp == "auto" else args.amp == "on"
     from ..progress import TextProgress
@@ -208,12 +208,12 @@ def _add_evaluate(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from ..evaluate import _check_report_path, evaluate_folders, pair_cases, parse_label_names
+    from ..evaluate import check_report_path, evaluate_folders, pair_cases, parse_label_names
     from ..events import EventWriter
 
     from ..io import check_writable
 
-    out = _check_report_path(args.out)
+    out = check_report_path(args.out)
     check_writable(out, "--out")
     labels = parse_label_names(args.labels) if args.labels else None
     cases = pair_cases(args.pred, args.ref)

@@ -42,6 +42,7 @@ import torch
 from ..bundle import Bundle, as_bundle
 from ..errors import BundleError, InputError
 from ..io import Volume
+from .windows import click_window
 
 __all__ = ["InteractiveSession", "points_session", "segment_with_points"]
 
@@ -98,7 +99,7 @@ class InteractiveSession:
         self.device = device if self.device_choice is None else torch.device(self.device_choice.device)
         self.guidance = _read_guidance(self.bundle) if self.interactive else None
         self.preprocessing = PreprocessConfig(**self.bundle.meta["preprocessing"])
-        self.window, self.multiple, self.fixed = _window(self.bundle)
+        self.window, self.multiple, self.fixed = click_window(self.bundle)
         self.max_roi = max_roi
         self.model = load_model(self.bundle, self.device)
         self.last_changed: tuple[int, int, int, int, int, int] | None = None
@@ -193,17 +194,17 @@ class InteractiveSession:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """(1, C, D, H, W) -> (C_out, D, H, W) logits; pads to the network's multiple (or slides its fixed window)."""
-        from ..train.interactive import _logits
+        from ..nets.builders import main_output
         from ..train.segmentation import pad_to_multiple
 
         with torch.no_grad(), torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
             if self.fixed:
                 from monai.inferers import sliding_window_inference
 
-                out = sliding_window_inference(x, self.window, 1, lambda t: _logits(self.model(t)), overlap=0.25, mode="gaussian")
+                out = sliding_window_inference(x, self.window, 1, lambda t: main_output(self.model(t)), overlap=0.25, mode="gaussian")
                 return out[0].float()
             padded, crop = pad_to_multiple(x, self.multiple)
-            return _logits(self.model(padded))[(0, slice(None), *crop)].float()
+            return main_output(self.model(padded))[(0, slice(None), *crop)].float()
 
     def _predict(self, roi: Box) -> np.ndarray:
         """Argmax labels (D, H, W) of the ROI; interactive bundles get the clicks' guidance channels."""
@@ -456,19 +457,6 @@ def _read_guidance(bundle: Bundle) -> _Guidance:
     if not isinstance(record, dict) or record.get("encoding") not in ("gaussian", "disk") or "sigma_voxels" not in record:
         raise BundleError(f"{bundle.path}: an interactive bundle needs provenance.guidance with 'encoding' (gaussian|disk) and 'sigma_voxels'.")
     return _Guidance(record["encoding"], [float(s) for s in record["sigma_voxels"]])
-
-
-def _window(bundle: Bundle) -> tuple[tuple[int, int, int], int, bool]:
-    """(window (D, H, W), size multiple, fixed-size network) from the bundle's network and training patch."""
-    from ..train.interactive import size_multiple
-
-    name, kwargs = bundle.network["name"], bundle.network.get("kwargs", {})
-    if name == "pctnet":
-        return tuple(int(v) for v in kwargs.get("input_size", (64, 128, 128))), 1, True  # type: ignore[return-value]
-    multiple = size_multiple(name, kwargs)
-    patch = (bundle.meta.get("preset", {}).get("train", {}) or {}).get("patch") or (64, 64, 64)
-    window = tuple(max(multiple, -(-int(p) // multiple) * multiple) for p in patch)
-    return window, multiple, False  # type: ignore[return-value]
 
 
 def _slices(box: Box) -> tuple[slice, slice, slice]:

@@ -45,6 +45,8 @@ from ..bundle import Bundle, as_bundle
 from ..device import CUDA_CONTEXT_BYTES, DeviceChoice, choose_device
 from ..errors import ConfigError
 from ..io import Volume
+from ..nets.builders import main_output
+from .windows import CONSTANT_CACHE_SIZE, click_window, network_multiple, padded_shape, round_up, window_size
 
 __all__ = ["MARGIN", "MemoryEstimate", "device_for_bundle", "estimate_click_memory", "estimate_segment_memory", "forward_peak_bytes"]
 
@@ -118,8 +120,7 @@ def forward_peak_bytes(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, tu
     held = itertools.chain(model.parameters(), model.buffers(), [x])
     tracker = _LiveBytes({t.untyped_storage()._cdata for t in held})
     with torch.no_grad(), tracker:
-        out = model(x)
-        out = out[0] if isinstance(out, (list, tuple)) else out
+        out = main_output(model(x))
         shape = tuple(int(s) for s in out.shape)
         del out
     return tracker.peak, shape
@@ -172,7 +173,7 @@ def estimate_segment_memory(
     Args:
         bundle: the bundle (folder or loaded).
         sw_batch: windows per forward pass.
-        window: (D, H, W) window; default the bundle's (:func:`~ssl3d.infer.segment.window_size`; without
+        window: (D, H, W) window; default the bundle's (:func:`~ssl3d.infer.windows.window_size`; without
             one the whole volume is one window).
         shape: the model-space (D, H, W) of the volume; None: one window's worth (the volume's own share of
             the buffers is then left out).
@@ -182,15 +183,10 @@ def estimate_segment_memory(
     Example: the 3-level UNet of the tests (channels 4, 8, 16) with 16^3 windows and sw_batch 2 needs
     about 0.7 MB of activations; the total is then mostly the CUDA context.
     """
-    from .segment import _CACHE_SIZE, _size_multiple, window_size
-
     bundle = as_bundle(bundle)
     window = window or window_size(bundle)
-    if window is None:  # whole volume: segment pads it to the network's multiple and runs it at once
-        multiple = _size_multiple(bundle.network)
-        window = [-(-int(s) // multiple) * multiple for s in (shape or (_WHOLE_VOLUME,) * 3)]
-    window = tuple(int(w) for w in window)
-    shape = tuple(max(int(s), w) for s, w in zip(shape or window, window))  # segment pads to the window
+    # segment pads the volume to the window; without one it runs the whole volume, rounded up, at once
+    shape, window = padded_shape(shape or window or (_WHOLE_VOLUME,) * 3, window, network_multiple(bundle.network))
     # segment batches the windows of one slab (one D start): a slab that is one window wide runs them one
     # by one whatever sw_batch says (whole-volume bundles, small volumes); wider slabs keep sw_batch
     single = shape[1] <= window[1] and shape[2] <= window[2]
@@ -206,7 +202,7 @@ def estimate_segment_memory(
         + 2 * (classes + 1) * depth * plane  # accumulator and weight sums; a finished slab, its argmax, the slide
         + voxels  # the Gaussian importance map
         + sw_batch * (inputs + classes) * voxels  # the batch of windows and its float32 logits
-        + _CACHE_SIZE * classes * voxels  # logits of constant windows
+        + CONSTANT_CACHE_SIZE * classes * voxels  # logits of constant windows
     )
     if probabilities:
         buffers += (_FLOAT + 2) * classes * depth * plane  # softmax of a slab and its float16 copy
@@ -222,14 +218,12 @@ def estimate_click_memory(
     when known) and runs as one forward pass; a fixed-size network (PCT-Net) slides its window over it
     instead. The volume itself (float32 on the device) is counted when ``shape`` is given.
     """
-    from .interactive import _window
-
     bundle = as_bundle(bundle)
-    window, multiple, fixed = _window(bundle)
+    window, multiple, fixed = click_window(bundle)
     roi = [m * max_roi for m in window]
     if shape is not None:
         roi = [min(r, max(int(s), w)) for r, s, w in zip(roi, shape, window)]
-    roi = tuple(-(-r // multiple) * multiple for r in roi)  # the session pads to the network's multiple
+    roi = round_up(roi, multiple)  # the session pads to the network's multiple
     try:
         weights, peak, out = _probe(_network_key(bundle), 1, tuple(window) if fixed else roi)  # type: ignore[arg-type]
     except ConfigError as exc:

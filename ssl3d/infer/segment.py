@@ -55,13 +55,16 @@ from ..device import DeviceChoice
 from ..errors import BundleError, ConfigError, InputError
 from ..filemodes import give_umask_mode
 from ..io import LPS_TO_RAS, Volume, volume_suffix, write_volume
+from ..nets.builders import main_output
 from ..progress import Progress
+from .windows import CONSTANT_CACHE_SIZE, network_multiple, padded_shape, window_size
 
 __all__ = [
     "LABEL_SUFFIXES",
+    "PROBABILITY_SUFFIXES",
     "SegmentResult",
+    "check_segmentation_bundle",
     "load_model",
-    "window_size",
     "scan_interval",
     "sliding_window_slabs",
     "sliding_window_logits",
@@ -77,17 +80,18 @@ __all__ = [
 
 #: Endings ``ssl3d segment --output`` accepts (``.mhd`` is left out: its two files cannot be renamed atomically).
 LABEL_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha")
-_PROBABILITY_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+#: Endings ``ssl3d segment --probabilities`` accepts (one file per class; a .seg.nrrd holds labels only).
+PROBABILITY_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 SIGMA_SCALE = 0.125  # MONAI's default Gaussian width, a fraction of the window
 CPU_AMP_WARNING = ("--amp on runs the windows in bfloat16 on the CPU, which most CPUs compute far slower than float32 "
                    "(measured: over 8 min where float32 takes 40 s); --amp auto uses float32 on the CPU")
-_CACHE_SIZE = 8  # distinct constant windows remembered (air, padding, a saturated window)
 
 
 # ---------------------------------------------------------------------------------------------- model
 
 
-def _check_task(bundle: Bundle) -> None:
+def check_segmentation_bundle(bundle: Bundle) -> None:
+    """BundleError unless ``bundle`` is a segmentation bundle (checked before any volume is read)."""
     if bundle.task != "segmentation":
         raise BundleError(
             f"{bundle.path}: task is {bundle.task!r}; whole-volume segmentation needs a segmentation bundle "
@@ -111,34 +115,13 @@ def load_model(bundle: Bundle | str | os.PathLike, device: torch.device | str = 
     return model.to(device).eval()
 
 
-def window_size(bundle: Bundle) -> tuple[int, int, int] | None:
-    """(D, H, W) sliding window: a fixed ``input_size`` of the network, else ``preset.train.patch``, else None (whole volume)."""
-    fixed = bundle.network.get("kwargs", {}).get("input_size")
-    if fixed:
-        return tuple(int(s) for s in fixed)  # type: ignore[return-value]
-    patch = ((bundle.meta.get("preset") or {}).get("train") or {}).get("patch")
-    return tuple(int(s) for s in patch) if patch else None  # type: ignore[return-value]
-
-
-def _size_multiple(network: dict) -> int:
-    """Sides a whole-volume input must be divisible by (the network's total downsampling)."""
-    from ..nets.builders import size_multiple
-
-    return size_multiple(network["name"], network.get("kwargs", {}))
-
-
 def _pad_for_window(x: torch.Tensor, window: Sequence[int] | None, multiple: int) -> tuple[torch.Tensor, tuple[int, int, int]]:
-    """Zero-pad (1, C, D, H, W) at the far end so every side is >= the window (or a multiple, whole-volume)."""
-    sizes = x.shape[2:]
-    if window is None:
-        target = [-(-s // multiple) * multiple for s in sizes]
-        window = target
-    else:
-        target = [max(s, w) for s, w in zip(sizes, window)]
-    pad = [t - s for t, s in zip(target, sizes)]
+    """Zero-pad (1, C, D, H, W) at the far end to :func:`~ssl3d.infer.windows.padded_shape`; returns it and the window."""
+    target, window = padded_shape(x.shape[2:], window, multiple)
+    pad = [t - s for t, s in zip(target, x.shape[2:])]
     if any(pad):
         x = F.pad(x, [p for size in reversed(pad) for p in (0, size)])
-    return x, tuple(int(w) for w in window)  # type: ignore[return-value]
+    return x, window  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------------------- sliding windows
@@ -185,7 +168,7 @@ def _predict(predictor: Callable, windows: list[torch.Tensor], amp: bool, cache:
             outputs[n] = logits
             if keys[n] is not None:
                 known[keys[n]] = logits  # type: ignore[index]
-                if len(cache) < _CACHE_SIZE:  # type: ignore[arg-type]
+                if len(cache) < CONSTANT_CACHE_SIZE:  # type: ignore[arg-type]
                     cache[keys[n]] = logits.clone()  # type: ignore[index]
     return [out if out is not None else known[keys[n]] for n, out in enumerate(outputs)]  # type: ignore[index]
 
@@ -194,8 +177,7 @@ def _forward(predictor: Callable, batch: torch.Tensor, amp: bool) -> torch.Tenso
     device_type = batch.device.type
     dtype = torch.float16 if device_type == "cuda" else torch.bfloat16
     with torch.autocast(device_type, dtype=dtype, enabled=amp):
-        out = predictor(batch)
-    out = out[0] if isinstance(out, (list, tuple)) else out
+        out = main_output(predictor(batch))
     return out.float()
 
 
@@ -369,7 +351,7 @@ def segment(
     from ..data.preprocess import PreprocessConfig, preprocess
 
     bundle = as_bundle(bundle)
-    _check_task(bundle)
+    check_segmentation_bundle(bundle)
     if not 0 <= overlap < 1:
         raise ConfigError(f"overlap must be in [0, 1), got {overlap}.")
     if sw_batch < 1:
@@ -380,7 +362,7 @@ def segment(
     x, mapping = preprocess(volume, PreprocessConfig(**bundle.meta["preprocessing"]))
     times["preprocess_s"] = time.perf_counter() - start
     shape = tuple(int(s) for s in x.shape[2:])
-    x, window = _pad_for_window(x, window_size(bundle), _size_multiple(bundle.network))
+    x, window = _pad_for_window(x, window_size(bundle), network_multiple(bundle.network))
     padded = tuple(int(s) for s in x.shape[2:])
     if model is not None:  # a loaded model stays where it is
         device = _resolve_device(device)
@@ -559,7 +541,7 @@ def write_outputs(result: SegmentResult, output: str | os.PathLike, probabilitie
         targets["labels"] = (output, lambda tmp: write_volume(result.labels, tmp))
         targets["colour table"] = (color_table_path(output), lambda tmp: _write_color_table(tmp, result.entries, color_table_path(output).name))
     if probabilities is not None:
-        check_output_path(probabilities, "--probabilities", _PROBABILITY_SUFFIXES)
+        check_output_path(probabilities, "--probabilities", PROBABILITY_SUFFIXES)
         for value, path in probability_paths(probabilities, result.entries).items():
             targets[f"probability {value}"] = (path, lambda tmp, v=value: write_volume(result.probability(v), tmp))
     return _commit(targets)

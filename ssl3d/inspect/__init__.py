@@ -18,35 +18,9 @@ with ``from ssl3d.inspect.voco_map import ...``.)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import numpy as np
-
-    from ..io import Volume
+from .commands import write_inspection
+from .fusion_map import fusion_map, inspect_fusion
+from .inspection import Inspection
+from .voco_map import inspect_voco, voco_map
 
 __all__ = ["Inspection", "fusion_map", "inspect_fusion", "inspect_voco", "voco_map", "write_inspection"]
-
-
-@dataclass
-class Inspection:
-    """Everything one inspection produces, in memory.
-
-    Attributes:
-        volumes: ``{name: Volume}`` on the input's grid; written as ``name.nrrd``.
-        summary: the JSON-ready summary; written as ``summary.json``.
-        pictures: ``{file name: RGB uint8 (rows, cols, 3)}``; written as PNG.
-        texts: ``{file name: content}`` (``boxes.json``, a colour table ...).
-    """
-
-    volumes: dict[str, "Volume"]
-    summary: dict[str, Any]
-    pictures: dict[str, "np.ndarray"] = field(default_factory=dict)
-    texts: dict[str, str] = field(default_factory=dict)
-
-
-# after Inspection: the modules below import it from this package
-from .commands import write_inspection  # noqa: E402
-from .fusion_map import fusion_map, inspect_fusion  # noqa: E402
-from .voco_map import inspect_voco, voco_map  # noqa: E402

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..cli import register_command
 from ..errors import InputError
-from . import Inspection
+from .inspection import Inspection
 
 __all__ = ["parse_ras", "check_out_dir", "write_inspection"]
 

@@ -41,7 +41,7 @@ import numpy as np
 from ..errors import BundleError, ConfigError, InputError
 from ..io import Volume
 from ..progress import Progress
-from . import Inspection
+from .inspection import Inspection
 
 if TYPE_CHECKING:
     import torch
@@ -361,11 +361,11 @@ def _legend(width: int, classes: int) -> np.ndarray:
     """A strip naming the class colours (also those of the error: |delta alpha| in class steps)."""
     from PIL import Image, ImageDraw
 
+    from ..pictures import text_font
     from ..pretext.vf_samples import class_names
-    from .voco_map import _font
 
     strip = Image.new("RGB", (int(width), 22))
-    draw, font, x = ImageDraw.Draw(strip), _font(12), 4
+    draw, font, x = ImageDraw.Draw(strip), text_font(12), 4
     for c, name in enumerate(class_names(classes)[1:], start=1):
         draw.rectangle([x, 5, x + 12, 17], fill=_color(c))
         draw.text((x + 16, 11), name, fill=(255, 255, 255), font=font, anchor="lm")
@@ -379,8 +379,7 @@ def fusion_picture(volumes: dict[str, Volume], classes: int, summary: dict[str, 
 
     Class maps are drawn over the fused image in the alpha colours (class 0 not drawn).
     """
-    from ..pictures import axial_montage
-    from .voco_map import text_strip
+    from ..pictures import axial_montage, text_strip
 
     fused = volumes["fused"]
     low, high = (float(v) for v in np.percentile(fused.array, [0.5, 99.5]))

@@ -50,8 +50,9 @@ import numpy as np
 
 from ..errors import BundleError, InputError
 from ..io import Volume
+from ..pictures import text_font, text_strip
 from ..progress import Progress
-from . import Inspection
+from .inspection import Inspection
 
 if TYPE_CHECKING:
     import torch
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
     from ..pretext.voco_bundle import VoCoScorer
     from ..pretext.voco_samples import SampleSpec
 
-__all__ = ["DEFAULT_RANDOM", "place_window", "crop_stats", "cell_map", "load_scorer", "voco_map", "inspect_voco", "voco_picture", "text_strip"]
+__all__ = ["DEFAULT_RANDOM", "place_window", "crop_stats", "cell_map", "load_scorer", "voco_map", "inspect_voco", "voco_picture"]
 
 DEFAULT_RANDOM = 16
 """Random crops drawn when no box is given."""
@@ -460,15 +461,6 @@ def _heat(value: float) -> tuple[int, int, int]:
     return tuple(int(round(np.interp(v, stops, colours[:, c]))) for c in range(3))  # type: ignore[return-value]
 
 
-def _font(size: int):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has one bitmap size
-        return ImageFont.load_default()
-
-
 def _panel(image: np.ndarray, spec: "SampleSpec", weights: np.ndarray | None, title: str, crop: dict, scale: int,
            top: float, heat: np.ndarray | None = None) -> np.ndarray:
     """One axial panel of the grid (radiological: R on the left, A up): tinted cells, lines, numbers, crop box."""
@@ -495,7 +487,7 @@ def _panel(image: np.ndarray, spec: "SampleSpec", weights: np.ndarray | None, ti
     for k in range(1, spec.grid):
         draw.line([(k * b * f, 0), (k * b * f, s * f)], fill=(255, 255, 255), width=1)
         draw.line([(0, k * b * f), (s * f, k * b * f)], fill=(255, 255, 255), width=1)
-    font = _font(max(10, b * f // 6))
+    font = text_font(max(10, b * f // 6))
     if weights is not None:
         for k, w in enumerate(weights):
             ix, iy = divmod(k, spec.grid)
@@ -505,15 +497,6 @@ def _panel(image: np.ndarray, spec: "SampleSpec", weights: np.ndarray | None, ti
     x0, y0 = cx - spec.crop // 2, cy - spec.crop // 2
     draw.rectangle([(s - x0 - spec.crop) * f, (s - y0 - spec.crop) * f, (s - x0) * f - 1, (s - y0) * f - 1], outline=_BOX, width=2)
     return np.concatenate([text_strip(s * f, title), np.asarray(picture)], axis=0)
-
-
-def text_strip(width: int, text: str, height: int = 22) -> np.ndarray:
-    """A black RGB strip (height, width, 3) with ``text`` in white, left-aligned."""
-    from PIL import Image, ImageDraw
-
-    strip = Image.new("RGB", (int(width), height))
-    ImageDraw.Draw(strip).text((4, height // 2), text, fill=(255, 255, 255), font=_font(13), anchor="lm")
-    return np.asarray(strip)
 
 
 def voco_picture(image: np.ndarray, spec: "SampleSpec", crop: dict[str, Any], localisation: np.ndarray | None = None) -> np.ndarray:

@@ -14,7 +14,7 @@ from torch import nn
 from ..config import look_up
 from ..errors import ConfigError
 
-__all__ = ["build_network", "size_multiple", "NETWORKS", "SWIN_SIZES"]
+__all__ = ["build_network", "size_multiple", "main_output", "NETWORKS", "SWIN_SIZES"]
 
 SWIN_SIZES = {"swin-b": 48, "swin-l": 96, "swin-h": 192}
 
@@ -57,6 +57,11 @@ NETWORKS: dict[str, Callable[..., nn.Module]] = {
     "swinunetr": _swinunetr,
     "pctnet": _pctnet,
 }
+
+
+def main_output(out: Any) -> Any:
+    """The full-resolution output of a network that may return a deep-supervision list (its first item)."""
+    return out[0] if isinstance(out, (list, tuple)) else out
 
 
 def size_multiple(name: str, kwargs: dict, default: int = 1) -> int:

@@ -115,10 +115,9 @@ def prepare(options: StudyOptions) -> Study:
 
 
 def _fine_tune_preset(options: StudyOptions):
-    from ..config import apply_overrides, get_preset
-    from ..train.commands import _fine_tune_preset as segmentation_only
+    from ..config import apply_overrides, fine_tune_preset, get_preset
 
-    preset = segmentation_only(get_preset(options.preset), "segmentation")
+    preset = fine_tune_preset(get_preset(options.preset), "segmentation")
     preset = apply_overrides(preset, {"train.steps": options.steps, "train.batch_size": options.batch_size})
     for name in ("steps", "batch_size"):
         if getattr(preset.train, name) < 1:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..cli import add_common_options, register_command
-from ..config import Preset, apply_overrides, get_preset, load_config
+from ..config import Preset, apply_overrides, fine_tune_preset, get_preset, load_config
 
 __all__ = ["add_training_options", "resolve_preset", "run_training_command"]
 
@@ -96,9 +96,9 @@ def _run_finetune(args: argparse.Namespace) -> int:
     if args.task == "interactive":
         from .interactive import InteractiveTask
 
-        preset = _fine_tune_preset(resolve_preset(args, "interactive-cpu"), "interactive")
+        preset = fine_tune_preset(resolve_preset(args, "interactive-cpu"), "interactive")
         return run_training_command(args, preset, lambda cache: InteractiveTask(args.data, cache, args.strict, args.val_fraction))
-    preset = _with_init(_fine_tune_preset(resolve_preset(args, "seg-cpu"), "segmentation"), args)
+    preset = _with_init(fine_tune_preset(resolve_preset(args, "seg-cpu"), "segmentation"), args)
     return run_training_command(
         args,
         preset,
@@ -120,18 +120,6 @@ def _spacing(text: str, data: str) -> tuple[float, float, float]:
     if len(values) != 3 or min(values) <= 0:
         raise ConfigError(f"--spacing must be 'median' or three positive numbers X,Y,Z in mm, got {text!r}.")
     return values  # type: ignore[return-value]
-
-
-def _fine_tune_preset(preset: Preset, task: str) -> Preset:
-    """The preset of ``finetune --task TASK``; a pretext preset (VoCo, VF) is refused, naming the ones that fit."""
-    from ..config import PRESETS
-    from ..errors import ConfigError
-
-    if preset.method != task:
-        fitting = ", ".join(name for name, p in PRESETS.items() if p.method == task)
-        hint = " (a pretext preset: pretrain with 'ssl3d pretrain', then pass its bundle with --init)" if preset.method in ("voco", "vf") else ""
-        raise ConfigError(f"--preset {preset.name} is a {preset.method!r} preset{hint}; finetune --task {task} takes {fitting}.")
-    return preset
 
 
 def _with_init(preset, args: argparse.Namespace):

@@ -39,6 +39,7 @@ from torch import nn
 
 from ..bundle import write_bundle
 from ..errors import ConfigError, DatasetError
+from ..nets.builders import main_output
 from .loop import Task, TrainContext
 from .segmentation import held_out_count, pad_to_multiple
 
@@ -432,7 +433,7 @@ class InteractiveTask(Task):
         for n in range(max(s.rounds for s in samples)):
             with torch.no_grad(), torch.autocast(ctx.device.type, enabled=ctx.amp):
                 x, crop = pad_to_multiple(self._inputs(samples, ctx.device), self.multiple)
-                pred = _logits(self.model(x))[(slice(None), slice(None), *crop)].argmax(1).cpu().numpy().astype(bool)
+                pred = main_output(self.model(x))[(slice(None), slice(None), *crop)].argmax(1).cpu().numpy().astype(bool)
             for s, p in zip(samples, pred):
                 click = correction_click(p, s.target, s.generator) if s.rounds > n else None
                 if click is not None:
@@ -444,7 +445,7 @@ class InteractiveTask(Task):
 
     def losses(self, ctx: TrainContext, batch: Any, step: int) -> dict[str, torch.Tensor]:
         x, y = batch
-        out = _logits(self.forward(x))
+        out = main_output(self.forward(x))
         dice, ce = self.dice(out, y), F.cross_entropy(out.float(), y[:, 0])
         return {"total": dice + ce, "dice": dice.detach(), "ce": ce.detach()}
 
@@ -466,7 +467,7 @@ class InteractiveTask(Task):
         scores = []
         for n in range(clicks):
             inputs, cut = pad_to_multiple(self._inputs([sample], image.device), self.multiple)
-            pred = _logits(self.model(inputs))[(0, slice(None), *cut)].argmax(0).cpu().numpy().astype(bool)
+            pred = main_output(self.model(inputs))[(0, slice(None), *cut)].argmax(0).cpu().numpy().astype(bool)
             scores.append(2.0 * float((pred & target).sum()) / (float(pred.sum()) + structure.size))
             click = correction_click(pred, target) if n + 1 < clicks else None
             if click is not None:
@@ -500,11 +501,6 @@ class InteractiveTask(Task):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def _logits(out: Any) -> torch.Tensor:
-    """The full-resolution logits of a network that may return a deep-supervision list."""
-    return out[0] if isinstance(out, (list, tuple)) else out
 
 
 def _pad_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
