@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..nets.builders import main_output
 from . import volume_fusion as vf
 from .vf_loss import class_dice
 
@@ -136,7 +137,7 @@ def predict_logits(model: nn.Module, x: Tensor, chunk: int = 2) -> Tensor:
     outs = []
     for start in range(0, x.shape[0], chunk):
         out = model(x[start:start + chunk])
-        outs.append(out[0] if isinstance(out, (list, tuple)) else out)
+        outs.append(main_output(out))
     return torch.cat(outs)
 
 
