@@ -368,11 +368,13 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
             p = self._parameterNode
             self._follower = None
             data = pathOrNone(p.dataFolder)
+            from ssl3d import commands, mrml
+
             if p.dataSource == DataSource.SCENE:
-                data = self.logic.exportVolumes(self.ui.sceneVolumesComboBox.checkedNodes(),
-                                                Path(slicer.util.tempDirectory("ssl3d-pretrain-data")))
-            args = SSLPretrainLogic.pretrainArguments(
-                p.method.value, p.preset, data, pathOrNone(p.outputFolder), steps=p.steps, batchSize=p.batchSize,
+                data = mrml.export_volumes(self.ui.sceneVolumesComboBox.checkedNodes(),
+                                           Path(slicer.util.tempDirectory("ssl3d-pretrain-data")))
+            args = commands.pretrain_arguments(
+                p.method.value, p.preset, data, pathOrNone(p.outputFolder), steps=p.steps, batch_size=p.batchSize,
                 network=p.network, device=p.device.value, resume=p.resume)
             self._resetRunDisplay(_("Pretraining loss"))
             self.ui.logTextEdit.appendPlainText("ssl3d " + " ".join(args))
@@ -388,13 +390,13 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
         with slicer.util.tryWithErrorDisplay(_("Failed to open the run folder."), waitCursor=True):
             if not ensureEngineRequirements():
                 return
-            from ssl3d import jobs
+            from ssl3d import bundle_info, jobs
 
             self._resetRunDisplay(Path(folder).name)
             self._follower = jobs.follow_run(folder)
             self._runFolder = Path(folder)
             self.ui.logTextEdit.appendPlainText(_("Following {folder}").format(folder=folder))
-            bundle = SSLPretrainLogic.newestBundle(self._runFolder)
+            bundle = bundle_info.newest_bundle(self._runFolder)
             if bundle is not None:  # a finished (or earlier) run: its bundle is ready to inspect
                 self._parameterNode.inspectModel = bundle
             self.timer.start()
@@ -420,7 +422,7 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
     def _showRunEvents(self, events: list) -> None:
         if not events:
             return
-        from ssl3d import mrml
+        from ssl3d import bundle_info, mrml
 
         self._chart.add(events)
         for event in events:
@@ -434,9 +436,9 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
             elif kind == "checkpoint":
                 self.ui.logTextEdit.appendPlainText(_("Checkpoint at step {step}").format(step=event.get("step")))
             elif kind == "done":
-                bundle = SSLPretrainLogic.bundleFromOutputs(event.get("outputs") or {})
+                bundle = bundle_info.bundle_from_outputs(event.get("outputs") or {})
                 if bundle is None and self._follower is not None:
-                    bundle = SSLPretrainLogic.newestBundle(self._runFolder)
+                    bundle = bundle_info.newest_bundle(self._runFolder)
                 if bundle is not None:
                     self.parameters.inspectModel = bundle
                     self.ui.logTextEdit.appendPlainText(_("Pretext bundle: {path}").format(path=bundle))
@@ -462,9 +464,11 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
 
     # ------------------------------------------------------------------------------------ inspect
     def updateInspectModelInfo(self, path=None) -> None:
-        info = SSLPretrainLogic.readBundleInfo(pathOrNone(self.ui.inspectModelPathLineEdit.currentPath))
-        self._inspectMethod = SSLPretrainLogic.pretextMethod(info)
-        self.ui.inspectModelInfoLabel.text = SSLPretrainLogic.describePretext(info)
+        from ssl3d import bundle_info
+
+        info = bundle_info.read_bundle_info(pathOrNone(self.ui.inspectModelPathLineEdit.currentPath))
+        self._inspectMethod = bundle_info.pretext_method(info)
+        self.ui.inspectModelInfoLabel.text = bundle_info.describe_pretext(info)
         self._checkCanApply()
 
     def onInspectButton(self) -> None:
@@ -479,14 +483,14 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
             self._startInspection()
 
     def _startInspection(self) -> None:
-        from ssl3d import mrml
+        from ssl3d import commands, mrml
 
         p = self._parameterNode
         folder = Path(slicer.util.tempDirectory("ssl3d-inspect"))
         inputFile = mrml.export_volume(p.inspectVolume, folder / "input.nrrd", compress=False)
         box = mrml.format_ras(mrml.roi_center(p.cropRoi)) if p.cropRoi is not None and self._inspectMethod == "voco" else None
-        args = SSLPretrainLogic.inspectArguments(self._inspectMethod, pathOrNone(p.inspectModel), inputFile, folder / "out",
-                                                 box=box, seed=p.seed, dense=p.denseMap)
+        args = commands.inspect_arguments(self._inspectMethod, pathOrNone(p.inspectModel), inputFile, folder / "out",
+                                          box=box, seed=p.seed, dense=p.denseMap)
         self.logic.jobs.start("inspect", args, folder / "out")
         self._inspectFolder = folder / "out"
         self.ui.inspectButton.text = _("Cancel")
@@ -506,8 +510,11 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
         self.ui.inspectButton.text = _("Inspect")
         if job.returncode == 0 and not job.cancelled:
             with slicer.util.tryWithErrorDisplay(_("Failed to load the inspection."), waitCursor=True):
-                p = self.parameters
-                self._inspection = self.logic.loadInspection(self._inspectMethod, self._inspectFolder, p.inspectVolume)
+                from ssl3d import mrml
+
+                volumeName = self.parameters.inspectVolume.GetName()
+                self._inspection = mrml.load_inspection(self._inspectMethod, self._inspectFolder, slicer.mrmlScene, volumeName,
+                                                        table=True)
                 self._fillOverlayChoices()
                 self.ui.inspectStatusLabel.text = _("Done.")
         elif not job.cancelled:
@@ -598,35 +605,27 @@ def reattachJobs(board, setting: str) -> dict:
 
 
 class RunChart:
-    """The loss chart of the run a module shows: one chart per run, whatever the scene does.
-
-    A chart that went with a closed scene is drawn again once, with all the run's events, when the next events
-    arrive (no new chart per timer tick).
-    """
+    """The plot widget's side of :class:`ssl3d.mrml.RunPlot`: one chart per run, shown in ``plotWidget``."""
 
     def __init__(self, plotWidget, singletonTag: str) -> None:
-        self.plotWidget, self.singletonTag = plotWidget, singletonTag
-        self.title, self.events, self.chart = "", [], None
+        self.plotWidget, self.singletonTag, self.plot = plotWidget, singletonTag, None
 
     def reset(self, title: str) -> None:
-        self.title, self.events, self.chart = title, [], None
-        self.add([])
+        self._show(self._runPlot().reset(slicer.mrmlScene, title))
 
     def add(self, events: list) -> None:
-        from ssl3d import mrml
+        self._show(self._runPlot().add(slicer.mrmlScene, events))
 
-        scene = slicer.mrmlScene
-        self.events.extend(events)
-        if self.chart is not None and scene.IsNodePresent(self.chart):
-            mrml.events_to_plot(events, scene, self.chart)
-            return
-        self.chart = mrml.events_to_plot(self.events, scene, name=self.title)
-        viewNode = scene.GetSingletonNode(self.singletonTag, "vtkMRMLPlotViewNode")
-        if viewNode is None:
-            viewNode = scene.AddNewNodeByClass("vtkMRMLPlotViewNode")
-            viewNode.SetSingletonTag(self.singletonTag)
-        viewNode.SetPlotChartNodeID(self.chart.GetID())
-        self.plotWidget.setMRMLPlotViewNode(viewNode)
+    def _runPlot(self):
+        if self.plot is None:  # made on first use: the engine is imported after the dependency check
+            from ssl3d import mrml
+
+            self.plot = mrml.RunPlot(self.singletonTag)
+        return self.plot
+
+    def _show(self, viewNode) -> None:
+        if viewNode is not None:
+            self.plotWidget.setMRMLPlotViewNode(viewNode)
 
 
 class PathFields:
@@ -691,7 +690,7 @@ def ensureEngineRequirements() -> bool:
 
 
 class SSLPretrainLogic(ScriptedLoadableModuleLogic):  # noqa: F405
-    """Builds engine command lines, runs them as background jobs, and loads their outputs into the scene.
+    """Runs engine jobs in the background; their command lines come from :mod:`ssl3d.commands`.
 
     Usable without the GUI (tests, the Python console): ``jobs`` is an :class:`ssl3d.jobs.JobBoard`:
     ``jobs.start`` a job, then poll ``jobs.take_events`` and ``jobs.finished``, or ``jobs.run`` it to the end.
@@ -705,121 +704,6 @@ class SSLPretrainLogic(ScriptedLoadableModuleLogic):  # noqa: F405
 
     def getParameterNode(self):
         return SSLPretrainParameterNode(super().getParameterNode())
-
-    # ---------------------------------------------------------------------------- command lines
-    @staticmethod
-    def pretrainArguments(method, preset, data, out, steps=0, batchSize=0, network="", device="auto", resume=False) -> list:
-        """``ssl3d pretrain`` arguments; 0 or "" leaves a setting to the preset."""
-        if method not in PRESETS:
-            raise ValueError(f"method must be one of {sorted(PRESETS)}, got {method!r}.")
-        if data is None or out is None:
-            raise ValueError(_("Choose the data and the output folder."))
-        args = ["pretrain", "--method", method, "--preset", preset, "--data", str(data), "--out", str(out)]
-        args += ["--steps", str(steps)] if steps else []
-        args += ["--batch-size", str(batchSize)] if batchSize else []
-        args += ["--network", network] if network else []
-        args += ["--device", device]
-        return args + (["--resume"] if resume else [])
-
-    @staticmethod
-    def inspectArguments(method, model, inputFile, out, box=None, seed=0, dense=False) -> list:
-        """``ssl3d inspect voco|vf`` arguments; ``box`` is ``"R,A,S"`` and ``dense`` the localisation map (VoCo),
-        ``seed`` is for VF."""
-        args = ["inspect", method, "--model", str(model), "--input", str(inputFile), "--out", str(out)]
-        if method == "voco" and box:
-            args += ["--box", box]
-        if method == "voco" and dense:
-            args += ["--dense"]
-        if method == "vf":
-            args += ["--seed", str(seed)]
-        return args
-
-    # -------------------------------------------------------------------------------------- data
-    @staticmethod
-    def exportVolumes(nodes, folder: Path) -> Path:
-        """Write scene volumes (world geometry) into a folder that ``ssl3d pretrain --data`` reads."""
-        from ssl3d import mrml
-
-        if not nodes:
-            raise ValueError(_("Check at least one volume to pretrain on."))
-        for index, node in enumerate(nodes):
-            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in node.GetName())
-            mrml.export_volume(node, folder / f"{index:03d}_{safe}.nrrd", compress=False)
-        return folder
-
-    @staticmethod
-    def readBundleInfo(folder: Optional[Path]) -> dict:
-        """bundle.json of a bundle folder as a dict ({} when there is none or it is not JSON)."""
-        try:
-            return json.loads((folder / "bundle.json").read_text(encoding="utf-8")) if folder else {}
-        except (OSError, ValueError):
-            return {}
-
-    @staticmethod
-    def pretextMethod(info: dict) -> Optional[str]:
-        """'voco' or 'vf' for a pretext bundle, else None."""
-        method = str((info.get("pretext") or {}).get("method", "")).lower()
-        return method if method in PRESETS else None
-
-    @staticmethod
-    def describePretext(info: dict) -> str:
-        if not info:
-            return ""
-        pretext = info.get("pretext") or {}
-        provenance = info.get("provenance") or {}
-        network = (info.get("network") or {}).get("name", "?")
-        parts = [f"{pretext.get('method', '?')} · {pretext.get('preset', '?')} · {network}"]
-        if provenance.get("steps") is not None:
-            parts.append(_("{steps} steps").format(steps=provenance["steps"]))
-        if pretext.get("heads") is None and "heads" in pretext:
-            parts.append(_("no pretext heads (imported weights): cannot be inspected"))
-        return " · ".join(parts)
-
-    @staticmethod
-    def bundleFromOutputs(outputs: dict) -> Optional[Path]:
-        """The bundle folder among a ``done`` event's outputs."""
-        for path in map(Path, outputs.values()):
-            if (path / "bundle.json").is_file():
-                return path
-            if path.name == "bundle.json" and path.is_file():
-                return path.parent
-        return None
-
-    @staticmethod
-    def newestBundle(folder: Path) -> Optional[Path]:
-        """The most recently written bundle folder inside a run folder."""
-        bundles = [p.parent for p in folder.rglob("bundle.json")] if folder and folder.is_dir() else []
-        return max(bundles, key=lambda p: (p / "bundle.json").stat().st_mtime, default=None)
-
-    def loadInspection(self, method: str, folder: Path, volumeNode) -> dict:
-        """Load ``ssl3d inspect`` outputs as overlay nodes ({label: (node, kind)}, ``mrml.load_inspection``),
-        with VoCo's numbers as a table."""
-        from ssl3d import mrml
-
-        loaded = mrml.load_inspection(method, folder, slicer.mrmlScene, volumeNode.GetName())
-        summary = _readJson(folder / "summary.json")
-        if method == "voco" and summary:
-            loaded["table"] = (self._vocoTable(summary, volumeNode.GetName()), "table")
-        return loaded
-
-    @staticmethod
-    def _vocoTable(summary: dict, name: str):
-        from ssl3d import mrml
-
-        crops = summary.get("crops") if isinstance(summary.get("crops"), list) else [summary]
-        crop = crops[0] if crops else {}
-        predicted = list(crop.get("predicted") or [])
-        truth = list(crop.get("true") or crop.get("truth") or [])
-        cells = max(len(predicted), len(truth))
-        columns = {"cell": list(range(cells)), "predicted": predicted, "true": truth}
-        return mrml.table_node(slicer.mrmlScene, f"{name} VoCo weights", columns)
-
-
-def _readJson(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 #
@@ -853,12 +737,14 @@ class SSLPretrainTest(ScriptedLoadableModuleTest):  # noqa: F405
             self.skipTest(reason)
 
     def test_command_lines(self):
-        args = SSLPretrainLogic.pretrainArguments("voco", "voco-v1-cpu", Path("d"), Path("o"), steps=3, resume=True)
+        from ssl3d import commands
+
+        args = commands.pretrain_arguments("voco", "voco-v1-cpu", Path("d"), Path("o"), steps=3, resume=True)
         self.assertEqual(args, ["pretrain", "--method", "voco", "--preset", "voco-v1-cpu", "--data", "d", "--out", "o",
                                 "--steps", "3", "--device", "auto", "--resume"])
-        args = SSLPretrainLogic.inspectArguments("voco", Path("b"), Path("ct.nii.gz"), Path("o"), box="1,2,3", dense=True)
+        args = commands.inspect_arguments("voco", Path("b"), Path("ct.nii.gz"), Path("o"), box="1,2,3", dense=True)
         self.assertEqual(args, ["inspect", "voco", "--model", "b", "--input", "ct.nii.gz", "--out", "o", "--box", "1,2,3", "--dense"])
-        self.assertNotIn("--dense", SSLPretrainLogic.inspectArguments("vf", Path("b"), Path("ct.nii.gz"), Path("o"), dense=True))
+        self.assertNotIn("--dense", commands.inspect_arguments("vf", Path("b"), Path("ct.nii.gz"), Path("o"), dense=True))
 
     def test_phantom_sample(self):
         import SampleData
@@ -883,7 +769,7 @@ class SSLPretrainTest(ScriptedLoadableModuleTest):  # noqa: F405
     def test_pretrain_and_inspect(self):
         import SampleData
 
-        from ssl3d import mrml
+        from ssl3d import bundle_info, commands, mrml
         from ssl3d.data.phantoms import make_phantom
         from ssl3d.io import write_volume
 
@@ -898,15 +784,15 @@ class SSLPretrainTest(ScriptedLoadableModuleTest):  # noqa: F405
         for method, preset in (("voco", "voco-v1-cpu"), ("vf", "vf-v1-cpu")):
             self.delayDisplay(f"Pretraining {preset} for 2 steps on the CPU")
             run = root / method
-            events = logic.jobs.run(logic.pretrainArguments(method, preset, root / "data", run, steps=2, device="cpu"), run)
+            events = logic.jobs.run(commands.pretrain_arguments(method, preset, root / "data", run, steps=2, device="cpu"), run)
             done = [e for e in events if e.get("event") == "done"]
-            bundle = logic.bundleFromOutputs(done[-1].get("outputs") or {}) if done else logic.newestBundle(run)
+            bundle = bundle_info.bundle_from_outputs(done[-1].get("outputs") or {}) if done else bundle_info.newest_bundle(run)
             self.assertIsNotNone(bundle, f"{method}: no bundle in {run}")
             self.delayDisplay(f"Inspecting {method}")
             mrml.export_volume(ct, root / f"{method}-input.nii.gz")
             out = root / f"{method}-inspect"
-            logic.jobs.run(logic.inspectArguments(method, bundle, root / f"{method}-input.nii.gz", out, dense=True), out)
-            loaded = logic.loadInspection(method, out, ct)
+            logic.jobs.run(commands.inspect_arguments(method, bundle, root / f"{method}-input.nii.gz", out, dense=True), out)
+            loaded = mrml.load_inspection(method, out, slicer.mrmlScene, ct.GetName(), table=True)
             reference = mrml.volume_from_node(ct)
             self.assertEqual("Localisation (dense)" in loaded, method == "voco")
             for label, (node, kind) in loaded.items():

@@ -42,16 +42,6 @@ def _labels_volume(matrix=None) -> Volume:
     return Volume(array, _oblique() if matrix is None else matrix)
 
 
-@pytest.fixture()
-def scene():
-    scene = slicer.vtkMRMLScene()
-    colors = slicer.vtkMRMLColorLogic()  # Slicer's default colour tables, as in the application
-    colors.SetMRMLScene(scene)
-    yield scene
-    colors.SetMRMLScene(None)
-    scene.Clear(1)
-
-
 # --------------------------------------------------------------------------------------------- volumes
 def test_volume_round_trip_oblique(scene):
     volume = Volume(np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6), _oblique())

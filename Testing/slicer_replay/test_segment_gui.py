@@ -200,7 +200,7 @@ def test_scene_close_clears_the_pairs_list_and_point_observers(replay, clicking)
     assert widget.ui.pairsListWidget.count == 1
     widget.ui.positivePlaceWidget.setPlaceModeEnabled(True)
     replay.close_scene()
-    assert widget.ui.pairsListWidget.count == 0 and widget._pairs == []
+    assert widget.ui.pairsListWidget.count == 0 and widget._pairs.ids == []
     old_lists = (clicking.positive, clicking.negative)
     assert not any(widget.hasObserver(node, node.PointPositionDefinedEvent, widget.onPointPlaced) for node in old_lists)
     assert all(node not in widget._observedPointLists for node in old_lists)

@@ -28,12 +28,13 @@ from ..commands import progress_text
 from .markups import (POINT_COLORS, POINT_LIST_NAMES, box_roi_node, format_ras, point_list_node, ras_point_from_markup,
                       ras_points_from_markup, roi_center, roi_size)
 from .overlays import (ALPHA_COLORS, HEAT_STOPS, HEAT_THRESHOLD, INSPECT_OUTPUTS, alpha_table_node, color_table_node,
-                       heat_table_node, inspection_overlay_node, load_inspection, overlay_node, show_inspection, show_layers)
-from .plots import events_to_plot, events_to_table, table_node
+                       heat_table_node, inspection_overlay_node, load_inspection, overlay_node, show_inspection, show_layers,
+                       voco_weights_table)
+from .plots import RunPlot, events_to_plot, events_to_table, table_node
 from .segmentations import (SEGMENT_FILL_OPACITY, SEGMENT_OUTLINE_OPACITY, bundle_labels, labelmap_to_segmentation,
                             load_segmentation_file, read_segmentation_labels, segment_to_labelmap, segmentation_to_labelmap,
-                            write_mask_region)
-from .training import export_training_pairs
+                            segment_editor_node, write_mask_region)
+from .training import TrainingPairs, export_training_pairs, export_volumes
 from .volumes import export_volume, import_volume, volume_from_node, volume_to_node
 
 __all__ = [
@@ -45,9 +46,12 @@ __all__ = [
     "segment_to_labelmap",
     "segmentation_to_labelmap",
     "write_mask_region",
+    "segment_editor_node",
     "read_segmentation_labels",
     "load_segmentation_file",
     "export_training_pairs",
+    "export_volumes",
+    "TrainingPairs",
     "bundle_labels",
     "ras_point_from_markup",
     "ras_points_from_markup",
@@ -61,11 +65,13 @@ __all__ = [
     "overlay_node",
     "inspection_overlay_node",
     "load_inspection",
+    "voco_weights_table",
     "show_layers",
     "show_inspection",
     "point_list_node",
     "table_node",
     "events_to_table",
     "events_to_plot",
+    "RunPlot",
     "progress_text",
 ]

@@ -13,10 +13,11 @@ import numpy as np
 from ..io import Volume, read_volume
 from .markups import box_roi_node
 from .nodes import named_node
+from .plots import table_node
 from .volumes import volume_to_node
 
 __all__ = ["HEAT_STOPS", "ALPHA_COLORS", "HEAT_THRESHOLD", "INSPECT_OUTPUTS", "color_table_node", "heat_table_node",
-           "alpha_table_node", "overlay_node", "inspection_overlay_node", "load_inspection", "show_layers",
+           "alpha_table_node", "overlay_node", "inspection_overlay_node", "load_inspection", "voco_weights_table", "show_layers",
            "show_inspection"]
 
 #: VoCo heat map: transparent black -> red -> yellow -> white, from weight 0 to 1.
@@ -125,14 +126,16 @@ def inspection_overlay_node(volume: Volume, scene: Any, name: str, kind: str, he
     return overlay_node(volume, scene, name)
 
 
-def load_inspection(method: str, folder: str | os.PathLike, scene: Any, volume_name: str) -> dict[str, tuple[Any, str]]:
+def load_inspection(method: str, folder: str | os.PathLike, scene: Any, volume_name: str,
+                    table: bool = False) -> dict[str, tuple[Any, str]]:
     """Load an ``ssl3d inspect voco|vf`` folder as overlay nodes: ``{label: (node, kind)}``.
 
     VoCo: predicted and true heat maps on one colour scale (so they compare at a glance), the dense
     localisation map when there is one, the base-crop grid, and the first crop of ``boxes.json`` as a locked
     (oriented) ROI under ``"box"``. Volume Fusion: the fused image, the true and predicted alpha classes and
     the error through one alpha colour table, and the confidence as a heat map. Show one with
-    :func:`show_inspection`.
+    :func:`show_inspection`. ``table=True`` adds VoCo's predicted and true weights per cell of the first crop
+    (``summary.json``) as a table node under ``"table"``.
     """
     folder = Path(folder)
     outputs = [(file_name, label, kind, read_volume(folder / file_name))
@@ -145,15 +148,33 @@ def load_inspection(method: str, folder: str | os.PathLike, scene: Any, volume_n
     corners = _first_box_corners(folder / "boxes.json")
     if corners is not None:
         loaded["box"] = (box_roi_node(scene, f"{volume_name} VoCo crop (effective)", corners), "box")
+    summary = _read_json(folder / "summary.json") if table and method == "voco" else None
+    if isinstance(summary, dict) and summary:
+        loaded["table"] = (voco_weights_table(summary, scene, f"{volume_name} VoCo weights"), "table")
     return loaded
+
+
+def voco_weights_table(summary: Mapping[str, Any], scene: Any, name: str) -> Any:
+    """The first crop of an ``ssl3d inspect voco`` summary as a table: ``cell``, ``predicted``, ``true`` weights."""
+    crops = summary.get("crops") if isinstance(summary.get("crops"), list) else [summary]
+    crop = crops[0] if crops else {}
+    predicted = list(crop.get("predicted") or [])
+    truth = list(crop.get("true") or crop.get("truth") or [])
+    columns = {"cell": list(range(max(len(predicted), len(truth)))), "predicted": predicted, "true": truth}
+    return table_node(scene, name, columns)
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file's value, None when it is missing or not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _first_box_corners(path: Path) -> list | None:
     """RAS corners of the first box in ``boxes.json`` (``{"boxes": [{"corners": [...]}]}`` or a list), if any."""
-    try:
-        boxes = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    boxes = _read_json(path)
     if isinstance(boxes, dict):
         boxes = boxes.get("boxes", [boxes])
     if not isinstance(boxes, list) or not boxes or not isinstance(boxes[0], dict):

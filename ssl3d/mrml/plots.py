@@ -12,7 +12,7 @@ from ..commands import number
 from ..errors import InputError
 from .nodes import named_node
 
-__all__ = ["table_node", "events_to_table", "events_to_plot"]
+__all__ = ["table_node", "events_to_table", "events_to_plot", "RunPlot"]
 
 _TABLE_ROLE = "ssl3d.table"  # chart attribute prefix naming the table node that holds a series
 
@@ -148,3 +148,42 @@ def _add_series(scene: Any, chart: Any, table: Any, kind: str) -> None:
                               else slicer.vtkMRMLPlotSeriesNode.MarkerStyleCircle)
         series.SetUniqueColor()
         chart.AddAndObservePlotSeriesNodeID(series.GetID())
+
+
+class RunPlot:
+    """The loss chart of the run a module shows: one chart per run, whatever the scene does.
+
+    A chart that went with a closed scene is drawn again once, with all the run's events, when the next
+    events arrive (no new chart per timer tick). The chart is shown in the plot view node with
+    ``singleton_tag``.
+
+    Example::
+
+        plot = RunPlot("SSLPretrainPlot")
+        view = plot.reset(scene, "Pretraining loss")   # a new (empty) chart: show ``view`` in the plot widget
+        view = plot.add(scene, events)                  # None while the same chart grows
+    """
+
+    def __init__(self, singleton_tag: str) -> None:
+        self.singleton_tag = singleton_tag
+        self.title, self.events, self.chart = "", [], None
+
+    def reset(self, scene: Any, title: str) -> Any:
+        """Start the chart of a new run; returns its plot view node."""
+        self.title, self.events, self.chart = title, [], None
+        return self.add(scene, [])
+
+    def add(self, scene: Any, events: Iterable[Mapping[str, Any]]) -> Any:
+        """Append ``events``; returns the plot view node when the chart was made anew (to be shown), else None."""
+        events = list(events)
+        self.events.extend(events)
+        if self.chart is not None and scene.IsNodePresent(self.chart):
+            events_to_plot(events, scene, self.chart)
+            return None
+        self.chart = events_to_plot(self.events, scene, name=self.title)
+        view = scene.GetSingletonNode(self.singleton_tag, "vtkMRMLPlotViewNode")
+        if view is None:
+            view = scene.AddNewNodeByClass("vtkMRMLPlotViewNode")
+            view.SetSingletonTag(self.singleton_tag)
+        view.SetPlotChartNodeID(self.chart.GetID())
+        return view

@@ -19,7 +19,7 @@ from .volumes import volume_from_node, volume_to_node
 
 __all__ = ["SEGMENT_FILL_OPACITY", "SEGMENT_OUTLINE_OPACITY", "labelmap_to_segmentation", "find_segment_id",
            "segment_to_labelmap", "segmentation_to_labelmap", "write_mask_region", "read_segmentation_labels",
-           "load_segmentation_file", "bundle_labels"]
+           "load_segmentation_file", "bundle_labels", "segment_editor_node"]
 
 #: Segments in 2D: Slicer's defaults, set explicitly so what the views show does not hang on the scene's defaults.
 SEGMENT_FILL_OPACITY, SEGMENT_OUTLINE_OPACITY = 0.5, 1.0
@@ -215,12 +215,14 @@ def read_segmentation_labels(path: str | os.PathLike) -> dict[int, tuple[str, tu
 
 
 def load_segmentation_file(path: str | os.PathLike, scene: Any, reference_node: Any, segmentation_node: Any = None,
-                           labels: Mapping[int, Sequence[Any]] | None = None, name: str | None = None) -> Any:
+                           labels: Mapping[int, Sequence[Any]] | None = None, name: str | None = None,
+                           surface: bool = False) -> Any:
     """Load an ``ssl3d segment`` output (``.seg.nrrd`` or a label map) as segments on ``reference_node``.
 
     Names and colours come from the ``.seg.nrrd`` header; ``labels`` (e.g. :func:`bundle_labels`) fill in
     values the file does not name and add terminology. Geometry as :func:`labelmap_to_segmentation`
-    (reference image geometry set, same parent transform as the reference volume).
+    (reference image geometry set, same parent transform as the reference volume). ``surface=True`` also
+    makes the closed surfaces (the segments show in 3D).
     """
     path = Path(path)
     merged = {int(k): tuple(v) for k, v in (labels or {}).items()}
@@ -228,7 +230,11 @@ def load_segmentation_file(path: str | os.PathLike, scene: Any, reference_node: 
         for value, (entry_name, color) in read_segmentation_labels(path).items():
             merged[value] = (entry_name, color) + tuple(merged.get(value, ())[2:3])
     volume = read_volume(path)  # refuses multi-layer .seg.nrrd files with advice
-    return labelmap_to_segmentation(volume, scene, merged, reference_node, segmentation_node=segmentation_node, name=name)
+    segmentation_node = labelmap_to_segmentation(volume, scene, merged, reference_node, segmentation_node=segmentation_node,
+                                                 name=name)
+    if surface:
+        segmentation_node.CreateClosedSurfaceRepresentation()
+    return segmentation_node
 
 
 def segmentation_to_labelmap(segmentation_node: Any, reference_volume_node: Any,
@@ -280,3 +286,15 @@ def bundle_labels(info: Mapping[str, Any]) -> dict[int, tuple]:
         terminology = entry.get("terminology")
         labels[value] = item + ((terminology,) if isinstance(terminology, str) and terminology else ())
     return labels
+
+
+def segment_editor_node(scene: Any) -> Any:
+    """The scene's Segment Editor parameter node (singleton tag ``"SegmentEditor"``, the Segment Editor module's),
+    created when missing, so an embedded editor and the module show one selection."""
+    node = scene.GetSingletonNode("SegmentEditor", "vtkMRMLSegmentEditorNode")
+    if node is None:
+        node = scene.CreateNodeByClass("vtkMRMLSegmentEditorNode")
+        node.UnRegister(None)  # the scene holds the only reference
+        node.SetSingletonTag("SegmentEditor")
+        node = scene.AddNode(node)
+    return node

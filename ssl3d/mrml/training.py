@@ -16,7 +16,7 @@ from ..io import write_volume
 from .segmentations import segmentation_to_labelmap
 from .volumes import export_volume
 
-__all__ = ["export_training_pairs"]
+__all__ = ["export_training_pairs", "export_volumes", "TrainingPairs"]
 
 
 def export_training_pairs(pairs: Sequence[tuple[Any, Any]], folder: str | os.PathLike, modality: str = "CT",
@@ -61,6 +61,66 @@ def export_training_pairs(pairs: Sequence[tuple[Any, Any]], folder: str | os.Pat
     path = folder / "dataset.json"
     path.write_text(json.dumps(dataset, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def export_volumes(nodes: Sequence[Any], folder: str | os.PathLike) -> Path:
+    """Write scene volumes (world geometry, raw ``.nrrd``) into a folder that ``ssl3d pretrain --data`` reads.
+
+    Raises:
+        InputError: no volumes.
+    """
+    if not nodes:
+        raise InputError("Check at least one volume to pretrain on.")
+    folder = Path(folder)
+    for index, node in enumerate(nodes):
+        export_volume(node, folder / f"{index:03d}_{_safe_name(node.GetName())}.nrrd", compress=False)
+    return folder
+
+
+class TrainingPairs:
+    """The (volume, segmentation) pairs a user lists for fine-tuning, kept as node IDs (so a closed scene
+    leaves no dangling nodes), in the order they were added.
+
+    Example::
+
+        pairs = TrainingPairs()
+        pairs.add(ct, organs)                              # "CT  +  CT organs": the list's line
+        folder, labels = pairs.export(scene, tmp)          # dataset folder, {"0": "background", "1": ...}
+    """
+
+    def __init__(self) -> None:
+        self.ids: list[tuple[str, str]] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, volume_node: Any, segmentation_node: Any) -> str:
+        """Add a pair; returns its line for the list.
+
+        Raises:
+            InputError: the volume or the segmentation is missing.
+        """
+        if volume_node is None or segmentation_node is None:
+            raise InputError("Choose a volume and its segmentation.")
+        self.ids.append((volume_node.GetID(), segmentation_node.GetID()))
+        return f"{volume_node.GetName()}  +  {segmentation_node.GetName()}"
+
+    def remove(self, row: int) -> bool:
+        """Remove the pair at ``row``; False when there is none."""
+        if not 0 <= row < len(self.ids):
+            return False
+        del self.ids[row]
+        return True
+
+    def clear(self) -> None:
+        self.ids = []
+
+    def export(self, scene: Any, folder: str | os.PathLike) -> tuple[Path, dict[str, str]]:
+        """Write the pairs as a dataset (raw ``.nrrd``: a job's input written on Slicer's main thread) with
+        :func:`export_training_pairs`; returns its folder and its ``dataset.json`` labels."""
+        pairs = [(scene.GetNodeByID(volume), scene.GetNodeByID(segmentation)) for volume, segmentation in self.ids]
+        dataset = export_training_pairs(pairs, folder, compress=False)
+        return dataset.parent, json.loads(dataset.read_text(encoding="utf-8"))["labels"]
 
 
 def _safe_name(name: str) -> str:
