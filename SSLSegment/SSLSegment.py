@@ -110,10 +110,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         self._chart = None  # RunChart of the fine-tuning run
         self._pairs = None  # ssl3d.mrml.TrainingPairs, made in setup
         self._clicker = None  # ssl3d.serve.client.ServerClickWorker, made in setup
-        self._clickTarget = None  # (bundle, device, volume node ID, segmentation node ID, segment ID) of the clicks
-        self._clickVolumeKey = None  # (volume node ID, image MTime) the worker's session holds
-        self._clickPoints = []  # (click number, point list ID) of the clicks, oldest first, for Undo
-        self._clickCount = 0  # numbers the clicks, so a failed one is found among those queued
+        self._clicks = None  # ssl3d.mrml.ClickBook: the structure the clicks refine, their points; made in setup
         self._choosingTarget = False
         self._observedPointLists = []
         self._shortcuts = []
@@ -132,6 +129,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         from ssl3d import mrml
 
         self._pairs = mrml.TrainingPairs()
+        self._clicks = mrml.ClickBook()
         self.ui.clickServerLineEdit.text = str(slicer.util.settingsValue(CLICK_SERVER_SETTING, "") or "")
         self.ui.clickServerLineEdit.editingFinished.connect(self.onClickServerChanged)
         self.ui.clickTokenLineEdit.editingFinished.connect(self.onClickServerChanged)
@@ -214,7 +212,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         self._pairs.clear()
         self.ui.pairsListWidget.clear()  # the list shows exactly the pairs
         self._clicker.submit("forget")  # the session's volume and clicks went with the scene
-        self._clickTarget, self._clickVolumeKey, self._clickPoints = None, None, []
+        self._clicks.forget()
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -417,7 +415,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             worker = self._newClickWorker()
             self._clicker.stop()
             self._clicker = worker
-            self._clickTarget, self._clickVolumeKey, self._clickPoints = None, None, []
+            self._clicks.forget()
             qt.QSettings().setValue(CLICK_SERVER_SETTING, url)
 
     def _leavePlaceMode(self) -> None:
@@ -459,23 +457,13 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             if not ensureEngineRequirements():
                 return
             target = (str(bundle), p.device.value, volumeNode.GetID(), segmentationNode.GetID(), segmentId)
-            if target != self._clickTarget:
-                # Another model, volume or segment: a new structure. The session forgets its clicks (the
-                # segment keeps what earlier clicks wrote) and the other points are taken away.
-                if self._clickTarget is None or target[:2] != self._clickTarget[:2]:
-                    self._clickVolumeKey = None  # a new session needs the volume
+            if self._clicks.aim(target):  # another model, volume or segment: a new structure
                 self._clicker.submit("restart")
-                self._removeOtherPoints(caller)
-                self._clickTarget = target
-            volume, volumeKey = None, (volumeNode.GetID(), volumeNode.GetImageData().GetMTime())
-            if volumeKey != self._clickVolumeKey:  # once per volume, and no copy on the main thread: the request
-                # body is a view of the node's voxels (numpy keeps the VTK array alive until it is sent)
-                volume, self._clickVolumeKey = mrml.volume_from_node(volumeNode, copy=False), volumeKey
-            self._clickCount += 1
-            self._clickPoints.append((self._clickCount, caller.GetID()))
+                mrml.clear_click_points(slicer.mrmlScene, keep=caller)
+            volume, volumeKey = self._clicks.volume_to_send(volumeNode)
+            tag = self._clicks.record(caller.GetID())
             self._clicker.submit("point", bundle=target[0], device=target[1], volume=volume, volumeKey=volumeKey,
-                                 ras=tuple(float(v) for v in point), positive=positive, target=target,
-                                 tag=self._clickCount)
+                                 ras=tuple(float(v) for v in point), positive=positive, target=target, tag=tag)
             kind = _("Include") if positive else _("Exclude")
             self.ui.clickStatusLabel.text = _("{kind} point at {ras} (R,A,S mm)...").format(kind=kind, ras=mrml.format_ras(point))
             self.timer.start()
@@ -503,46 +491,33 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             editor.setCurrentSegmentID(segmentId)
         return segmentationNode, segmentId
 
-    def _removeOtherPoints(self, keep) -> None:
-        """Remove every click point but the last one of ``keep`` (the click that starts a new structure)."""
-        for kind in ("positive", "negative"):
-            node = self.logic.pointList(kind)
-            last = node.GetNumberOfControlPoints() - 1
-            for index in range(last, -1, -1):
-                if node is not keep or index != last:
-                    node.RemoveNthControlPoint(index)
-        self._clickPoints = []
-
     def onTargetSegmentChanged(self, selection=None) -> None:
         """Another segment or segmentation selected in the Segment Editor: the next click starts a new structure
         (the points of the last one are cleared)."""
-        if self._clickTarget is not None and not self._choosingTarget:
+        if not self._choosingTarget and self._clicks.release():
             self._clicker.submit("restart")
-            self._clickTarget = None
-            for kind in ("positive", "negative"):
-                self.logic.pointList(kind).RemoveAllControlPoints()
-            self._clickPoints = []
+            from ssl3d import mrml
+
+            mrml.clear_click_points(slicer.mrmlScene)
             self.ui.undoClickButton.enabled = False
 
     def onUndoClick(self) -> None:
         """Take back the last click: its point goes and the segment gets back the voxels the click changed."""
-        if not self._clickPoints or self._clickTarget is None:
+        if not self._clicks.undo_point(slicer.mrmlScene):
             return
-        node = slicer.mrmlScene.GetNodeByID(self._clickPoints.pop()[1])
-        if node is not None and node.GetNumberOfControlPoints():
-            node.RemoveNthControlPoint(node.GetNumberOfControlPoints() - 1)
-        self._clicker.submit("undo", target=self._clickTarget)
-        self.ui.undoClickButton.enabled = bool(self._clickPoints)
+        self._clicker.submit("undo", target=self._clicks.target)
+        self.ui.undoClickButton.enabled = bool(self._clicks.points)
         self.timer.start()
 
     def onResetClicks(self) -> None:
         """Remove all points and what the clicks wrote into the segment (voxels painted since are kept)."""
-        for kind in ("positive", "negative"):
-            self.logic.pointList(kind).RemoveAllControlPoints()
-        self._clickPoints = []
+        from ssl3d import mrml
+
+        mrml.clear_click_points(slicer.mrmlScene)
+        self._clicks.points = []
         self.ui.undoClickButton.enabled = False
-        if self._clickTarget is not None:
-            self._clicker.submit("reset", target=self._clickTarget)
+        if self._clicks.target is not None:
+            self._clicker.submit("reset", target=self._clicks.target)
             self.timer.start()
         self.ui.clickStatusLabel.text = ""
 
@@ -553,10 +528,8 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         for result in self._clicker.take():
             if result.get("error"):
                 self.ui.clickStatusLabel.text = _("Click failed: {message}").format(message=result["error"])
-                if result["kind"] == "point":
-                    self._clickVolumeKey = None  # send the volume again with the next click
-                    # that click has no step to undo (later queued clicks may have succeeded)
-                    self._clickPoints = [entry for entry in self._clickPoints if entry[0] != result.get("tag")]
+                if result["kind"] == "point":  # no step to undo (later queued clicks may have succeeded)
+                    self._clicks.failed(result.get("tag"), volume_lost=True)  # the next click sends the volume
                 continue
             target = result.get("target")
             if target is None or result.get("box") is None:
@@ -573,14 +546,14 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
                                            result["values"], result["changed"])
             except Exception:
                 if result["kind"] == "point":  # nothing was written: that click has no step to undo
-                    self._clickPoints = [entry for entry in self._clickPoints if entry[0] != result.get("tag")]
+                    self._clicks.failed(result.get("tag"))
                 continue
             label = f" ({result['label']})" if result.get("label") else ""
             self.ui.clickStatusLabel.text = _("{count} click(s){label}, {seconds:.2f} s.").format(
                 count=result.get("clicks", 0), label=label, seconds=result.get("seconds", 0.0))
             if result.get("note"):  # where the model runs, when not where it was asked to
                 self.ui.clickStatusLabel.text += " " + result["note"]
-        self.ui.undoClickButton.enabled = bool(self._clickPoints)
+        self.ui.undoClickButton.enabled = bool(self._clicks.points)
         busy = self._clicker.busyFor()
         self.ui.clickBusyProgressBar.visible = busy is not None and busy > BUSY_AFTER_S
         status = getattr(self._clicker, "status", "")

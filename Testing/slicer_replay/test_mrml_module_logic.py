@@ -1,6 +1,6 @@
 """What moved from the Slicer modules into ssl3d.mrml, on a real MRML scene (slicer-core): the run's loss chart,
 the fine-tuning pairs list, scene volumes as a pretraining folder, the Segment Editor's parameter node, VoCo's
-weights table and a segmentation's closed surfaces."""
+weights table, a segmentation's closed surfaces, and the click-to-segment bookkeeping."""
 
 from __future__ import annotations
 
@@ -115,3 +115,42 @@ def test_load_segmentation_file_makes_closed_surfaces_on_request(scene, tmp_path
     assert not plain.GetSegmentation().ContainsRepresentation(closed)
     surface = mrml.load_segmentation_file(tmp_path / "labels.nii.gz", scene, volume, surface=True)
     assert surface.GetSegmentation().ContainsRepresentation(closed)
+
+
+def test_click_book_aims_sends_the_volume_once_and_undoes_points(scene):
+    volume, segmentation = _pair(scene, "ct", 1)
+    positive, negative = mrml.point_list_node(scene, "positive"), mrml.point_list_node(scene, "negative")
+    book = mrml.ClickBook()
+    target = ("bundle", "cpu", volume.GetID(), segmentation.GetID(), "segment")
+    assert book.aim(target) and not book.aim(target)
+    sent, key = book.volume_to_send(volume)
+    assert sent.same_grid(mrml.volume_from_node(volume)) and book.volume_to_send(volume) == (None, key)
+    positive.AddControlPoint(1.0, 1.0, 1.0)
+    first = book.record(positive.GetID())
+    negative.AddControlPoint(2.0, 2.0, 2.0)
+    second = book.record(negative.GetID())
+    assert [tag for tag, _ in book.points] == [first, second] and second == first + 1
+    book.failed(first)
+    assert [tag for tag, _ in book.points] == [second]
+    assert book.undo_point(scene) and negative.GetNumberOfControlPoints() == 0 and not book.undo_point(scene)
+    assert book.aim(target[:4] + ("other segment",)) and book.volume_key == key  # same session: the volume stays
+    assert book.aim(("other bundle",) + target[1:]) and book.volume_key is None  # a new session needs it
+    book.volume_to_send(volume)
+    book.failed(None, volume_lost=True)
+    assert book.volume_key is None
+    assert book.release() and book.target is None and not book.release()
+    book.aim(target)
+    book.forget()
+    assert (book.target, book.volume_key, book.points) == (None, None, [])
+
+
+def test_clear_click_points_keeps_the_last_point_of_one_list(scene):
+    positive, negative = mrml.point_list_node(scene, "positive"), mrml.point_list_node(scene, "negative")
+    for node in (positive, negative):
+        for x in range(3):
+            node.AddControlPoint(float(x), 0.0, 0.0)
+    mrml.clear_click_points(scene, keep=negative)
+    assert positive.GetNumberOfControlPoints() == 0 and negative.GetNumberOfControlPoints() == 1
+    assert mrml.ras_point_from_markup(negative)[0] == pytest.approx(2.0)
+    mrml.clear_click_points(scene)
+    assert negative.GetNumberOfControlPoints() == 0

@@ -159,7 +159,7 @@ def test_a_failed_write_keeps_the_other_results_and_the_undo_button_right(replay
     assert len(calls) == 2, "the second result must still be written"
     assert _segment_voxels(widget) == 27
     assert [m for m in replay.messages if m[0] == "error"] == [("error", "Failed to update the segment. disk full")]
-    assert [tag for tag, _ in widget._clickPoints] == [2]
+    assert [tag for tag, _ in widget._clicks.points] == [2]
     assert widget.ui.undoClickButton.enabled
 
 

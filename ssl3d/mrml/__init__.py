@@ -6,7 +6,8 @@ every function takes the scene it works in. One module per node kind, importing 
 
 - ``nodes``: matrices, world transforms, node lookup by name (the leaf);
 - ``volumes``: volume nodes <-> Volume; ``segmentations``: label maps, segments, ``.seg.nrrd``, bundle labels;
-- ``markups``: control points, ROIs, click point lists; ``plots``: tables and loss/metric charts;
+- ``markups``: control points, ROIs, click point lists; ``clicks``: click-to-segment bookkeeping;
+- ``plots``: tables and loss/metric charts;
 - ``overlays``: colour tables, inspection overlays, slice view layers (over volumes, markups and plots);
 - ``training``: scene data written as datasets for ``ssl3d finetune`` and ``ssl3d pretrain``.
 
@@ -25,6 +26,7 @@ Example::
 from __future__ import annotations
 
 from ..commands import progress_text
+from .clicks import ClickBook, clear_click_points
 from .markups import (POINT_COLORS, POINT_LIST_NAMES, box_roi_node, format_ras, point_list_node, ras_point_from_markup,
                       ras_points_from_markup, roi_center, roi_size)
 from .overlays import (ALPHA_COLORS, HEAT_STOPS, HEAT_THRESHOLD, INSPECT_OUTPUTS, alpha_table_node, color_table_node,
@@ -69,6 +71,8 @@ __all__ = [
     "show_layers",
     "show_inspection",
     "point_list_node",
+    "ClickBook",
+    "clear_click_points",
     "table_node",
     "events_to_table",
     "events_to_plot",
