@@ -6,14 +6,10 @@ here by a QTimer. Volumes cross the process boundary as files written and read b
 """
 
 import enum
-import json
-import logging
-import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import ctk
 import qt
 import slicer
 import vtk
@@ -23,6 +19,10 @@ from slicer.i18n import translate
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import *  # noqa: F403
 from slicer.util import VTKObservationMixin
+from SSLPretrainLib.engineSetup import (ensureEngineRequirements, keepJobs, pythonSlicer, reattachJobs,
+                                        showUnsupportedSlicer)
+from SSLPretrainLib.sampleData import PHANTOM_FILES, PHANTOM_NODES, PHANTOM_SAMPLE, registerSampleData, writePhantomSample
+from SSLPretrainLib.widgets import PathFields, RunChart, pathOrNone
 
 # Run from a source checkout (Extension Wizard or additional module paths), the engine package sits one folder
 # up; an installed extension has ssl3d/ next to this file, which is on sys.path already.
@@ -33,27 +33,7 @@ if (_CHECKOUT / "ssl3d" / "__init__.py").is_file() and str(_CHECKOUT) not in sys
 #: Preset and network names of each method (ssl3d.config's registry; `ssl3d pretrain --help` lists them).
 PRESETS = {"voco": ("voco-v1-cpu", "voco-v2-cpu", "voco-v1", "voco-v2"), "vf": ("vf-v1-cpu", "vf-v2-cpu", "vf-v1", "vf-v2")}
 NETWORKS = {"voco": ("swin-b", "swin-l", "swin-h", "swinunetr", "cnn-small"), "vf": ("pctnet", "unet", "swinunetr")}
-#: Sample Data module entries (category SSL3D). The phantom is generated locally by
-#: ssl3d.data.phantoms.write_phantom_sample; PHANTOM_FILES must equal its SAMPLE_FILES (a static test checks).
 JOBS_SETTING = "SSL3D/SSLPretrain/runningJobs"  # role -> run folder of the jobs a module reload left running
-SAMPLE_CATEGORY = "SSL3D"
-PHANTOM_SAMPLE = "SSL3DPhantom"
-PHANTOM_FILES = ("SSL3DPhantom-v1.nrrd", "SSL3DPhantom-v1.seg.nrrd")
-PHANTOM_NODES = ("SSL3D phantom", "SSL3D phantom organs")
-#: The "lung1" chest CT of pyradiomics, distributed under its BSD-3-Clause licence; 512 x 512 x 48 voxels,
-#: 0.57 x 0.57 x 5 mm. The URL is pinned to commit 08bea70, which the pyradiomics 3.0.1 sdist was built from
-#: (its radiomics/_version.py: full-revisionid 08bea7067e35..., "dirty": false, version "v3.0.1"); the repository
-#: has no Git LFS and no filters on data/, so this blob is byte for byte the sdist's data/lung1_image.nrrd, the
-#: file ssl3d.data.samples uses, whose SHA-256 is LUNG_CHECKSUM.
-LUNG_SAMPLE = "SSL3DLungCT"
-LUNG_URL = ("https://raw.githubusercontent.com/AIM-Harvard/pyradiomics/"
-            "08bea7067e350303eead533b471aa60697b3b8c3/data/lung1_image.nrrd")
-LUNG_FILE = "pyradiomics-lung1_image.nrrd"  # prefixed: other extensions may cache their own lung1_image.nrrd
-LUNG_NODE = "SSL3D lung CT"
-LUNG_CHECKSUM = "SHA256:379fa48bf34cfa961e6f5ec19c0c38757a30b9aa884212ef28dc29b5061c64ed"
-SAMPLE_THUMBNAILS = {PHANTOM_SAMPLE: "SSL3DPhantom.png", LUNG_SAMPLE: "SSL3DLungCT.png"}  # in Resources/Icons
-#: Output files of `ssl3d inspect` and how they are shown: (file, label in the Show box, kind). "heat" maps share
-#: one colour scale; a "share" map (0..1) has its own; files that an inspection did not write are skipped.
 
 
 #
@@ -78,73 +58,6 @@ class SSLPretrain(ScriptedLoadableModule):  # noqa: F405
         )
         # Sample Data is set up once the application has started (all modules are loaded then)
         slicer.app.connect("startupCompleted()", registerSampleData)
-
-
-#
-# Sample data
-#
-def registerSampleData() -> None:
-    """Add the SSL3D phantom and a real chest CT to the Sample Data module, category SSL3D."""
-    import SampleData
-
-    icons = Path(__file__).resolve().parent / "Resources" / "Icons"
-    folder = sampleCacheFolder()
-    SampleData.SampleDataLogic.registerCustomSampleDataSource(
-        category=SAMPLE_CATEGORY,
-        sampleName=PHANTOM_SAMPLE,
-        # Generated, not downloaded. The custom downloader (the Sample Data button) writes the files into
-        # Sample Data's cache folder and then loads them the usual way; Sample Data reuses a cached file
-        # without downloading it, so the file URIs are never fetched once the files exist.
-        uris=[(folder / name).absolute().as_uri() for name in PHANTOM_FILES],
-        fileNames=list(PHANTOM_FILES),
-        nodeNames=list(PHANTOM_NODES),
-        loadFileType=["VolumeFile", "SegmentationFile"],  # older Slicers know only this keyword; newer still take it
-        customDownloader=loadPhantomSample,
-        thumbnailFileName=str(icons / SAMPLE_THUMBNAILS[PHANTOM_SAMPLE]),
-    )
-    SampleData.SampleDataLogic.registerCustomSampleDataSource(
-        category=SAMPLE_CATEGORY,
-        sampleName=LUNG_SAMPLE,
-        uris=LUNG_URL,
-        fileNames=LUNG_FILE,
-        nodeNames=LUNG_NODE,
-        checksums=LUNG_CHECKSUM,
-        loadFileType="VolumeFile",
-        thumbnailFileName=str(icons / SAMPLE_THUMBNAILS[LUNG_SAMPLE]),
-    )
-
-
-def sampleCacheFolder() -> Path:
-    """The folder where Sample Data keeps downloads and reuses the files it finds."""
-    return Path(slicer.mrmlScene.GetCacheManager().GetRemoteCacheDirectory())
-
-
-def writePhantomSample():
-    """Write the phantom's files into Sample Data's cache unless they are there; None if the engine is missing.
-
-    ``SampleData.downloadSample("SSL3DPhantom")`` does not call custom downloaders (only the module's button
-    does): call this first, then it finds and loads these files.
-    """
-    if not ensureEngineRequirements():
-        return None
-    from ssl3d.data.phantoms import write_phantom_sample
-
-    return write_phantom_sample(sampleCacheFolder())
-
-
-def loadPhantomSample(source=None) -> list:
-    """Sample Data's custom downloader for the phantom: write it once, then load it as a downloaded sample.
-
-    Sample Data calls it with the sample's ``SampleDataSource`` and ignores what it returns; here it returns
-    the loaded nodes (image, organ segmentation), or [] when the engine's packages were not installed.
-    """
-    import SampleData
-
-    with slicer.util.tryWithErrorDisplay(_("Failed to create the SSL3D phantom."), waitCursor=True):
-        if writePhantomSample() is None:
-            return []
-        logic = SampleData.SampleDataLogic()
-        return logic.downloadFromSource(source or logic.sourceForSampleName(PHANTOM_SAMPLE))
 
 
 #
@@ -565,130 +478,11 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
 #
 # Logic
 #
-def pathOrNone(value) -> Optional[Path]:
-    """A path parameter as a Path, or None when unset (the parameter node stores '' or '.')."""
-    text = str(value or "").strip()
-    return Path(text) if text not in ("", ".") else None
 
 
-def showUnsupportedSlicer(layout, uiWidget) -> bool:
-    """On a Slicer older than SSL3D supports: one message above the module's widgets, which are disabled.
-
-    Checked before anything else of the engine is imported (on Slicer 5.8's Python 3.9 it could not be).
-    """
-    from ssl3d.slicer_support import unsupported
-
-    message = unsupported(slicer.app.applicationVersion, sys.version_info)
-    if message is None:
-        return False
-    label = qt.QLabel(message)
-    label.wordWrap = True
-    label.objectName = "unsupportedSlicerLabel"
-    layout.insertWidget(0, label)
-    uiWidget.enabled = False
-    return True
-
-
-def keepJobs(board, setting: str) -> None:
-    """Forget the module's jobs without stopping them, remembering their run folders (a module reload)."""
-    qt.QSettings().setValue(setting, json.dumps(board.detach_all()))
-
-
-def reattachJobs(board, setting: str) -> dict:
-    """Follow again the runs that :func:`keepJobs` remembered and that still live; role -> job."""
-    try:
-        kept = json.loads(str(qt.QSettings().value(setting, "") or "{}"))
-    except ValueError:
-        kept = {}
-    qt.QSettings().remove(setting)
-    return board.reattach(kept) if isinstance(kept, dict) else {}
-
-
-class RunChart:
-    """The plot widget's side of :class:`ssl3d.mrml.RunPlot`: one chart per run, shown in ``plotWidget``."""
-
-    def __init__(self, plotWidget, singletonTag: str) -> None:
-        self.plotWidget, self.singletonTag, self.plot = plotWidget, singletonTag, None
-
-    def reset(self, title: str) -> None:
-        self._show(self._runPlot().reset(slicer.mrmlScene, title))
-
-    def add(self, events: list) -> None:
-        self._show(self._runPlot().add(slicer.mrmlScene, events))
-
-    def _runPlot(self):
-        if self.plot is None:  # made on first use: the engine is imported after the dependency check
-            from ssl3d import mrml
-
-            self.plot = mrml.RunPlot(self.singletonTag)
-        return self.plot
-
-    def _show(self, viewNode) -> None:
-        if viewNode is not None:
-            self.plotWidget.setMRMLPlotViewNode(viewNode)
-
-
-class PathFields:
-    """Folder fields bound to the parameter node's ``Path`` parameters by hand, so an empty field stays empty.
-
-    (Slicer's connector writes ``str(Path())``, ".", into every empty ctkPathLineEdit.) Each field picks a folder.
-    """
-
-    def __init__(self, fields: dict, parameterNode) -> None:
-        self.fields, self._parameterNode = fields, parameterNode  # name -> ctkPathLineEdit; () -> node or None
-        for name, pathEdit in fields.items():
-            pathEdit.filters = ctk.ctkPathLineEdit.Dirs
-            pathEdit.currentPathChanged.connect(lambda text, name=name: self.store(name, text))
-
-    def store(self, name: str, text: str) -> None:
-        p = self._parameterNode()
-        if p is not None and pathOrNone(text) != pathOrNone(getattr(p, name)):
-            setattr(p, name, Path(text.strip()) if text.strip() else Path())
-
-    def show(self, p) -> None:
-        for name, pathEdit in self.fields.items():
-            path = pathOrNone(getattr(p, name))
-            if pathOrNone(pathEdit.currentPath) != path:
-                pathEdit.currentPath = str(path) if path is not None else ""
-
-
-def pythonSlicer() -> Optional[str]:
-    """PythonSlicer, Slicer's Python launcher (on Slicer's PATH; Slicer also sets sys.executable to it), runs engine
-    jobs with Slicer's Python. It starts python-real as a child and forwards no signals: jobs cancel the whole tree."""
-    return shutil.which("PythonSlicer")
-
-
-def ensureEngineRequirements() -> bool:
-    """Before a job: what the engine still needs (checked once per session), asked for and installed.
-
-    torch comes from the PyTorch extension (the build for this computer's GPU), the rest from pip with their
-    dependencies, around Slicer's torch and SimpleITK. Under ``Slicer --testing`` nothing is asked or installed.
-    """
-    from ssl3d import requirements
-
-    def confirm(text):
-        return slicer.util.confirmOkCancelDisplay(
-            _("SSL3D needs these Python packages, which are not installed yet. Install them now? "
-              "This can take several minutes."), detailedText=text)
-
-    def installTorch(requirement):
-        try:
-            import PyTorchUtils
-        except ImportError:
-            raise RuntimeError(_("Install the PyTorch extension from the Extensions Manager, then restart Slicer.")) from None
-        PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=requirement.specifier)
-
-    outcome = requirements.ensure(confirm, installTorch, slicer.util.pip_install, testing=slicer.app.testingEnabled())
-    if outcome.testing:
-        logging.info(requirements.skip_reason() or "")
-        return False
-    if outcome.restart and slicer.util.confirmYesNoDisplay(_("Restart Slicer now to use the updated packages?")):
-        slicer.util.restart()
-    if not outcome.ready and not outcome.declined and not outcome.restart:
-        slicer.util.errorDisplay(_("Still missing: {names}").format(names=requirements.describe(outcome.missing)))
-    return outcome.ready
-
-
+#
+# Logic
+#
 class SSLPretrainLogic(ScriptedLoadableModuleLogic):  # noqa: F405
     """Runs engine jobs in the background; their command lines come from :mod:`ssl3d.commands`.
 

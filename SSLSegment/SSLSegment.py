@@ -27,8 +27,11 @@ from slicer.i18n import translate
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import *  # noqa: F403
 from slicer.util import VTKObservationMixin
-from SSLPretrain import (PHANTOM_SAMPLE, Device, PathFields, RunChart, ensureEngineRequirements,
-                         keepJobs, pathOrNone, pythonSlicer, reattachJobs, showUnsupportedSlicer, writePhantomSample)
+from SSLPretrain import Device
+from SSLPretrainLib.engineSetup import (ensureEngineRequirements, keepJobs, pythonSlicer, reattachJobs,
+                                        showUnsupportedSlicer)
+from SSLPretrainLib.sampleData import PHANTOM_SAMPLE, writePhantomSample
+from SSLPretrainLib.widgets import PathFields, RunChart, pathOrNone
 
 MODEL_SETTING = "SSL3D/SSLSegment/modelPath"
 CLICK_SERVER_SETTING = "SSL3D/SSLSegment/clickServer"  # the Server field (empty: a local click server)

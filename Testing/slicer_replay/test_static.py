@@ -548,7 +548,7 @@ def _resolve(name: str) -> bool:
 
 @pytest.mark.parametrize("module", MODULES)
 def test_engine_names_used_by_modules_exist(module):
-    names = _ssl3d_names(ROOT / module / f"{module}.py")
+    names = set().union(*(_ssl3d_names(p) for p in _files(ROOT / module) if p.suffix == ".py"))
     assert names, f"{module}.py uses no ssl3d names"
     if any(n.startswith("ssl3d.mrml") for n in names):
         pytest.importorskip("slicer.util", reason="ssl3d.mrml needs slicer-core")
