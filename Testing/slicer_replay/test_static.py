@@ -185,7 +185,8 @@ def test_code_and_ui_agree(module):
     source = (ROOT / module / f"{module}.py").read_text(encoding="utf-8")
     ui_path = ROOT / module / "Resources" / "UI" / f"{module}.ui"
     names = _ui_widget_names(ui_path)
-    used = {node.attr for node in ast.walk(ast.parse(source))
+    trees = [ast.parse(p.read_text(encoding="utf-8")) for p in _files(ROOT / module) if p.suffix == ".py"]  # with its Lib
+    used = {node.attr for tree in trees for node in ast.walk(tree)
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
             and node.value.attr == "ui" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"}
     assert used, f"{module}.py uses no self.ui widgets"
