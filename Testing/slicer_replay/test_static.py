@@ -92,6 +92,41 @@ def test_engine_has_no_module_level_gui_import(path):
     assert not (imported & GUI_PACKAGES) - allowed, f"{_rel(path)} imports {sorted(imported & GUI_PACKAGES)} at module level"
 
 
+def _sibling_imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(sibling module, names) for each ``from .x import ...`` of an ``ssl3d/mrml/`` file ("" for the package)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found.append((node.module or "", [alias.name for alias in node.names]))
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("ssl3d.mrml"):
+            found.append(((node.module or "").removeprefix("ssl3d.mrml").lstrip("."), [a.name for a in node.names]))
+    return found
+
+
+def test_mrml_modules_import_one_way_and_no_private_names():
+    """Inside ssl3d/mrml/ the modules import siblings, never the package, in one direction, and no private names."""
+    folder = ROOT / "ssl3d" / "mrml"
+    graph = {}
+    for path in sorted(folder.glob("*.py")):
+        imports = _sibling_imports(path)
+        private = [name for _, names in imports for name in names if name.startswith("_")]
+        assert not private, f"{_rel(path)} imports private names {private}"
+        if path.stem != "__init__":
+            assert all(module for module, _ in imports), f"{_rel(path)} imports the ssl3d.mrml package"
+            graph[path.stem] = {module.split(".")[0] for module, _ in imports}
+    done: set[str] = set()
+
+    def visit(module: str, trail: tuple[str, ...]) -> None:
+        assert module not in trail, f"import cycle in ssl3d/mrml: {' -> '.join(trail + (module,))}"
+        if module not in done:
+            for sibling in graph.get(module, ()):
+                visit(sibling, trail + (module,))
+            done.add(module)
+
+    for module in graph:
+        visit(module, ())
+
+
 # ------------------------------------------------------------------------------------------------ .ui
 @pytest.fixture(scope="module")
 def ui_loader():
