@@ -6,14 +6,10 @@ here by a QTimer. Volumes cross the process boundary as files written and read b
 """
 
 import enum
-import json
-import logging
-import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import ctk
 import qt
 import slicer
 import vtk
@@ -23,6 +19,10 @@ from slicer.i18n import translate
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import *  # noqa: F403
 from slicer.util import VTKObservationMixin
+from SSLPretrainLib.engineSetup import (ensureEngineRequirements, keepJobs, pythonSlicer, reattachJobs,
+                                        showUnsupportedSlicer)
+from SSLPretrainLib.sampleData import PHANTOM_FILES, PHANTOM_NODES, PHANTOM_SAMPLE, registerSampleData, writePhantomSample
+from SSLPretrainLib.widgets import PathFields, RunChart, pathOrNone
 
 # Run from a source checkout (Extension Wizard or additional module paths), the engine package sits one folder
 # up; an installed extension has ssl3d/ next to this file, which is on sys.path already.
@@ -33,27 +33,7 @@ if (_CHECKOUT / "ssl3d" / "__init__.py").is_file() and str(_CHECKOUT) not in sys
 #: Preset and network names of each method (ssl3d.config's registry; `ssl3d pretrain --help` lists them).
 PRESETS = {"voco": ("voco-v1-cpu", "voco-v2-cpu", "voco-v1", "voco-v2"), "vf": ("vf-v1-cpu", "vf-v2-cpu", "vf-v1", "vf-v2")}
 NETWORKS = {"voco": ("swin-b", "swin-l", "swin-h", "swinunetr", "cnn-small"), "vf": ("pctnet", "unet", "swinunetr")}
-#: Sample Data module entries (category SSL3D). The phantom is generated locally by
-#: ssl3d.data.phantoms.write_phantom_sample; PHANTOM_FILES must equal its SAMPLE_FILES (a static test checks).
 JOBS_SETTING = "SSL3D/SSLPretrain/runningJobs"  # role -> run folder of the jobs a module reload left running
-SAMPLE_CATEGORY = "SSL3D"
-PHANTOM_SAMPLE = "SSL3DPhantom"
-PHANTOM_FILES = ("SSL3DPhantom-v1.nrrd", "SSL3DPhantom-v1.seg.nrrd")
-PHANTOM_NODES = ("SSL3D phantom", "SSL3D phantom organs")
-#: The "lung1" chest CT of pyradiomics, distributed under its BSD-3-Clause licence; 512 x 512 x 48 voxels,
-#: 0.57 x 0.57 x 5 mm. The URL is pinned to commit 08bea70, which the pyradiomics 3.0.1 sdist was built from
-#: (its radiomics/_version.py: full-revisionid 08bea7067e35..., "dirty": false, version "v3.0.1"); the repository
-#: has no Git LFS and no filters on data/, so this blob is byte for byte the sdist's data/lung1_image.nrrd, the
-#: file ssl3d.data.samples uses, whose SHA-256 is LUNG_CHECKSUM.
-LUNG_SAMPLE = "SSL3DLungCT"
-LUNG_URL = ("https://raw.githubusercontent.com/AIM-Harvard/pyradiomics/"
-            "08bea7067e350303eead533b471aa60697b3b8c3/data/lung1_image.nrrd")
-LUNG_FILE = "pyradiomics-lung1_image.nrrd"  # prefixed: other extensions may cache their own lung1_image.nrrd
-LUNG_NODE = "SSL3D lung CT"
-LUNG_CHECKSUM = "SHA256:379fa48bf34cfa961e6f5ec19c0c38757a30b9aa884212ef28dc29b5061c64ed"
-SAMPLE_THUMBNAILS = {PHANTOM_SAMPLE: "SSL3DPhantom.png", LUNG_SAMPLE: "SSL3DLungCT.png"}  # in Resources/Icons
-#: Output files of `ssl3d inspect` and how they are shown: (file, label in the Show box, kind). "heat" maps share
-#: one colour scale; a "share" map (0..1) has its own; files that an inspection did not write are skipped.
 
 
 #
@@ -78,73 +58,6 @@ class SSLPretrain(ScriptedLoadableModule):  # noqa: F405
         )
         # Sample Data is set up once the application has started (all modules are loaded then)
         slicer.app.connect("startupCompleted()", registerSampleData)
-
-
-#
-# Sample data
-#
-def registerSampleData() -> None:
-    """Add the SSL3D phantom and a real chest CT to the Sample Data module, category SSL3D."""
-    import SampleData
-
-    icons = Path(__file__).resolve().parent / "Resources" / "Icons"
-    folder = sampleCacheFolder()
-    SampleData.SampleDataLogic.registerCustomSampleDataSource(
-        category=SAMPLE_CATEGORY,
-        sampleName=PHANTOM_SAMPLE,
-        # Generated, not downloaded. The custom downloader (the Sample Data button) writes the files into
-        # Sample Data's cache folder and then loads them the usual way; Sample Data reuses a cached file
-        # without downloading it, so the file URIs are never fetched once the files exist.
-        uris=[(folder / name).absolute().as_uri() for name in PHANTOM_FILES],
-        fileNames=list(PHANTOM_FILES),
-        nodeNames=list(PHANTOM_NODES),
-        loadFileType=["VolumeFile", "SegmentationFile"],  # older Slicers know only this keyword; newer still take it
-        customDownloader=loadPhantomSample,
-        thumbnailFileName=str(icons / SAMPLE_THUMBNAILS[PHANTOM_SAMPLE]),
-    )
-    SampleData.SampleDataLogic.registerCustomSampleDataSource(
-        category=SAMPLE_CATEGORY,
-        sampleName=LUNG_SAMPLE,
-        uris=LUNG_URL,
-        fileNames=LUNG_FILE,
-        nodeNames=LUNG_NODE,
-        checksums=LUNG_CHECKSUM,
-        loadFileType="VolumeFile",
-        thumbnailFileName=str(icons / SAMPLE_THUMBNAILS[LUNG_SAMPLE]),
-    )
-
-
-def sampleCacheFolder() -> Path:
-    """The folder where Sample Data keeps downloads and reuses the files it finds."""
-    return Path(slicer.mrmlScene.GetCacheManager().GetRemoteCacheDirectory())
-
-
-def writePhantomSample():
-    """Write the phantom's files into Sample Data's cache unless they are there; None if the engine is missing.
-
-    ``SampleData.downloadSample("SSL3DPhantom")`` does not call custom downloaders (only the module's button
-    does): call this first, then it finds and loads these files.
-    """
-    if not ensureEngineRequirements():
-        return None
-    from ssl3d.data.phantoms import write_phantom_sample
-
-    return write_phantom_sample(sampleCacheFolder())
-
-
-def loadPhantomSample(source=None) -> list:
-    """Sample Data's custom downloader for the phantom: write it once, then load it as a downloaded sample.
-
-    Sample Data calls it with the sample's ``SampleDataSource`` and ignores what it returns; here it returns
-    the loaded nodes (image, organ segmentation), or [] when the engine's packages were not installed.
-    """
-    import SampleData
-
-    with slicer.util.tryWithErrorDisplay(_("Failed to create the SSL3D phantom."), waitCursor=True):
-        if writePhantomSample() is None:
-            return []
-        logic = SampleData.SampleDataLogic()
-        return logic.downloadFromSource(source or logic.sourceForSampleName(PHANTOM_SAMPLE))
 
 
 #
@@ -368,11 +281,13 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
             p = self._parameterNode
             self._follower = None
             data = pathOrNone(p.dataFolder)
+            from ssl3d import commands, mrml
+
             if p.dataSource == DataSource.SCENE:
-                data = self.logic.exportVolumes(self.ui.sceneVolumesComboBox.checkedNodes(),
-                                                Path(slicer.util.tempDirectory("ssl3d-pretrain-data")))
-            args = SSLPretrainLogic.pretrainArguments(
-                p.method.value, p.preset, data, pathOrNone(p.outputFolder), steps=p.steps, batchSize=p.batchSize,
+                data = mrml.export_volumes(self.ui.sceneVolumesComboBox.checkedNodes(),
+                                           Path(slicer.util.tempDirectory("ssl3d-pretrain-data")))
+            args = commands.pretrain_arguments(
+                p.method.value, p.preset, data, pathOrNone(p.outputFolder), steps=p.steps, batch_size=p.batchSize,
                 network=p.network, device=p.device.value, resume=p.resume)
             self._resetRunDisplay(_("Pretraining loss"))
             self.ui.logTextEdit.appendPlainText("ssl3d " + " ".join(args))
@@ -388,13 +303,13 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
         with slicer.util.tryWithErrorDisplay(_("Failed to open the run folder."), waitCursor=True):
             if not ensureEngineRequirements():
                 return
-            from ssl3d import jobs
+            from ssl3d import bundle_info, jobs
 
             self._resetRunDisplay(Path(folder).name)
             self._follower = jobs.follow_run(folder)
             self._runFolder = Path(folder)
             self.ui.logTextEdit.appendPlainText(_("Following {folder}").format(folder=folder))
-            bundle = SSLPretrainLogic.newestBundle(self._runFolder)
+            bundle = bundle_info.newest_bundle(self._runFolder)
             if bundle is not None:  # a finished (or earlier) run: its bundle is ready to inspect
                 self._parameterNode.inspectModel = bundle
             self.timer.start()
@@ -420,7 +335,7 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
     def _showRunEvents(self, events: list) -> None:
         if not events:
             return
-        from ssl3d import mrml
+        from ssl3d import bundle_info, mrml
 
         self._chart.add(events)
         for event in events:
@@ -434,9 +349,9 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
             elif kind == "checkpoint":
                 self.ui.logTextEdit.appendPlainText(_("Checkpoint at step {step}").format(step=event.get("step")))
             elif kind == "done":
-                bundle = SSLPretrainLogic.bundleFromOutputs(event.get("outputs") or {})
+                bundle = bundle_info.bundle_from_outputs(event.get("outputs") or {})
                 if bundle is None and self._follower is not None:
-                    bundle = SSLPretrainLogic.newestBundle(self._runFolder)
+                    bundle = bundle_info.newest_bundle(self._runFolder)
                 if bundle is not None:
                     self.parameters.inspectModel = bundle
                     self.ui.logTextEdit.appendPlainText(_("Pretext bundle: {path}").format(path=bundle))
@@ -462,9 +377,11 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
 
     # ------------------------------------------------------------------------------------ inspect
     def updateInspectModelInfo(self, path=None) -> None:
-        info = SSLPretrainLogic.readBundleInfo(pathOrNone(self.ui.inspectModelPathLineEdit.currentPath))
-        self._inspectMethod = SSLPretrainLogic.pretextMethod(info)
-        self.ui.inspectModelInfoLabel.text = SSLPretrainLogic.describePretext(info)
+        from ssl3d import bundle_info
+
+        info = bundle_info.read_bundle_info(pathOrNone(self.ui.inspectModelPathLineEdit.currentPath))
+        self._inspectMethod = bundle_info.pretext_method(info)
+        self.ui.inspectModelInfoLabel.text = bundle_info.describe_pretext(info)
         self._checkCanApply()
 
     def onInspectButton(self) -> None:
@@ -479,14 +396,14 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
             self._startInspection()
 
     def _startInspection(self) -> None:
-        from ssl3d import mrml
+        from ssl3d import commands, mrml
 
         p = self._parameterNode
         folder = Path(slicer.util.tempDirectory("ssl3d-inspect"))
         inputFile = mrml.export_volume(p.inspectVolume, folder / "input.nrrd", compress=False)
         box = mrml.format_ras(mrml.roi_center(p.cropRoi)) if p.cropRoi is not None and self._inspectMethod == "voco" else None
-        args = SSLPretrainLogic.inspectArguments(self._inspectMethod, pathOrNone(p.inspectModel), inputFile, folder / "out",
-                                                 box=box, seed=p.seed, dense=p.denseMap)
+        args = commands.inspect_arguments(self._inspectMethod, pathOrNone(p.inspectModel), inputFile, folder / "out",
+                                          box=box, seed=p.seed, dense=p.denseMap)
         self.logic.jobs.start("inspect", args, folder / "out")
         self._inspectFolder = folder / "out"
         self.ui.inspectButton.text = _("Cancel")
@@ -506,8 +423,11 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
         self.ui.inspectButton.text = _("Inspect")
         if job.returncode == 0 and not job.cancelled:
             with slicer.util.tryWithErrorDisplay(_("Failed to load the inspection."), waitCursor=True):
-                p = self.parameters
-                self._inspection = self.logic.loadInspection(self._inspectMethod, self._inspectFolder, p.inspectVolume)
+                from ssl3d import mrml
+
+                volumeName = self.parameters.inspectVolume.GetName()
+                self._inspection = mrml.load_inspection(self._inspectMethod, self._inspectFolder, slicer.mrmlScene, volumeName,
+                                                        table=True)
                 self._fillOverlayChoices()
                 self.ui.inspectStatusLabel.text = _("Done.")
         elif not job.cancelled:
@@ -558,140 +478,13 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
 #
 # Logic
 #
-def pathOrNone(value) -> Optional[Path]:
-    """A path parameter as a Path, or None when unset (the parameter node stores '' or '.')."""
-    text = str(value or "").strip()
-    return Path(text) if text not in ("", ".") else None
 
 
-def showUnsupportedSlicer(layout, uiWidget) -> bool:
-    """On a Slicer older than SSL3D supports: one message above the module's widgets, which are disabled.
-
-    Checked before anything else of the engine is imported (on Slicer 5.8's Python 3.9 it could not be).
-    """
-    from ssl3d.slicer_support import unsupported
-
-    message = unsupported(slicer.app.applicationVersion, sys.version_info)
-    if message is None:
-        return False
-    label = qt.QLabel(message)
-    label.wordWrap = True
-    label.objectName = "unsupportedSlicerLabel"
-    layout.insertWidget(0, label)
-    uiWidget.enabled = False
-    return True
-
-
-def keepJobs(board, setting: str) -> None:
-    """Forget the module's jobs without stopping them, remembering their run folders (a module reload)."""
-    qt.QSettings().setValue(setting, json.dumps(board.detach_all()))
-
-
-def reattachJobs(board, setting: str) -> dict:
-    """Follow again the runs that :func:`keepJobs` remembered and that still live; role -> job."""
-    try:
-        kept = json.loads(str(qt.QSettings().value(setting, "") or "{}"))
-    except ValueError:
-        kept = {}
-    qt.QSettings().remove(setting)
-    return board.reattach(kept) if isinstance(kept, dict) else {}
-
-
-class RunChart:
-    """The loss chart of the run a module shows: one chart per run, whatever the scene does.
-
-    A chart that went with a closed scene is drawn again once, with all the run's events, when the next events
-    arrive (no new chart per timer tick).
-    """
-
-    def __init__(self, plotWidget, singletonTag: str) -> None:
-        self.plotWidget, self.singletonTag = plotWidget, singletonTag
-        self.title, self.events, self.chart = "", [], None
-
-    def reset(self, title: str) -> None:
-        self.title, self.events, self.chart = title, [], None
-        self.add([])
-
-    def add(self, events: list) -> None:
-        from ssl3d import mrml
-
-        scene = slicer.mrmlScene
-        self.events.extend(events)
-        if self.chart is not None and scene.IsNodePresent(self.chart):
-            mrml.events_to_plot(events, scene, self.chart)
-            return
-        self.chart = mrml.events_to_plot(self.events, scene, name=self.title)
-        viewNode = scene.GetSingletonNode(self.singletonTag, "vtkMRMLPlotViewNode")
-        if viewNode is None:
-            viewNode = scene.AddNewNodeByClass("vtkMRMLPlotViewNode")
-            viewNode.SetSingletonTag(self.singletonTag)
-        viewNode.SetPlotChartNodeID(self.chart.GetID())
-        self.plotWidget.setMRMLPlotViewNode(viewNode)
-
-
-class PathFields:
-    """Folder fields bound to the parameter node's ``Path`` parameters by hand, so an empty field stays empty.
-
-    (Slicer's connector writes ``str(Path())``, ".", into every empty ctkPathLineEdit.) Each field picks a folder.
-    """
-
-    def __init__(self, fields: dict, parameterNode) -> None:
-        self.fields, self._parameterNode = fields, parameterNode  # name -> ctkPathLineEdit; () -> node or None
-        for name, pathEdit in fields.items():
-            pathEdit.filters = ctk.ctkPathLineEdit.Dirs
-            pathEdit.currentPathChanged.connect(lambda text, name=name: self.store(name, text))
-
-    def store(self, name: str, text: str) -> None:
-        p = self._parameterNode()
-        if p is not None and pathOrNone(text) != pathOrNone(getattr(p, name)):
-            setattr(p, name, Path(text.strip()) if text.strip() else Path())
-
-    def show(self, p) -> None:
-        for name, pathEdit in self.fields.items():
-            path = pathOrNone(getattr(p, name))
-            if pathOrNone(pathEdit.currentPath) != path:
-                pathEdit.currentPath = str(path) if path is not None else ""
-
-
-def pythonSlicer() -> Optional[str]:
-    """PythonSlicer, Slicer's Python launcher (on Slicer's PATH; Slicer also sets sys.executable to it), runs engine
-    jobs with Slicer's Python. It starts python-real as a child and forwards no signals: jobs cancel the whole tree."""
-    return shutil.which("PythonSlicer")
-
-
-def ensureEngineRequirements() -> bool:
-    """Before a job: what the engine still needs (checked once per session), asked for and installed.
-
-    torch comes from the PyTorch extension (the build for this computer's GPU), the rest from pip with their
-    dependencies, around Slicer's torch and SimpleITK. Under ``Slicer --testing`` nothing is asked or installed.
-    """
-    from ssl3d import requirements
-
-    def confirm(text):
-        return slicer.util.confirmOkCancelDisplay(
-            _("SSL3D needs these Python packages, which are not installed yet. Install them now? "
-              "This can take several minutes."), detailedText=text)
-
-    def installTorch(requirement):
-        try:
-            import PyTorchUtils
-        except ImportError:
-            raise RuntimeError(_("Install the PyTorch extension from the Extensions Manager, then restart Slicer.")) from None
-        PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=requirement.specifier)
-
-    outcome = requirements.ensure(confirm, installTorch, slicer.util.pip_install, testing=slicer.app.testingEnabled())
-    if outcome.testing:
-        logging.info(requirements.skip_reason() or "")
-        return False
-    if outcome.restart and slicer.util.confirmYesNoDisplay(_("Restart Slicer now to use the updated packages?")):
-        slicer.util.restart()
-    if not outcome.ready and not outcome.declined and not outcome.restart:
-        slicer.util.errorDisplay(_("Still missing: {names}").format(names=requirements.describe(outcome.missing)))
-    return outcome.ready
-
-
+#
+# Logic
+#
 class SSLPretrainLogic(ScriptedLoadableModuleLogic):  # noqa: F405
-    """Builds engine command lines, runs them as background jobs, and loads their outputs into the scene.
+    """Runs engine jobs in the background; their command lines come from :mod:`ssl3d.commands`.
 
     Usable without the GUI (tests, the Python console): ``jobs`` is an :class:`ssl3d.jobs.JobBoard`:
     ``jobs.start`` a job, then poll ``jobs.take_events`` and ``jobs.finished``, or ``jobs.run`` it to the end.
@@ -705,121 +498,6 @@ class SSLPretrainLogic(ScriptedLoadableModuleLogic):  # noqa: F405
 
     def getParameterNode(self):
         return SSLPretrainParameterNode(super().getParameterNode())
-
-    # ---------------------------------------------------------------------------- command lines
-    @staticmethod
-    def pretrainArguments(method, preset, data, out, steps=0, batchSize=0, network="", device="auto", resume=False) -> list:
-        """``ssl3d pretrain`` arguments; 0 or "" leaves a setting to the preset."""
-        if method not in PRESETS:
-            raise ValueError(f"method must be one of {sorted(PRESETS)}, got {method!r}.")
-        if data is None or out is None:
-            raise ValueError(_("Choose the data and the output folder."))
-        args = ["pretrain", "--method", method, "--preset", preset, "--data", str(data), "--out", str(out)]
-        args += ["--steps", str(steps)] if steps else []
-        args += ["--batch-size", str(batchSize)] if batchSize else []
-        args += ["--network", network] if network else []
-        args += ["--device", device]
-        return args + (["--resume"] if resume else [])
-
-    @staticmethod
-    def inspectArguments(method, model, inputFile, out, box=None, seed=0, dense=False) -> list:
-        """``ssl3d inspect voco|vf`` arguments; ``box`` is ``"R,A,S"`` and ``dense`` the localisation map (VoCo),
-        ``seed`` is for VF."""
-        args = ["inspect", method, "--model", str(model), "--input", str(inputFile), "--out", str(out)]
-        if method == "voco" and box:
-            args += ["--box", box]
-        if method == "voco" and dense:
-            args += ["--dense"]
-        if method == "vf":
-            args += ["--seed", str(seed)]
-        return args
-
-    # -------------------------------------------------------------------------------------- data
-    @staticmethod
-    def exportVolumes(nodes, folder: Path) -> Path:
-        """Write scene volumes (world geometry) into a folder that ``ssl3d pretrain --data`` reads."""
-        from ssl3d import mrml
-
-        if not nodes:
-            raise ValueError(_("Check at least one volume to pretrain on."))
-        for index, node in enumerate(nodes):
-            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in node.GetName())
-            mrml.export_volume(node, folder / f"{index:03d}_{safe}.nrrd", compress=False)
-        return folder
-
-    @staticmethod
-    def readBundleInfo(folder: Optional[Path]) -> dict:
-        """bundle.json of a bundle folder as a dict ({} when there is none or it is not JSON)."""
-        try:
-            return json.loads((folder / "bundle.json").read_text(encoding="utf-8")) if folder else {}
-        except (OSError, ValueError):
-            return {}
-
-    @staticmethod
-    def pretextMethod(info: dict) -> Optional[str]:
-        """'voco' or 'vf' for a pretext bundle, else None."""
-        method = str((info.get("pretext") or {}).get("method", "")).lower()
-        return method if method in PRESETS else None
-
-    @staticmethod
-    def describePretext(info: dict) -> str:
-        if not info:
-            return ""
-        pretext = info.get("pretext") or {}
-        provenance = info.get("provenance") or {}
-        network = (info.get("network") or {}).get("name", "?")
-        parts = [f"{pretext.get('method', '?')} · {pretext.get('preset', '?')} · {network}"]
-        if provenance.get("steps") is not None:
-            parts.append(_("{steps} steps").format(steps=provenance["steps"]))
-        if pretext.get("heads") is None and "heads" in pretext:
-            parts.append(_("no pretext heads (imported weights): cannot be inspected"))
-        return " · ".join(parts)
-
-    @staticmethod
-    def bundleFromOutputs(outputs: dict) -> Optional[Path]:
-        """The bundle folder among a ``done`` event's outputs."""
-        for path in map(Path, outputs.values()):
-            if (path / "bundle.json").is_file():
-                return path
-            if path.name == "bundle.json" and path.is_file():
-                return path.parent
-        return None
-
-    @staticmethod
-    def newestBundle(folder: Path) -> Optional[Path]:
-        """The most recently written bundle folder inside a run folder."""
-        bundles = [p.parent for p in folder.rglob("bundle.json")] if folder and folder.is_dir() else []
-        return max(bundles, key=lambda p: (p / "bundle.json").stat().st_mtime, default=None)
-
-    def loadInspection(self, method: str, folder: Path, volumeNode) -> dict:
-        """Load ``ssl3d inspect`` outputs as overlay nodes ({label: (node, kind)}, ``mrml.load_inspection``),
-        with VoCo's numbers as a table."""
-        from ssl3d import mrml
-
-        loaded = mrml.load_inspection(method, folder, slicer.mrmlScene, volumeNode.GetName())
-        summary = _readJson(folder / "summary.json")
-        if method == "voco" and summary:
-            loaded["table"] = (self._vocoTable(summary, volumeNode.GetName()), "table")
-        return loaded
-
-    @staticmethod
-    def _vocoTable(summary: dict, name: str):
-        from ssl3d import mrml
-
-        crops = summary.get("crops") if isinstance(summary.get("crops"), list) else [summary]
-        crop = crops[0] if crops else {}
-        predicted = list(crop.get("predicted") or [])
-        truth = list(crop.get("true") or crop.get("truth") or [])
-        cells = max(len(predicted), len(truth))
-        columns = {"cell": list(range(cells)), "predicted": predicted, "true": truth}
-        return mrml.table_node(slicer.mrmlScene, f"{name} VoCo weights", columns)
-
-
-def _readJson(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 #
@@ -853,12 +531,14 @@ class SSLPretrainTest(ScriptedLoadableModuleTest):  # noqa: F405
             self.skipTest(reason)
 
     def test_command_lines(self):
-        args = SSLPretrainLogic.pretrainArguments("voco", "voco-v1-cpu", Path("d"), Path("o"), steps=3, resume=True)
+        from ssl3d import commands
+
+        args = commands.pretrain_arguments("voco", "voco-v1-cpu", Path("d"), Path("o"), steps=3, resume=True)
         self.assertEqual(args, ["pretrain", "--method", "voco", "--preset", "voco-v1-cpu", "--data", "d", "--out", "o",
                                 "--steps", "3", "--device", "auto", "--resume"])
-        args = SSLPretrainLogic.inspectArguments("voco", Path("b"), Path("ct.nii.gz"), Path("o"), box="1,2,3", dense=True)
+        args = commands.inspect_arguments("voco", Path("b"), Path("ct.nii.gz"), Path("o"), box="1,2,3", dense=True)
         self.assertEqual(args, ["inspect", "voco", "--model", "b", "--input", "ct.nii.gz", "--out", "o", "--box", "1,2,3", "--dense"])
-        self.assertNotIn("--dense", SSLPretrainLogic.inspectArguments("vf", Path("b"), Path("ct.nii.gz"), Path("o"), dense=True))
+        self.assertNotIn("--dense", commands.inspect_arguments("vf", Path("b"), Path("ct.nii.gz"), Path("o"), dense=True))
 
     def test_phantom_sample(self):
         import SampleData
@@ -883,7 +563,7 @@ class SSLPretrainTest(ScriptedLoadableModuleTest):  # noqa: F405
     def test_pretrain_and_inspect(self):
         import SampleData
 
-        from ssl3d import mrml
+        from ssl3d import bundle_info, commands, mrml
         from ssl3d.data.phantoms import make_phantom
         from ssl3d.io import write_volume
 
@@ -898,15 +578,15 @@ class SSLPretrainTest(ScriptedLoadableModuleTest):  # noqa: F405
         for method, preset in (("voco", "voco-v1-cpu"), ("vf", "vf-v1-cpu")):
             self.delayDisplay(f"Pretraining {preset} for 2 steps on the CPU")
             run = root / method
-            events = logic.jobs.run(logic.pretrainArguments(method, preset, root / "data", run, steps=2, device="cpu"), run)
+            events = logic.jobs.run(commands.pretrain_arguments(method, preset, root / "data", run, steps=2, device="cpu"), run)
             done = [e for e in events if e.get("event") == "done"]
-            bundle = logic.bundleFromOutputs(done[-1].get("outputs") or {}) if done else logic.newestBundle(run)
+            bundle = bundle_info.bundle_from_outputs(done[-1].get("outputs") or {}) if done else bundle_info.newest_bundle(run)
             self.assertIsNotNone(bundle, f"{method}: no bundle in {run}")
             self.delayDisplay(f"Inspecting {method}")
             mrml.export_volume(ct, root / f"{method}-input.nii.gz")
             out = root / f"{method}-inspect"
-            logic.jobs.run(logic.inspectArguments(method, bundle, root / f"{method}-input.nii.gz", out, dense=True), out)
-            loaded = logic.loadInspection(method, out, ct)
+            logic.jobs.run(commands.inspect_arguments(method, bundle, root / f"{method}-input.nii.gz", out, dense=True), out)
+            loaded = mrml.load_inspection(method, out, slicer.mrmlScene, ct.GetName(), table=True)
             reference = mrml.volume_from_node(ct)
             self.assertEqual("Localisation (dense)" in loaded, method == "voco")
             for label, (node, kind) in loaded.items():

@@ -13,9 +13,6 @@ module's QTimer, and writes only the voxels a click changed into the selected se
 """
 
 import enum
-import html
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -29,14 +26,16 @@ from slicer.i18n import translate
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import *  # noqa: F403
 from slicer.util import VTKObservationMixin
-from SSLPretrain import (PHANTOM_SAMPLE, Device, PathFields, RunChart, SSLPretrainLogic, ensureEngineRequirements,
-                         keepJobs, pathOrNone, pythonSlicer, reattachJobs, showUnsupportedSlicer, writePhantomSample)
+from SSLPretrain import Device
+from SSLPretrainLib.engineSetup import (ensureEngineRequirements, keepJobs, pythonSlicer, reattachJobs,
+                                        showUnsupportedSlicer)
+from SSLPretrainLib.sampleData import PHANTOM_SAMPLE, writePhantomSample
+from SSLPretrainLib.widgets import PathFields, RunChart, pathOrNone
+from SSLSegmentLib.clickSection import CLICK_SERVER_SETTING, ClickSection
 
 MODEL_SETTING = "SSL3D/SSLSegment/modelPath"
-CLICK_SERVER_SETTING = "SSL3D/SSLSegment/clickServer"  # the Server field (empty: a local click server)
 JOBS_SETTING = "SSL3D/SSLSegment/runningJobs"  # role -> run folder of the jobs a module reload left running
 SEGMENT_OUTPUT = "segmentation.seg.nrrd"  # ssl3d segment writes names and colours into it
-BUSY_AFTER_S = 0.5  # the busy indicator shows only for clicks slower than this
 #: Keys while the click section is open (listed in the help text): include/exclude toggle, undo, reset, next segment.
 CLICK_SHORTCUTS = (("T", "onToggleClickKind"), ("U", "onUndoClick"), ("Shift+R", "onResetClicks"), ("N", "onNextSegment"))
 
@@ -100,7 +99,9 @@ class SSLSegmentParameterNode:
 #
 # Widget
 #
-class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa: F405
+class SSLSegmentWidget(ClickSection, ScriptedLoadableModuleWidget, VTKObservationMixin):  # noqa: F405
+    """The module's panel: model, Segment, Click to segment (:class:`ClickSection`), Fine-tune."""
+
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)  # noqa: F405
         VTKObservationMixin.__init__(self)
@@ -110,12 +111,9 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         self._bundleInfo = {}
         self._segmentRun = None  # (folder, device) of the running segmentation
         self._chart = None  # RunChart of the fine-tuning run
-        self._pairs = []  # (volume node ID, segmentation node ID)
+        self._pairs = None  # ssl3d.mrml.TrainingPairs, made in setup
         self._clicker = None  # ssl3d.serve.client.ServerClickWorker, made in setup
-        self._clickTarget = None  # (bundle, device, volume node ID, segmentation node ID, segment ID) of the clicks
-        self._clickVolumeKey = None  # (volume node ID, image MTime) the worker's session holds
-        self._clickPoints = []  # (click number, point list ID) of the clicks, oldest first, for Undo
-        self._clickCount = 0  # numbers the clicks, so a failed one is found among those queued
+        self._clicks = None  # ssl3d.mrml.ClickBook: the structure the clicks refine, their points; made in setup
         self._choosingTarget = False
         self._observedPointLists = []
         self._shortcuts = []
@@ -131,6 +129,10 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             return  # an older Slicer: one message, nothing else is set up
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SSLSegmentLogic()
+        from ssl3d import mrml
+
+        self._pairs = mrml.TrainingPairs()
+        self._clicks = mrml.ClickBook()
         self.ui.clickServerLineEdit.text = str(slicer.util.settingsValue(CLICK_SERVER_SETTING, "") or "")
         self.ui.clickServerLineEdit.editingFinished.connect(self.onClickServerChanged)
         self.ui.clickTokenLineEdit.editingFinished.connect(self.onClickServerChanged)
@@ -210,10 +212,10 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             self.removeObserver(node, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onPointPlaced)
         self._observedPointLists = []
         self.setParameterNode(None)
-        self._pairs = []
+        self._pairs.clear()
         self.ui.pairsListWidget.clear()  # the list shows exactly the pairs
         self._clicker.submit("forget")  # the session's volume and clicks went with the scene
-        self._clickTarget, self._clickVolumeKey, self._clickPoints = None, None, []
+        self._clicks.forget()
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -224,7 +226,9 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
     def _connectSegmentEditor(self) -> None:
         """Share the scene's Segment Editor parameter node (the Segment Editor module's), so both show one selection."""
         editor = self.ui.segmentEditorWidget
-        editor.setMRMLSegmentEditorNode(self.logic.segmentEditorNode())
+        from ssl3d import mrml
+
+        editor.setMRMLSegmentEditorNode(mrml.segment_editor_node(slicer.mrmlScene))
         editor.installKeyboardShortcuts()
         editor.setupViewObservations()
         if self._parameterNode and self._parameterNode.inputVolume and editor.segmentationNode() is not None:
@@ -259,8 +263,10 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         if p is None:
             return
         self._pathFields.show(p)
+        from ssl3d import bundle_info
+
         jobs = self.logic.jobs
-        canSegment = SSLSegmentLogic.task(self._bundleInfo) == "segmentation" and p.inputVolume is not None
+        canSegment = bundle_info.bundle_task(self._bundleInfo) == "segmentation" and p.inputVolume is not None
         editor = self.ui.segmentEditorWidget
         if (p.inputVolume is not None and editor.mrmlSegmentEditorNode() is not None and editor.segmentationNode() is not None
                 and editor.sourceVolumeNode() != p.inputVolume):  # the editor takes a source volume only with a segmentation
@@ -271,7 +277,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             widget.visible = fromScene
         for widget in (self.ui.datasetLabel, self.ui.datasetPathLineEdit):
             widget.visible = not fromScene
-        hasData = bool(self._pairs) if fromScene else pathOrNone(p.datasetFolder) is not None
+        hasData = len(self._pairs) > 0 if fromScene else pathOrNone(p.datasetFolder) is not None
         self.ui.fineTuneButton.enabled = jobs.running("finetune") or (hasData and pathOrNone(p.fineTuneOutput) is not None)
 
     # -------------------------------------------------------------------------------------- model
@@ -280,8 +286,10 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         if self._parameterNode is None:
             return
         folder = pathOrNone(self.ui.modelPathLineEdit.currentPath)  # the binding may not have updated the node yet
-        self._bundleInfo = SSLPretrainLogic.readBundleInfo(folder)
-        self.ui.modelInfoTextBrowser.setHtml(SSLSegmentLogic.describeBundle(self._bundleInfo))
+        from ssl3d import bundle_info
+
+        self._bundleInfo = bundle_info.read_bundle_info(folder)
+        self.ui.modelInfoTextBrowser.setHtml(bundle_info.describe_bundle(self._bundleInfo))
         if self._bundleInfo:
             qt.QSettings().setValue(MODEL_SETTING, str(folder))
         if not self.ui.clickCollapsibleButton.collapsed:
@@ -318,12 +326,12 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             _("{message}\n\nSegment on the CPU instead (slower)?").format(message=choice.message))
 
     def _startSegmentation(self, device: str) -> None:
-        from ssl3d import mrml
+        from ssl3d import commands, mrml
 
         p = self._parameterNode
         folder = Path(slicer.util.tempDirectory("ssl3d-segment"))
         inputFile = mrml.export_volume(p.inputVolume, folder / "input.nrrd", compress=False)
-        args = SSLSegmentLogic.segmentArguments(pathOrNone(p.modelPath), inputFile, folder / SEGMENT_OUTPUT, device)
+        args = commands.segment_arguments(pathOrNone(p.modelPath), inputFile, folder / SEGMENT_OUTPUT, device)
         self.logic.jobs.start("segment", args, folder)
         self._segmentRun = (folder, device)
         self.ui.segmentButton.text = _("Cancel")
@@ -347,235 +355,17 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             slicer.util.errorDisplay(_("Segmentation failed: {message}").format(message=message), detailedText=job.stderr)
         else:
             with slicer.util.tryWithErrorDisplay(_("Failed to load the segmentation."), waitCursor=True):
+                from ssl3d import mrml
+
                 p = self.parameters
-                segmentation = self.logic.loadSegmentation(folder / SEGMENT_OUTPUT, self._bundleInfo, p.inputVolume,
-                                                           p.outputSegmentation, p.showSurface)
+                segmentation = mrml.load_segmentation_file(folder / SEGMENT_OUTPUT, slicer.mrmlScene, p.inputVolume,
+                                                           p.outputSegmentation, labels=mrml.bundle_labels(self._bundleInfo),
+                                                           surface=p.showSurface)
                 p.outputSegmentation = segmentation
                 self.ui.segmentProgressBar.value = self.ui.segmentProgressBar.maximum
                 self.ui.segmentStatusLabel.text = _("Done: {count} segments.").format(
                     count=segmentation.GetSegmentation().GetNumberOfSegments())
         self._checkCanApply()
-
-    # ----------------------------------------------------------------------------- click to segment
-    def onClickSectionToggled(self, collapsed: bool) -> None:
-        """Prepare the include (green) and exclude (red) point lists when the section opens."""
-        self._updateShortcuts(not collapsed)
-        if collapsed:
-            self._leavePlaceMode()
-            return
-        for kind, placeWidget in (("positive", self.ui.positivePlaceWidget), ("negative", self.ui.negativePlaceWidget)):
-            node = self.logic.pointList(kind)
-            placeWidget.setCurrentNode(node)
-            if not self.hasObserver(node, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onPointPlaced):
-                self.addObserver(node, slicer.vtkMRMLMarkupsNode.PointPositionDefinedEvent, self.onPointPlaced)
-                self._observedPointLists.append(node)
-        segmentation = self._parameterNode.outputSegmentation if self._parameterNode else None
-        if segmentation is not None and self.ui.segmentEditorWidget.segmentationNode() is None:
-            self.ui.segmentEditorWidget.setSegmentationNode(segmentation)
-        self.ui.clickStatusLabel.text = SSLSegmentLogic.clickStatus(self._bundleInfo)
-        self._warmClickServer()
-
-    def _warmClickServer(self, bundle=None) -> None:
-        """Start the click server and load the model while the user finds the structure (the first click is then
-        one prediction); only when the engine is installed: opening a section must not ask to install."""
-        from ssl3d import requirements
-
-        p = self._parameterNode
-        bundle = bundle or (pathOrNone(p.modelPath) if p else None)
-        if p is None or bundle is None or SSLSegmentLogic.task(self._bundleInfo) not in ("interactive", "segmentation"):
-            return
-        if requirements.missing():
-            return
-        self._clicker.submit("warm", bundle=str(bundle), device=p.device.value)
-        self.timer.start()
-
-    def _newClickWorker(self):
-        """The click worker of the Server field: a local click server (empty field), or a remote one (URL + token)."""
-        from ssl3d.serve.client import ServerClickWorker  # standard library and numpy: no torch in Slicer's process
-
-        url = self.ui.clickServerLineEdit.text.strip()
-        return ServerClickWorker(python=pythonSlicer() or sys.executable, url=url or None,
-                                 token=self.ui.clickTokenLineEdit.text.strip() or None)
-
-    def onClickServerChanged(self) -> None:
-        """Another server: the next click opens a new session there (the segment keeps what was written)."""
-        url = self.ui.clickServerLineEdit.text.strip()
-        with slicer.util.tryWithErrorDisplay(_("The click server cannot be used."), waitCursor=False):
-            if url and not self.ui.clickTokenLineEdit.text.strip():
-                self.ui.clickStatusLabel.text = _("Enter the server's token.")
-                return
-            worker = self._newClickWorker()
-            self._clicker.stop()
-            self._clicker = worker
-            self._clickTarget, self._clickVolumeKey, self._clickPoints = None, None, []
-            qt.QSettings().setValue(CLICK_SERVER_SETTING, url)
-
-    def _leavePlaceMode(self) -> None:
-        for placeWidget in (self.ui.positivePlaceWidget, self.ui.negativePlaceWidget):
-            if placeWidget.currentNode() is not None and placeWidget.placeModeEnabled:
-                placeWidget.setPlaceModeEnabled(False)
-
-    def _updateShortcuts(self, enabled: bool) -> None:
-        for shortcut in self._shortcuts:
-            shortcut.enabled = enabled
-
-    def onToggleClickKind(self) -> None:
-        """T: place exclude points after include points, and the other way round."""
-        positive, negative = self.ui.positivePlaceWidget, self.ui.negativePlaceWidget
-        (negative if positive.placeModeEnabled else positive).setPlaceModeEnabled(True)
-
-    def onNextSegment(self) -> None:
-        """N: a new empty segment to click on (the clicks of the last one stay in it)."""
-        editor = self.ui.segmentEditorWidget
-        segmentationNode = editor.segmentationNode()
-        if segmentationNode is not None:
-            editor.setCurrentSegmentID(segmentationNode.GetSegmentation().AddEmptySegment("", _("Clicked structure")))
-
-    def onPointPlaced(self, caller=None, event=None) -> None:
-        """A placed include/exclude point refines the selected segment (through the click server)."""
-        from ssl3d import mrml
-
-        with slicer.util.tryWithErrorDisplay(_("The point cannot be used."), waitCursor=False):
-            point = mrml.ras_point_from_markup(caller)
-            positive = caller.GetID() == self.logic.pointList("positive").GetID()
-            p = self._parameterNode
-            bundle = pathOrNone(p.modelPath) if p else None
-            volumeNode = p.inputVolume if p else None
-            segmentationNode, segmentId = self._targetSegment(volumeNode)
-            if SSLSegmentLogic.task(self._bundleInfo) not in ("interactive", "segmentation") or bundle is None:
-                raise ValueError(SSLSegmentLogic.clickStatus(self._bundleInfo))
-            if volumeNode is None or segmentationNode is None or not segmentId:
-                raise ValueError(_("Choose a volume above and the segment to refine."))
-            if not ensureEngineRequirements():
-                return
-            target = (str(bundle), p.device.value, volumeNode.GetID(), segmentationNode.GetID(), segmentId)
-            if target != self._clickTarget:
-                # Another model, volume or segment: a new structure. The session forgets its clicks (the
-                # segment keeps what earlier clicks wrote) and the other points are taken away.
-                if self._clickTarget is None or target[:2] != self._clickTarget[:2]:
-                    self._clickVolumeKey = None  # a new session needs the volume
-                self._clicker.submit("restart")
-                self._removeOtherPoints(caller)
-                self._clickTarget = target
-            volume, volumeKey = None, (volumeNode.GetID(), volumeNode.GetImageData().GetMTime())
-            if volumeKey != self._clickVolumeKey:  # once per volume, and no copy on the main thread: the request
-                # body is a view of the node's voxels (numpy keeps the VTK array alive until it is sent)
-                volume, self._clickVolumeKey = mrml.volume_from_node(volumeNode, copy=False), volumeKey
-            self._clickCount += 1
-            self._clickPoints.append((self._clickCount, caller.GetID()))
-            self._clicker.submit("point", bundle=target[0], device=target[1], volume=volume, volumeKey=volumeKey,
-                                 ras=tuple(float(v) for v in point), positive=positive, target=target,
-                                 tag=self._clickCount)
-            kind = _("Include") if positive else _("Exclude")
-            self.ui.clickStatusLabel.text = _("{kind} point at {ras} (R,A,S mm)...").format(kind=kind, ras=mrml.format_ras(point))
-            self.timer.start()
-
-    def _targetSegment(self, volumeNode):
-        """The selected segmentation node and segment; a new segmentation and segment are made when none is chosen."""
-        self._choosingTarget = True  # selecting a new segment here must not clear the click being placed
-        try:
-            return self._chooseTargetSegment(volumeNode)
-        finally:
-            self._choosingTarget = False
-
-    def _chooseTargetSegment(self, volumeNode):
-        editor = self.ui.segmentEditorWidget
-        segmentationNode = editor.segmentationNode()
-        segmentId = editor.currentSegmentID() if segmentationNode is not None else ""
-        if segmentationNode is None and volumeNode is not None:
-            segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{volumeNode.GetName()} clicks")
-            segmentationNode.CreateDefaultDisplayNodes()
-            segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-            editor.setSegmentationNode(segmentationNode)
-            editor.setSourceVolumeNode(volumeNode)
-        if segmentationNode is not None and not segmentId:
-            segmentId = segmentationNode.GetSegmentation().AddEmptySegment("", _("Clicked structure"))
-            editor.setCurrentSegmentID(segmentId)
-        return segmentationNode, segmentId
-
-    def _removeOtherPoints(self, keep) -> None:
-        """Remove every click point but the last one of ``keep`` (the click that starts a new structure)."""
-        for kind in ("positive", "negative"):
-            node = self.logic.pointList(kind)
-            last = node.GetNumberOfControlPoints() - 1
-            for index in range(last, -1, -1):
-                if node is not keep or index != last:
-                    node.RemoveNthControlPoint(index)
-        self._clickPoints = []
-
-    def onTargetSegmentChanged(self, selection=None) -> None:
-        """Another segment or segmentation selected in the Segment Editor: the next click starts a new structure
-        (the points of the last one are cleared)."""
-        if self._clickTarget is not None and not self._choosingTarget:
-            self._clicker.submit("restart")
-            self._clickTarget = None
-            for kind in ("positive", "negative"):
-                self.logic.pointList(kind).RemoveAllControlPoints()
-            self._clickPoints = []
-            self.ui.undoClickButton.enabled = False
-
-    def onUndoClick(self) -> None:
-        """Take back the last click: its point goes and the segment gets back the voxels the click changed."""
-        if not self._clickPoints or self._clickTarget is None:
-            return
-        node = slicer.mrmlScene.GetNodeByID(self._clickPoints.pop()[1])
-        if node is not None and node.GetNumberOfControlPoints():
-            node.RemoveNthControlPoint(node.GetNumberOfControlPoints() - 1)
-        self._clicker.submit("undo", target=self._clickTarget)
-        self.ui.undoClickButton.enabled = bool(self._clickPoints)
-        self.timer.start()
-
-    def onResetClicks(self) -> None:
-        """Remove all points and what the clicks wrote into the segment (voxels painted since are kept)."""
-        for kind in ("positive", "negative"):
-            self.logic.pointList(kind).RemoveAllControlPoints()
-        self._clickPoints = []
-        self.ui.undoClickButton.enabled = False
-        if self._clickTarget is not None:
-            self._clicker.submit("reset", target=self._clickTarget)
-            self.timer.start()
-        self.ui.clickStatusLabel.text = ""
-
-    def _showClickResults(self) -> None:
-        """Write the worker's results into their segments (main thread), and show the busy indicator."""
-        from ssl3d import mrml
-
-        for result in self._clicker.take():
-            if result.get("error"):
-                self.ui.clickStatusLabel.text = _("Click failed: {message}").format(message=result["error"])
-                if result["kind"] == "point":
-                    self._clickVolumeKey = None  # send the volume again with the next click
-                    # that click has no step to undo (later queued clicks may have succeeded)
-                    self._clickPoints = [entry for entry in self._clickPoints if entry[0] != result.get("tag")]
-                continue
-            target = result.get("target")
-            if target is None or result.get("box") is None:
-                continue
-            segmentationNode = slicer.mrmlScene.GetNodeByID(target[3])
-            if segmentationNode is None or segmentationNode.GetSegmentation().GetSegment(target[4]) is None:
-                continue  # removed meanwhile
-            try:  # one failed write must not drop the results after it (tryWithErrorDisplay raises again)
-                with slicer.util.tryWithErrorDisplay(_("Failed to update the segment."), waitCursor=False):
-                    editor = self.ui.segmentEditorWidget
-                    if editor.segmentationNode() is segmentationNode:
-                        editor.saveStateForUndo()  # each click is one step of the Segment Editor's Undo too
-                    mrml.write_mask_region(segmentationNode, target[4], result["ijkToRas"], result["box"],
-                                           result["values"], result["changed"])
-            except Exception:
-                if result["kind"] == "point":  # nothing was written: that click has no step to undo
-                    self._clickPoints = [entry for entry in self._clickPoints if entry[0] != result.get("tag")]
-                continue
-            label = f" ({result['label']})" if result.get("label") else ""
-            self.ui.clickStatusLabel.text = _("{count} click(s){label}, {seconds:.2f} s.").format(
-                count=result.get("clicks", 0), label=label, seconds=result.get("seconds", 0.0))
-            if result.get("note"):  # where the model runs, when not where it was asked to
-                self.ui.clickStatusLabel.text += " " + result["note"]
-        self.ui.undoClickButton.enabled = bool(self._clickPoints)
-        busy = self._clicker.busyFor()
-        self.ui.clickBusyProgressBar.visible = busy is not None and busy > BUSY_AFTER_S
-        status = getattr(self._clicker, "status", "")
-        if status:  # "starting the click server" (the first click), "loading the model"
-            self.ui.clickStatusLabel.text = status[:1].upper() + status[1:] + "..."
 
     # ---------------------------------------------------------------------------------- fine-tune
     def onAddPair(self) -> None:
@@ -583,14 +373,12 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         if volume is None or segmentation is None:
             slicer.util.errorDisplay(_("Choose a volume and its segmentation."))
             return
-        self._pairs.append((volume.GetID(), segmentation.GetID()))
-        self.ui.pairsListWidget.addItem(f"{volume.GetName()}  +  {segmentation.GetName()}")
+        self.ui.pairsListWidget.addItem(self._pairs.add(volume, segmentation))
         self._checkCanApply()
 
     def onRemovePair(self) -> None:
         row = self.ui.pairsListWidget.currentRow
-        if 0 <= row < len(self._pairs):
-            del self._pairs[row]
+        if self._pairs.remove(row):
             self.ui.pairsListWidget.takeItem(row)
         self._checkCanApply()
 
@@ -602,17 +390,14 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
         with slicer.util.tryWithErrorDisplay(_("Failed to start fine-tuning."), waitCursor=True):
             if not ensureEngineRequirements():
                 return
-            from ssl3d import mrml
+            from ssl3d import commands
 
             p = self._parameterNode
             data, labels = pathOrNone(p.datasetFolder), None
             if p.trainingSource == TrainingSource.SCENE:
-                pairs = [(slicer.mrmlScene.GetNodeByID(v), slicer.mrmlScene.GetNodeByID(s)) for v, s in self._pairs]
-                # the job's input, written on the main thread: raw NRRD, not gzip
-                dataset = mrml.export_training_pairs(pairs, Path(slicer.util.tempDirectory("ssl3d-finetune-data")), compress=False)
-                data, labels = dataset.parent, json.loads(dataset.read_text(encoding="utf-8"))["labels"]
-            args = SSLSegmentLogic.fineTuneArguments(data, pathOrNone(p.fineTuneOutput), pathOrNone(p.initBundle),
-                                                     p.task.value, p.fineTuneSteps, labels)
+                data, labels = self._pairs.export(slicer.mrmlScene, Path(slicer.util.tempDirectory("ssl3d-finetune-data")))
+            args = commands.finetune_arguments(data, pathOrNone(p.fineTuneOutput), pathOrNone(p.initBundle),
+                                               p.task.value, p.fineTuneSteps, labels)
             self._chart.reset(_("Fine-tuning"))
             self.ui.fineTuneLogTextEdit.setPlainText("ssl3d " + " ".join(args))
             self.logic.jobs.start("finetune", args, pathOrNone(p.fineTuneOutput))
@@ -623,7 +408,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
     def _showFineTuneEvents(self, events: list) -> None:
         if not events:
             return
-        from ssl3d import mrml
+        from ssl3d import bundle_info, mrml
 
         self._chart.add(events)
         for event in events:
@@ -637,7 +422,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
             elif kind in ("log", "error") and event.get("message"):
                 self.ui.fineTuneLogTextEdit.appendPlainText(event["message"])
             elif kind == "done":
-                bundle = SSLPretrainLogic.bundleFromOutputs(event.get("outputs") or {})
+                bundle = bundle_info.bundle_from_outputs(event.get("outputs") or {})
                 if bundle is not None:
                     self.parameters.modelPath = bundle  # the new model becomes the selected one
                     self.ui.fineTuneLogTextEdit.appendPlainText(_("New model: {path}").format(path=bundle))
@@ -681,7 +466,7 @@ class SSLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # no
 # Logic
 #
 class SSLSegmentLogic(ScriptedLoadableModuleLogic):  # noqa: F405
-    """Command lines for ``ssl3d segment`` / ``ssl3d finetune``, bundle display, and loading results."""
+    """Runs ``ssl3d segment`` / ``ssl3d finetune`` jobs (command lines: :mod:`ssl3d.commands`); the click point lists."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)  # noqa: F405
@@ -692,113 +477,11 @@ class SSLSegmentLogic(ScriptedLoadableModuleLogic):  # noqa: F405
     def getParameterNode(self):
         return SSLSegmentParameterNode(super().getParameterNode())
 
-    @staticmethod
-    def segmentArguments(model, inputFile, outputFile, device="auto") -> list:
-        if model is None:
-            raise ValueError(_("Choose a model bundle."))
-        return ["segment", "--model", str(model), "--input", str(inputFile), "--output", str(outputFile), "--device", device]
-
-    @staticmethod
-    def fineTuneArguments(data, out, init=None, task="segmentation", steps=0, labels=None) -> list:
-        """``ssl3d finetune`` arguments; no ``init`` starts from random weights, 0 steps = the preset's.
-
-        ``labels``: dataset.json-style names ``{"1": "liver", ...}``, passed as ``--labels 1:liver,...``.
-        """
-        if data is None or out is None:
-            raise ValueError(_("Choose the training data and the output folder."))
-        args = ["finetune", "--data", str(data), "--out", str(out)]
-        args += ["--task", task] if task != "segmentation" else []  # segmentation is the engine's default
-        args += ["--init", str(init)] if init else []
-        args += ["--steps", str(steps)] if steps else []
-        names = sorted((int(value), str(name)) for value, name in (labels or {}).items() if int(value) != 0)
-        if names:
-            clean = [(value, " ".join(name.replace(",", " ").replace(":", " ").split())) for value, name in names]
-            args += ["--labels", ",".join(f"{value}:{name}" for value, name in clean)]
-        return args
-
-    @staticmethod
-    def task(info: dict) -> Optional[str]:
-        """The bundle's task ('segmentation', 'interactive', 'pretext'), None without a bundle."""
-        task = info.get("task")
-        return (task.get("name") or task.get("type")) if isinstance(task, dict) else task
-
-    @staticmethod
-    def describeBundle(info: dict) -> str:
-        """HTML summary of bundle.json: task and network, labels with colours, spacing, provenance, metrics, licence."""
-        if not info:
-            return _("<i>Choose a model bundle folder (model.safetensors + bundle.json).</i>")
-        network = (info.get("network") or {}).get("name", "?")
-        lines = [f"<b>{html.escape(str(SSLSegmentLogic.task(info)))}</b> · {html.escape(str(network))}"]
-        swatches = []
-        for entry in info.get("labels") or []:
-            color = entry.get("color") or (128, 128, 128)
-            hexColor = "#%02x%02x%02x" % tuple(int(c) for c in color[:3])
-            swatches.append(f'<span style="color:{hexColor}">&#9632;</span> {entry.get("value")} '
-                            f'{html.escape(str(entry.get("name", "")))}')
-        if swatches:
-            lines.append(_("Labels: ") + ", ".join(swatches))
-        spacing = (info.get("preprocessing") or {}).get("spacing")
-        if spacing:
-            lines.append(_("Spacing: {spacing} mm").format(spacing=" x ".join(f"{s:g}" for s in spacing)))
-        provenance = {k: v for k, v in (info.get("provenance") or {}).items() if k != "cache"}
-        licence = provenance.pop("licence", None) or provenance.pop("license", None)
-        for title, value in ((_("Pretext"), info.get("pretext")), (_("Provenance"), provenance),
-                             (_("Validation"), info.get("metrics"))):
-            text = _flat(value) if value else ""
-            if text:
-                lines.append(f"{title}: {html.escape(text)}")
-        if licence:
-            lines.append(_("Licence: {licence}").format(licence=html.escape(str(licence))))
-        return "<br>".join(lines)
-
-    @staticmethod
-    def clickStatus(info: dict) -> str:
-        if SSLSegmentLogic.task(info) not in ("interactive", "segmentation"):
-            return _("Choose a click-to-segment or segmentation bundle above.")
-        return _("Place include (green) and exclude (red) points on the volume; each click refines the selected "
-                 "segment. Paint or erase with the Segment Editor between clicks: clicks change only the voxels "
-                 "they predict differently.")
-
-    @staticmethod
-    def segmentEditorNode():
-        """The scene's Segment Editor parameter node (singleton tag "SegmentEditor"), created when missing."""
-        node = slicer.mrmlScene.GetSingletonNode("SegmentEditor", "vtkMRMLSegmentEditorNode")
-        if node is None:
-            node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLSegmentEditorNode")
-            node.UnRegister(None)  # the scene holds the only reference
-            node.SetSingletonTag("SegmentEditor")
-            node = slicer.mrmlScene.AddNode(node)
-        return node
-
     def pointList(self, kind: str):
         """The include (positive, green) or exclude (negative, red) point list, created on first use."""
         from ssl3d import mrml
 
         return mrml.point_list_node(slicer.mrmlScene, kind)
-
-    def loadSegmentation(self, labelFile: Path, info: dict, volumeNode, segmentationNode=None, showSurface=False):
-        """The ``ssl3d segment`` output (.seg.nrrd) as segments with its names and colours, on the volume.
-
-        Names and colours come from the file (the bundle's), the bundle's labels fill in the rest; the volume
-        becomes the reference geometry.
-        """
-        from ssl3d import mrml
-
-        segmentation = mrml.load_segmentation_file(labelFile, slicer.mrmlScene, volumeNode, segmentationNode,
-                                                   labels=mrml.bundle_labels(info))
-        if showSurface:
-            segmentation.CreateClosedSurfaceRepresentation()
-        return segmentation
-
-
-def _flat(value) -> str:
-    """A short one-line text for a JSON value (dicts as key=value pairs, one level of nesting)."""
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={_flat(v)}" if not isinstance(v, dict) else f"{k}: {_flat(v)}"
-                         for k, v in value.items() if v not in (None, {}, []) and not isinstance(v, list))
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
 
 
 #
@@ -826,9 +509,11 @@ class SSLSegmentTest(ScriptedLoadableModuleTest):  # noqa: F405
         self.test_two_clicks()
 
     def test_command_lines(self):
-        args = SSLSegmentLogic.fineTuneArguments(Path("d"), Path("o"), None, "interactive", 5)
+        from ssl3d import commands
+
+        args = commands.finetune_arguments(Path("d"), Path("o"), None, "interactive", 5)
         self.assertEqual(args, ["finetune", "--data", "d", "--out", "o", "--task", "interactive", "--steps", "5"])
-        args = SSLSegmentLogic.segmentArguments(Path("m"), Path("in.nii.gz"), Path("out.nii.gz"), "cpu")
+        args = commands.segment_arguments(Path("m"), Path("in.nii.gz"), Path("out.nii.gz"), "cpu")
         self.assertEqual(args[-2:], ["--device", "cpu"])
 
     def test_bundle_description(self):
@@ -836,12 +521,14 @@ class SSLSegmentTest(ScriptedLoadableModuleTest):  # noqa: F405
                 "labels": [{"value": 1, "name": "liver", "color": [221, 130, 101]}],
                 "provenance": {"data": "phantoms", "steps": 20, "licence": "CC-BY-4.0"},
                 "metrics": {"validation": {"dice": 0.9}}}
-        text = SSLSegmentLogic.describeBundle(info)
+        from ssl3d import bundle_info
+
+        text = bundle_info.describe_bundle(info)
         for expected in ("liver", "#dd8265", "1.5 x 1.5 x 2", "steps=20", "dice=0.900", "CC-BY-4.0"):
             self.assertIn(expected, text)
 
     def test_finetune_and_segment(self):
-        from ssl3d import mrml
+        from ssl3d import bundle_info, commands, mrml
         from ssl3d.data.phantoms import LABEL_COLORS, LABELS, make_phantom
 
         labels = {value: (name, tuple(c / 255 for c in LABEL_COLORS[value])) for value, name in LABELS.items()}
@@ -855,9 +542,9 @@ class SSLSegmentTest(ScriptedLoadableModuleTest):  # noqa: F405
         logic = SSLSegmentLogic()
         self.delayDisplay("Fine-tuning for 2 steps on the CPU")
         names = {str(value): name for value, name in LABELS.items()}
-        events = logic.jobs.run(logic.fineTuneArguments(data, root / "run", steps=2, labels=names), root / "run")
+        events = logic.jobs.run(commands.finetune_arguments(data, root / "run", steps=2, labels=names), root / "run")
         done = [e for e in events if e.get("event") == "done"]
-        bundle = SSLPretrainLogic.bundleFromOutputs(done[-1].get("outputs") or {}) if done else None
+        bundle = bundle_info.bundle_from_outputs(done[-1].get("outputs") or {}) if done else None
         self.assertIsNotNone(bundle, "fine-tuning wrote no bundle")
         SSLSegmentTest.bundle = bundle
         self.delayDisplay("Segmenting the SSL3D phantom of Sample Data")
@@ -866,9 +553,9 @@ class SSLSegmentTest(ScriptedLoadableModuleTest):  # noqa: F405
         writePhantomSample()  # Sample Data's downloadSample does not run custom downloaders: it finds these files
         volume = SampleData.downloadSamples(PHANTOM_SAMPLE)[0]
         mrml.export_volume(volume, root / "input.nii.gz")
-        logic.jobs.run(logic.segmentArguments(bundle, root / "input.nii.gz", root / SEGMENT_OUTPUT, "cpu"), root)
-        info = SSLPretrainLogic.readBundleInfo(bundle)
-        segmentation = logic.loadSegmentation(root / SEGMENT_OUTPUT, info, volume)
+        logic.jobs.run(commands.segment_arguments(bundle, root / "input.nii.gz", root / SEGMENT_OUTPUT, "cpu"), root)
+        info = bundle_info.read_bundle_info(bundle)
+        segmentation = mrml.load_segmentation_file(root / SEGMENT_OUTPUT, slicer.mrmlScene, volume, labels=mrml.bundle_labels(info))
         names = {segmentation.GetSegmentation().GetNthSegment(i).GetName()
                  for i in range(segmentation.GetSegmentation().GetNumberOfSegments())}
         self.assertTrue(names <= set(LABELS.values()), names)

@@ -20,11 +20,11 @@ from bare_python import ROOT, run_code
 from python_floor import newer_than
 
 FLOOR = (3, 10)
-MODULES = ("SSLPretrain/SSLPretrain.py", "SSLSegment/SSLSegment.py")
+MODULES = ("SSLPretrain", "SSLSegment")
 
 
 def _sources() -> list[Path]:
-    return sorted((ROOT / "ssl3d").rglob("*.py")) + [ROOT / module for module in MODULES]
+    return sorted((ROOT / "ssl3d").rglob("*.py")) + [p for module in MODULES for p in sorted((ROOT / module).rglob("*.py"))]
 
 
 @pytest.mark.parametrize("snippet, expected", [

@@ -19,31 +19,31 @@ ROOT = Path(__file__).resolve().parents[2]
 #: layer opaque above the threshold, which is what the tests expect.)
 MUTATIONS = {
     "heat maps through Slicer's grey table": (
-        "ssl3d/mrml.py", 'color_table=heat_table_node(scene), threshold=HEAT_THRESHOLD * heat_top',
+        "ssl3d/mrml/overlays.py", 'color_table=heat_table_node(scene), threshold=HEAT_THRESHOLD * heat_top',
         'color_table="vtkMRMLColorTableNodeGrey", threshold=HEAT_THRESHOLD * heat_top'),
     "alpha maps through Slicer's label colours": (
-        "ssl3d/mrml.py", 'color_table=alpha_table_node(scene), labelmap=True',
+        "ssl3d/mrml/overlays.py", 'color_table=alpha_table_node(scene), labelmap=True',
         'color_table="vtkMRMLColorTableNodeLabels", labelmap=True'),
     "overlay opacity 0": (
-        "ssl3d/mrml.py", 'foreground_opacity=opacity,', 'foreground_opacity=0.0,'),
+        "ssl3d/mrml/overlays.py", 'foreground_opacity=opacity,', 'foreground_opacity=0.0,'),
     "alpha label opacity 0": (
-        "ssl3d/mrml.py", 'show_layers(scene, background, None, node, label_opacity=opacity)',
+        "ssl3d/mrml/overlays.py", 'show_layers(scene, background, None, node, label_opacity=opacity)',
         'show_layers(scene, background, None, node, label_opacity=0.0)'),
     "grid filled, not outlined": (
-        "ssl3d/mrml.py", 'label_outline=grid is not None)', 'label_outline=False)'),
-    "segment fill opacity 0": ("ssl3d/mrml.py", 'SEGMENT_FILL_OPACITY, SEGMENT_OUTLINE_OPACITY = 0.5, 1.0',
+        "ssl3d/mrml/overlays.py", 'label_outline=grid is not None)', 'label_outline=False)'),
+    "segment fill opacity 0": ("ssl3d/mrml/segmentations.py", 'SEGMENT_FILL_OPACITY, SEGMENT_OUTLINE_OPACITY = 0.5, 1.0',
                                'SEGMENT_FILL_OPACITY, SEGMENT_OUTLINE_OPACITY = 0.0, 1.0'),
-    "segment outline off": ("ssl3d/mrml.py", 'display.SetVisibility2DOutline(True)', 'display.SetVisibility2DOutline(False)'),
-    "crop ROI axis-aligned": ("ssl3d/mrml.py", '    frame = _box_frame(points)\n', '    frame = None\n'),
+    "segment outline off": ("ssl3d/mrml/segmentations.py", 'display.SetVisibility2DOutline(True)', 'display.SetVisibility2DOutline(False)'),
+    "crop ROI axis-aligned": ("ssl3d/mrml/markups.py", '    frame = box_frame(points)\n', '    frame = None\n'),
     "include/exclude colours swapped": (
-        "ssl3d/mrml.py", 'POINT_COLORS = {"positive": (0.2, 0.8, 0.3), "negative": (0.9, 0.2, 0.2)}',
+        "ssl3d/mrml/markups.py", 'POINT_COLORS = {"positive": (0.2, 0.8, 0.3), "negative": (0.9, 0.2, 0.2)}',
         'POINT_COLORS = {"positive": (0.9, 0.2, 0.2), "negative": (0.2, 0.8, 0.3)}'),
     "patient right on screen right": (
         "Testing/render/slice_views.py", 'AddDefaultSliceOrientationPresets(self.scene, True)',
         'AddDefaultSliceOrientationPresets(self.scene, False)'),
     "volume written with a flipped R axis": (
-        "ssl3d/mrml.py", '    node.SetIJKToRASMatrix(_to_vtk(volume.ijk_to_ras))\n',
-        '    node.SetIJKToRASMatrix(_to_vtk(np.diag([-1.0, 1.0, 1.0, 1.0]) @ volume.ijk_to_ras))\n'),
+        "ssl3d/mrml/volumes.py", '    node.SetIJKToRASMatrix(to_vtk(volume.ijk_to_ras))\n',
+        '    node.SetIJKToRASMatrix(to_vtk(np.diag([-1.0, 1.0, 1.0, 1.0]) @ volume.ijk_to_ras))\n'),
 }
 
 

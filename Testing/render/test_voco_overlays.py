@@ -131,7 +131,7 @@ def test_dense_localisation_map_shows_over_the_ct(host, voco_lung1):
 
 def _plane_polygon(corners: np.ndarray, point: np.ndarray, normal: np.ndarray) -> np.ndarray:
     """Where a box (8 corners) meets a plane: the polygon's vertices in order."""
-    axes = mrml._box_frame(corners)[0]  # columns: the box's edge directions
+    axes = mrml.markups.box_frame(corners)[0]  # columns: the box's edge directions
     along = np.abs((corners[None] - corners[:, None]) @ axes) > 1e-3 * np.ptp(corners)
     edges = [(a, b) for a in range(8) for b in range(a + 1, 8) if along[a, b].sum() == 1]  # differ along one axis
     hits = []

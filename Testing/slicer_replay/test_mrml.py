@@ -29,7 +29,7 @@ def _oblique(spacing=(0.8, 0.9, 2.5), origin=(-40.0, 12.0, 30.0), angle=0.3) -> 
 
 def _transform(scene, matrix: np.ndarray, parent=None):
     node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
-    node.SetMatrixTransformToParent(mrml._to_vtk(matrix))
+    node.SetMatrixTransformToParent(mrml.nodes.to_vtk(matrix))
     if parent is not None:
         node.SetAndObserveTransformNodeID(parent.GetID())
     return node
@@ -40,16 +40,6 @@ def _labels_volume(matrix=None) -> Volume:
     array[1:4, 2:6, 1:5] = 1
     array[3:6, 5:9, 6:10] = 3  # value 2 absent on purpose
     return Volume(array, _oblique() if matrix is None else matrix)
-
-
-@pytest.fixture()
-def scene():
-    scene = slicer.vtkMRMLScene()
-    colors = slicer.vtkMRMLColorLogic()  # Slicer's default colour tables, as in the application
-    colors.SetMRMLScene(scene)
-    yield scene
-    colors.SetMRMLScene(None)
-    scene.Clear(1)
 
 
 # --------------------------------------------------------------------------------------------- volumes
@@ -449,7 +439,7 @@ def test_box_roi_node_is_oriented_on_oblique_corners(scene):
     roi = mrml.box_roi_node(scene, "crop", corners)
     np.testing.assert_allclose(mrml.roi_center(roi), center, atol=1e-9)
     np.testing.assert_allclose(mrml.roi_size(roi), size, atol=1e-9)
-    to_world = mrml._to_numpy(roi.GetObjectToWorldMatrix())
+    to_world = mrml.nodes.to_numpy(roi.GetObjectToWorldMatrix())
     np.testing.assert_allclose(to_world[:3, :3], rotation, atol=1e-9)
     inside = (np.linalg.inv(to_world) @ np.c_[corners, np.ones(8)].T)[:3].T  # corners in the ROI's frame
     np.testing.assert_allclose(np.abs(inside), np.broadcast_to(size / 2, (8, 3)), atol=1e-9)
@@ -459,12 +449,12 @@ def test_box_roi_node_is_oriented_on_oblique_corners(scene):
     # reused by name; a mirrored corner set (det < 0) still gives a rotation; other points: the RAS bounding box
     mirrored = corners * np.array([-1.0, 1.0, 1.0])
     assert mrml.box_roi_node(scene, "crop", mirrored) is roi
-    np.testing.assert_allclose(np.linalg.det(mrml._to_numpy(roi.GetObjectToNodeMatrix())[:3, :3]), 1.0, atol=1e-9)
+    np.testing.assert_allclose(np.linalg.det(mrml.nodes.to_numpy(roi.GetObjectToNodeMatrix())[:3, :3]), 1.0, atol=1e-9)
     np.testing.assert_allclose(mrml.roi_size(roi), size, atol=1e-9)
     sheared = corners + np.outer(corners[:, 2] - center[2], [0.5, 0.0, 0.0])
     mrml.box_roi_node(scene, "crop", sheared)
     np.testing.assert_allclose(mrml.roi_size(roi), np.ptp(sheared, axis=0), atol=1e-9)
-    np.testing.assert_allclose(mrml._to_numpy(roi.GetObjectToNodeMatrix())[:3, :3], np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(mrml.nodes.to_numpy(roi.GetObjectToNodeMatrix())[:3, :3], np.eye(3), atol=1e-12)
 
 
 # ------------------------------------------------------------------------------------ click results

@@ -159,7 +159,7 @@ def test_a_failed_write_keeps_the_other_results_and_the_undo_button_right(replay
     assert len(calls) == 2, "the second result must still be written"
     assert _segment_voxels(widget) == 27
     assert [m for m in replay.messages if m[0] == "error"] == [("error", "Failed to update the segment. disk full")]
-    assert [tag for tag, _ in widget._clickPoints] == [2]
+    assert [tag for tag, _ in widget._clicks.points] == [2]
     assert widget.ui.undoClickButton.enabled
 
 
@@ -200,7 +200,7 @@ def test_scene_close_clears_the_pairs_list_and_point_observers(replay, clicking)
     assert widget.ui.pairsListWidget.count == 1
     widget.ui.positivePlaceWidget.setPlaceModeEnabled(True)
     replay.close_scene()
-    assert widget.ui.pairsListWidget.count == 0 and widget._pairs == []
+    assert widget.ui.pairsListWidget.count == 0 and widget._pairs.ids == []
     old_lists = (clicking.positive, clicking.negative)
     assert not any(widget.hasObserver(node, node.PointPositionDefinedEvent, widget.onPointPlaced) for node in old_lists)
     assert all(node not in widget._observedPointLists for node in old_lists)

@@ -88,8 +88,43 @@ def _module_level_imports(tree: ast.Module) -> set[str]:
 @pytest.mark.parametrize("path", [p for p in _python_files() if _rel(p).startswith("ssl3d/")], ids=_rel)
 def test_engine_has_no_module_level_gui_import(path):
     imported = _module_level_imports(ast.parse(path.read_text(encoding="utf-8")))
-    allowed = {"slicer", "vtk"} if _rel(path) == "ssl3d/mrml.py" else set()
+    allowed = {"slicer", "vtk"} if _rel(path).startswith("ssl3d/mrml/") else set()
     assert not (imported & GUI_PACKAGES) - allowed, f"{_rel(path)} imports {sorted(imported & GUI_PACKAGES)} at module level"
+
+
+def _sibling_imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(sibling module, names) for each ``from .x import ...`` of an ``ssl3d/mrml/`` file ("" for the package)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found.append((node.module or "", [alias.name for alias in node.names]))
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("ssl3d.mrml"):
+            found.append(((node.module or "").removeprefix("ssl3d.mrml").lstrip("."), [a.name for a in node.names]))
+    return found
+
+
+def test_mrml_modules_import_one_way_and_no_private_names():
+    """Inside ssl3d/mrml/ the modules import siblings, never the package, in one direction, and no private names."""
+    folder = ROOT / "ssl3d" / "mrml"
+    graph = {}
+    for path in sorted(folder.glob("*.py")):
+        imports = _sibling_imports(path)
+        private = [name for _, names in imports for name in names if name.startswith("_")]
+        assert not private, f"{_rel(path)} imports private names {private}"
+        if path.stem != "__init__":
+            assert all(module for module, _ in imports), f"{_rel(path)} imports the ssl3d.mrml package"
+            graph[path.stem] = {module.split(".")[0] for module, _ in imports}
+    done: set[str] = set()
+
+    def visit(module: str, trail: tuple[str, ...]) -> None:
+        assert module not in trail, f"import cycle in ssl3d/mrml: {' -> '.join(trail + (module,))}"
+        if module not in done:
+            for sibling in graph.get(module, ()):
+                visit(sibling, trail + (module,))
+            done.add(module)
+
+    for module in graph:
+        visit(module, ())
 
 
 # ------------------------------------------------------------------------------------------------ .ui
@@ -185,7 +220,8 @@ def test_code_and_ui_agree(module):
     source = (ROOT / module / f"{module}.py").read_text(encoding="utf-8")
     ui_path = ROOT / module / "Resources" / "UI" / f"{module}.ui"
     names = _ui_widget_names(ui_path)
-    used = {node.attr for node in ast.walk(ast.parse(source))
+    trees = [ast.parse(p.read_text(encoding="utf-8")) for p in _files(ROOT / module) if p.suffix == ".py"]  # with its Lib
+    used = {node.attr for tree in trees for node in ast.walk(tree)
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
             and node.value.attr == "ui" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"}
     assert used, f"{module}.py uses no self.ui widgets"
@@ -359,27 +395,8 @@ report["samples"] = [{k: (v.__name__ if callable(v) else v) for k, v in entry.it
 report["sample_cache"] = str(Path.cwd() / "cache")
 report["phantom_files"] = list(SSLPretrain.PHANTOM_FILES)
 slicer.mrmlScene = None
-P, S = SSLPretrain.SSLPretrainLogic, SSLSegment.SSLSegmentLogic
 report["presets"] = {method: list(names) for method, names in SSLPretrain.PRESETS.items()}
-report["pretrain"] = P.pretrainArguments("vf", "vf-v1-cpu", Path("data"), Path("run"), steps=50, batchSize=2,
-                                         network="unet", device="cpu")
-report["voco"] = P.inspectArguments("voco", Path("b"), Path("in.nii.gz"), Path("out"), box="1,2,3", seed=4)
-report["vf"] = P.inspectArguments("vf", Path("b"), Path("in.nii.gz"), Path("out"), box="1,2,3", seed=4)
-report["finetune"] = S.fineTuneArguments(Path("data"), Path("run"), Path("pretext"), "segmentation", 0)
-report["interactive"] = S.fineTuneArguments(Path("data"), Path("run"), None, "interactive", 7,
-                                            {"0": "background", "2": "left, kidney", "1": "liver:x"})
-report["segment"] = S.segmentArguments(Path("b"), Path("in.nii.gz"), Path("out.nii.gz"))
 report["paths"] = [str(SSLPretrain.pathOrNone(v)) for v in ("", ".", Path("."), "/data")]
-report["method"] = [P.pretextMethod(i) for i in ({}, {"pretext": {"method": "VoCo"}}, {"pretext": {"method": "mae"}})]
-report["task"] = [S.task(i) for i in ({"task": "segmentation"}, {"task": {"name": "interactive"}}, {})]
-report["describe"] = S.describeBundle({
-    "task": "segmentation", "network": {"name": "unet"}, "preprocessing": {"spacing": [1.5, 1.5, 2.0]},
-    "labels": [{"value": 1, "name": "liver", "color": [221, 130, 101]}, {"value": 2, "name": "<b>", "color": [0, 0, 255]}],
-    "provenance": {"data": "phantoms", "steps": 20, "licence": "CC-BY-4.0", "cache": {"dir": "x"}},
-    "metrics": {"validation": {"dice": 0.9}, "empty": {}}})
-report["describe_empty_metrics"] = S.describeBundle({"task": "segmentation", "metrics": {"validation": {}}})
-report["pretext"] = P.describePretext({"pretext": {"method": "voco", "preset": "voco-v1-cpu", "heads": None},
-                                       "network": {"name": "cnn-small"}, "provenance": {"steps": 40}})
 SSLPretrain.SSLPretrainLogic(); SSLSegment.SSLSegmentLogic()
 
 import time  # a real engine job through the logic's JobBoard, drained as the widget's QTimer does
@@ -521,20 +538,8 @@ def test_sample_data_registration(module_report):
         assert lung["checksums"] == "SHA256:" + hashlib.sha256(cached.read_bytes()).hexdigest()
 
 
-def test_module_command_lines(module_report):
-    assert module_report["pretrain"] == ["pretrain", "--method", "vf", "--preset", "vf-v1-cpu", "--data", "data",
-                                         "--out", "run", "--steps", "50", "--batch-size", "2", "--network", "unet",
-                                         "--device", "cpu"]
-    assert module_report["voco"] == ["inspect", "voco", "--model", "b", "--input", "in.nii.gz", "--out", "out", "--box", "1,2,3"]
-    assert module_report["vf"] == ["inspect", "vf", "--model", "b", "--input", "in.nii.gz", "--out", "out", "--seed", "4"]
-    assert module_report["finetune"] == ["finetune", "--data", "data", "--out", "run", "--init", "pretext"]
-    assert module_report["interactive"] == ["finetune", "--data", "data", "--out", "run", "--task", "interactive",
-                                            "--steps", "7", "--labels", "1:liver x,2:left kidney"]
-    assert module_report["segment"] == ["segment", "--model", "b", "--input", "in.nii.gz", "--output", "out.nii.gz",
-                                        "--device", "auto"]
+def test_module_parameter_paths(module_report):  # the command lines and bundle texts: Testing/test_commands.py
     assert module_report["paths"] == ["None", "None", "None", "/data"]
-    assert module_report["method"] == [None, "voco", None]
-    assert module_report["task"] == ["segmentation", "interactive", None]
 
 
 def _ssl3d_names(path: Path) -> set[str]:
@@ -579,22 +584,12 @@ def _resolve(name: str) -> bool:
 
 @pytest.mark.parametrize("module", MODULES)
 def test_engine_names_used_by_modules_exist(module):
-    names = _ssl3d_names(ROOT / module / f"{module}.py")
+    names = set().union(*(_ssl3d_names(p) for p in _files(ROOT / module) if p.suffix == ".py"))
     assert names, f"{module}.py uses no ssl3d names"
     if any(n.startswith("ssl3d.mrml") for n in names):
         pytest.importorskip("slicer.util", reason="ssl3d.mrml needs slicer-core")
     missing = sorted(n for n in names if not _resolve(n))
     assert not missing, f"{module}.py uses ssl3d names that do not exist: {missing}"
-
-
-def test_bundle_descriptions(module_report):
-    text = module_report["describe"]
-    for expected in ("<b>segmentation</b> · unet", "#dd8265", "1 liver", "2 &lt;b&gt;", "1.5 x 1.5 x 2 mm",
-                     "steps=20", "dice=0.900", "Licence: CC-BY-4.0"):
-        assert expected in text, expected
-    assert "cache" not in text and "empty" not in text
-    assert "Validation" not in module_report["describe_empty_metrics"]
-    assert module_report["pretext"] == "voco · voco-v1-cpu · cnn-small · 40 steps · no pretext heads (imported weights): cannot be inspected"
 
 
 def test_engine_jobs_drain_events_until_finished(module_report):

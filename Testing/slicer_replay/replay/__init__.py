@@ -29,7 +29,8 @@ from .pythonqt import PythonQtObject, unwrap, wrap  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 _REPLACED = ("slicer", "slicer.util", "slicer.parameterNodeWrapper", "slicer.ScriptedLoadableModule", "slicer.i18n",
-             "qt", "ctk", "SampleData", "SSLPretrain", "SSLSegment")
+             "qt", "ctk", "SampleData", "SSLPretrain", "SSLSegment", "SSLPretrainLib", "SSLPretrainLib.engineSetup",
+             "SSLPretrainLib.sampleData", "SSLPretrainLib.widgets", "SSLSegmentLib", "SSLSegmentLib.clickSection")  # the modules' files bind the stand-ins above
 
 
 class _QtClass:

@@ -1,0 +1,1 @@
+"""SSLSegment's widget, in parts: the click-to-segment section (``clickSection``)."""
