@@ -281,12 +281,12 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
             p = self._parameterNode
             self._follower = None
             data = pathOrNone(p.dataFolder)
-            from ssl3d import commands, mrml
+            from ssl3d import job_arguments, mrml
 
             if p.dataSource == DataSource.SCENE:
                 data = mrml.export_volumes(self.ui.sceneVolumesComboBox.checkedNodes(),
                                            Path(slicer.util.tempDirectory("ssl3d-pretrain-data")))
-            args = commands.pretrain_arguments(
+            args = job_arguments.pretrain_arguments(
                 p.method.value, p.preset, data, pathOrNone(p.outputFolder), steps=p.steps, batch_size=p.batchSize,
                 network=p.network, device=p.device.value, resume=p.resume)
             self._resetRunDisplay(_("Pretraining loss"))
@@ -396,13 +396,13 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
             self._startInspection()
 
     def _startInspection(self) -> None:
-        from ssl3d import commands, mrml
+        from ssl3d import job_arguments, mrml
 
         p = self._parameterNode
         folder = Path(slicer.util.tempDirectory("ssl3d-inspect"))
         inputFile = mrml.export_volume(p.inspectVolume, folder / "input.nrrd", compress=False)
         box = mrml.format_ras(mrml.roi_center(p.cropRoi)) if p.cropRoi is not None and self._inspectMethod == "voco" else None
-        args = commands.inspect_arguments(self._inspectMethod, pathOrNone(p.inspectModel), inputFile, folder / "out",
+        args = job_arguments.inspect_arguments(self._inspectMethod, pathOrNone(p.inspectModel), inputFile, folder / "out",
                                           box=box, seed=p.seed, dense=p.denseMap)
         self.logic.jobs.start("inspect", args, folder / "out")
         self._inspectFolder = folder / "out"
@@ -484,7 +484,7 @@ class SSLPretrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):  # n
 # Logic
 #
 class SSLPretrainLogic(ScriptedLoadableModuleLogic):  # noqa: F405
-    """Runs engine jobs in the background; their command lines come from :mod:`ssl3d.commands`.
+    """Runs engine jobs in the background; their command lines come from :mod:`ssl3d.job_arguments`.
 
     Usable without the GUI (tests, the Python console): ``jobs`` is an :class:`ssl3d.jobs.JobBoard`:
     ``jobs.start`` a job, then poll ``jobs.take_events`` and ``jobs.finished``, or ``jobs.run`` it to the end.
@@ -531,14 +531,14 @@ class SSLPretrainTest(ScriptedLoadableModuleTest):  # noqa: F405
             self.skipTest(reason)
 
     def test_command_lines(self):
-        from ssl3d import commands
+        from ssl3d import job_arguments
 
-        args = commands.pretrain_arguments("voco", "voco-v1-cpu", Path("d"), Path("o"), steps=3, resume=True)
+        args = job_arguments.pretrain_arguments("voco", "voco-v1-cpu", Path("d"), Path("o"), steps=3, resume=True)
         self.assertEqual(args, ["pretrain", "--method", "voco", "--preset", "voco-v1-cpu", "--data", "d", "--out", "o",
                                 "--steps", "3", "--device", "auto", "--resume"])
-        args = commands.inspect_arguments("voco", Path("b"), Path("ct.nii.gz"), Path("o"), box="1,2,3", dense=True)
+        args = job_arguments.inspect_arguments("voco", Path("b"), Path("ct.nii.gz"), Path("o"), box="1,2,3", dense=True)
         self.assertEqual(args, ["inspect", "voco", "--model", "b", "--input", "ct.nii.gz", "--out", "o", "--box", "1,2,3", "--dense"])
-        self.assertNotIn("--dense", commands.inspect_arguments("vf", Path("b"), Path("ct.nii.gz"), Path("o"), dense=True))
+        self.assertNotIn("--dense", job_arguments.inspect_arguments("vf", Path("b"), Path("ct.nii.gz"), Path("o"), dense=True))
 
     def test_phantom_sample(self):
         import SampleData
@@ -563,7 +563,7 @@ class SSLPretrainTest(ScriptedLoadableModuleTest):  # noqa: F405
     def test_pretrain_and_inspect(self):
         import SampleData
 
-        from ssl3d import bundle_info, commands, mrml
+        from ssl3d import bundle_info, job_arguments, mrml
         from ssl3d.data.phantoms import make_phantom
         from ssl3d.io import write_volume
 
@@ -578,14 +578,14 @@ class SSLPretrainTest(ScriptedLoadableModuleTest):  # noqa: F405
         for method, preset in (("voco", "voco-v1-cpu"), ("vf", "vf-v1-cpu")):
             self.delayDisplay(f"Pretraining {preset} for 2 steps on the CPU")
             run = root / method
-            events = logic.jobs.run(commands.pretrain_arguments(method, preset, root / "data", run, steps=2, device="cpu"), run)
+            events = logic.jobs.run(job_arguments.pretrain_arguments(method, preset, root / "data", run, steps=2, device="cpu"), run)
             done = [e for e in events if e.get("event") == "done"]
             bundle = bundle_info.bundle_from_outputs(done[-1].get("outputs") or {}) if done else bundle_info.newest_bundle(run)
             self.assertIsNotNone(bundle, f"{method}: no bundle in {run}")
             self.delayDisplay(f"Inspecting {method}")
             mrml.export_volume(ct, root / f"{method}-input.nii.gz")
             out = root / f"{method}-inspect"
-            logic.jobs.run(commands.inspect_arguments(method, bundle, root / f"{method}-input.nii.gz", out, dense=True), out)
+            logic.jobs.run(job_arguments.inspect_arguments(method, bundle, root / f"{method}-input.nii.gz", out, dense=True), out)
             loaded = mrml.load_inspection(method, out, slicer.mrmlScene, ct.GetName(), table=True)
             reference = mrml.volume_from_node(ct)
             self.assertEqual("Localisation (dense)" in loaded, method == "voco")

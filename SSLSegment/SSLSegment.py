@@ -326,12 +326,12 @@ class SSLSegmentWidget(ClickSection, ScriptedLoadableModuleWidget, VTKObservatio
             _("{message}\n\nSegment on the CPU instead (slower)?").format(message=choice.message))
 
     def _startSegmentation(self, device: str) -> None:
-        from ssl3d import commands, mrml
+        from ssl3d import job_arguments, mrml
 
         p = self._parameterNode
         folder = Path(slicer.util.tempDirectory("ssl3d-segment"))
         inputFile = mrml.export_volume(p.inputVolume, folder / "input.nrrd", compress=False)
-        args = commands.segment_arguments(pathOrNone(p.modelPath), inputFile, folder / SEGMENT_OUTPUT, device)
+        args = job_arguments.segment_arguments(pathOrNone(p.modelPath), inputFile, folder / SEGMENT_OUTPUT, device)
         self.logic.jobs.start("segment", args, folder)
         self._segmentRun = (folder, device)
         self.ui.segmentButton.text = _("Cancel")
@@ -390,13 +390,13 @@ class SSLSegmentWidget(ClickSection, ScriptedLoadableModuleWidget, VTKObservatio
         with slicer.util.tryWithErrorDisplay(_("Failed to start fine-tuning."), waitCursor=True):
             if not ensureEngineRequirements():
                 return
-            from ssl3d import commands
+            from ssl3d import job_arguments
 
             p = self._parameterNode
             data, labels = pathOrNone(p.datasetFolder), None
             if p.trainingSource == TrainingSource.SCENE:
                 data, labels = self._pairs.export(slicer.mrmlScene, Path(slicer.util.tempDirectory("ssl3d-finetune-data")))
-            args = commands.finetune_arguments(data, pathOrNone(p.fineTuneOutput), pathOrNone(p.initBundle),
+            args = job_arguments.finetune_arguments(data, pathOrNone(p.fineTuneOutput), pathOrNone(p.initBundle),
                                                p.task.value, p.fineTuneSteps, labels)
             self._chart.reset(_("Fine-tuning"))
             self.ui.fineTuneLogTextEdit.setPlainText("ssl3d " + " ".join(args))
@@ -466,7 +466,7 @@ class SSLSegmentWidget(ClickSection, ScriptedLoadableModuleWidget, VTKObservatio
 # Logic
 #
 class SSLSegmentLogic(ScriptedLoadableModuleLogic):  # noqa: F405
-    """Runs ``ssl3d segment`` / ``ssl3d finetune`` jobs (command lines: :mod:`ssl3d.commands`); the click point lists."""
+    """Runs ``ssl3d segment`` / ``ssl3d finetune`` jobs (command lines: :mod:`ssl3d.job_arguments`); the click point lists."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)  # noqa: F405
@@ -509,11 +509,11 @@ class SSLSegmentTest(ScriptedLoadableModuleTest):  # noqa: F405
         self.test_two_clicks()
 
     def test_command_lines(self):
-        from ssl3d import commands
+        from ssl3d import job_arguments
 
-        args = commands.finetune_arguments(Path("d"), Path("o"), None, "interactive", 5)
+        args = job_arguments.finetune_arguments(Path("d"), Path("o"), None, "interactive", 5)
         self.assertEqual(args, ["finetune", "--data", "d", "--out", "o", "--task", "interactive", "--steps", "5"])
-        args = commands.segment_arguments(Path("m"), Path("in.nii.gz"), Path("out.nii.gz"), "cpu")
+        args = job_arguments.segment_arguments(Path("m"), Path("in.nii.gz"), Path("out.nii.gz"), "cpu")
         self.assertEqual(args[-2:], ["--device", "cpu"])
 
     def test_bundle_description(self):
@@ -528,7 +528,7 @@ class SSLSegmentTest(ScriptedLoadableModuleTest):  # noqa: F405
             self.assertIn(expected, text)
 
     def test_finetune_and_segment(self):
-        from ssl3d import bundle_info, commands, mrml
+        from ssl3d import bundle_info, job_arguments, mrml
         from ssl3d.data.phantoms import LABEL_COLORS, LABELS, make_phantom
 
         labels = {value: (name, tuple(c / 255 for c in LABEL_COLORS[value])) for value, name in LABELS.items()}
@@ -542,7 +542,7 @@ class SSLSegmentTest(ScriptedLoadableModuleTest):  # noqa: F405
         logic = SSLSegmentLogic()
         self.delayDisplay("Fine-tuning for 2 steps on the CPU")
         names = {str(value): name for value, name in LABELS.items()}
-        events = logic.jobs.run(commands.finetune_arguments(data, root / "run", steps=2, labels=names), root / "run")
+        events = logic.jobs.run(job_arguments.finetune_arguments(data, root / "run", steps=2, labels=names), root / "run")
         done = [e for e in events if e.get("event") == "done"]
         bundle = bundle_info.bundle_from_outputs(done[-1].get("outputs") or {}) if done else None
         self.assertIsNotNone(bundle, "fine-tuning wrote no bundle")
@@ -553,7 +553,7 @@ class SSLSegmentTest(ScriptedLoadableModuleTest):  # noqa: F405
         writePhantomSample()  # Sample Data's downloadSample does not run custom downloaders: it finds these files
         volume = SampleData.downloadSamples(PHANTOM_SAMPLE)[0]
         mrml.export_volume(volume, root / "input.nii.gz")
-        logic.jobs.run(commands.segment_arguments(bundle, root / "input.nii.gz", root / SEGMENT_OUTPUT, "cpu"), root)
+        logic.jobs.run(job_arguments.segment_arguments(bundle, root / "input.nii.gz", root / SEGMENT_OUTPUT, "cpu"), root)
         info = bundle_info.read_bundle_info(bundle)
         segmentation = mrml.load_segmentation_file(root / SEGMENT_OUTPUT, slicer.mrmlScene, volume, labels=mrml.bundle_labels(info))
         names = {segmentation.GetSegmentation().GetNthSegment(i).GetName()

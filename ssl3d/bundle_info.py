@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
-from .commands import PRETEXT_METHODS
+from .job_arguments import PRETEXT_METHODS
 
 __all__ = ["read_bundle_info", "bundle_task", "takes_clicks", "pretext_method", "describe_pretext", "describe_bundle",
            "bundle_from_outputs", "newest_bundle"]

@@ -15,10 +15,9 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import json
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 

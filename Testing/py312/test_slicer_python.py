@@ -19,7 +19,7 @@ from bare_python import ROOT, run_code
 
 #: Modules Slicer's process imports before the engine's packages exist: standard library only.
 STDLIB_ONLY = ["ssl3d", "ssl3d.errors", "ssl3d.requirements", "ssl3d.slicer_support", "ssl3d.events",
-               "ssl3d.jobs", "ssl3d.commands", "ssl3d.bundle_info", "ssl3d.infer.click_worker", "ssl3d.serve.client"]
+               "ssl3d.jobs", "ssl3d.job_arguments", "ssl3d.bundle_info", "ssl3d.infer.click_worker", "ssl3d.serve.client"]
 
 #: What must never be importable in the 3.12 tier (the point of it: Slicer's side runs without them).
 ABSENT = ("torch", "monai", "yaml", "scipy", "SimpleITK")

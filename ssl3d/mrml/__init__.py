@@ -25,7 +25,7 @@ Example::
 
 from __future__ import annotations
 
-from ..commands import progress_text
+from ..job_arguments import progress_text
 from .clicks import ClickBook, clear_click_points
 from .markups import (POINT_COLORS, POINT_LIST_NAMES, box_roi_node, format_ras, point_list_node, ras_point_from_markup,
                       ras_points_from_markup, roi_center, roi_size)

@@ -8,7 +8,7 @@ import numpy as np
 import slicer
 import vtk
 
-from ..commands import number
+from ..job_arguments import number
 from ..errors import InputError
 from .nodes import named_node
 

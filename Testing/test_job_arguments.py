@@ -1,4 +1,4 @@
-"""What the Slicer modules start and show, without Slicer: engine command lines (ssl3d.commands) and bundle
+"""What the Slicer modules start and show, without Slicer: engine command lines (ssl3d.job_arguments) and bundle
 summaries (ssl3d.bundle_info). These are the module logic's checks from Testing/slicer_replay/test_static.py,
 run on the engine functions the modules call."""
 
@@ -16,32 +16,32 @@ from ssl3d.errors import InputError
 
 
 def test_command_lines():
-    assert commands.pretrain_arguments("vf", "vf-v1-cpu", Path("data"), Path("run"), steps=50, batch_size=2,
+    assert job_arguments.pretrain_arguments("vf", "vf-v1-cpu", Path("data"), Path("run"), steps=50, batch_size=2,
                                        network="unet", device="cpu") == [
         "pretrain", "--method", "vf", "--preset", "vf-v1-cpu", "--data", "data", "--out", "run", "--steps", "50",
         "--batch-size", "2", "--network", "unet", "--device", "cpu"]
-    assert commands.pretrain_arguments("voco", "voco-v1-cpu", Path("d"), Path("o"), steps=3, resume=True) == [
+    assert job_arguments.pretrain_arguments("voco", "voco-v1-cpu", Path("d"), Path("o"), steps=3, resume=True) == [
         "pretrain", "--method", "voco", "--preset", "voco-v1-cpu", "--data", "d", "--out", "o", "--steps", "3",
         "--device", "auto", "--resume"]
-    assert commands.inspect_arguments("voco", Path("b"), Path("in.nii.gz"), Path("out"), box="1,2,3", seed=4) == [
+    assert job_arguments.inspect_arguments("voco", Path("b"), Path("in.nii.gz"), Path("out"), box="1,2,3", seed=4) == [
         "inspect", "voco", "--model", "b", "--input", "in.nii.gz", "--out", "out", "--box", "1,2,3"]
-    assert commands.inspect_arguments("vf", Path("b"), Path("in.nii.gz"), Path("out"), box="1,2,3", seed=4, dense=True) == [
+    assert job_arguments.inspect_arguments("vf", Path("b"), Path("in.nii.gz"), Path("out"), box="1,2,3", seed=4, dense=True) == [
         "inspect", "vf", "--model", "b", "--input", "in.nii.gz", "--out", "out", "--seed", "4"]
-    assert commands.finetune_arguments(Path("data"), Path("run"), Path("pretext"), "segmentation", 0) == [
+    assert job_arguments.finetune_arguments(Path("data"), Path("run"), Path("pretext"), "segmentation", 0) == [
         "finetune", "--data", "data", "--out", "run", "--init", "pretext"]
-    assert commands.finetune_arguments(Path("data"), Path("run"), None, "interactive", 7,
+    assert job_arguments.finetune_arguments(Path("data"), Path("run"), None, "interactive", 7,
                                        {"0": "background", "2": "left, kidney", "1": "liver:x"}) == [
         "finetune", "--data", "data", "--out", "run", "--task", "interactive", "--steps", "7",
         "--labels", "1:liver x,2:left kidney"]
-    assert commands.segment_arguments(Path("b"), Path("in.nii.gz"), Path("out.nii.gz")) == [
+    assert job_arguments.segment_arguments(Path("b"), Path("in.nii.gz"), Path("out.nii.gz")) == [
         "segment", "--model", "b", "--input", "in.nii.gz", "--output", "out.nii.gz", "--device", "auto"]
 
 
 @pytest.mark.parametrize("call", [
-    lambda: commands.pretrain_arguments("mae", "x", Path("d"), Path("o")),
-    lambda: commands.pretrain_arguments("voco", "voco-v1-cpu", None, Path("o")),
-    lambda: commands.finetune_arguments(Path("d"), None),
-    lambda: commands.segment_arguments(None, Path("in.nii.gz"), Path("out.nii.gz")),
+    lambda: job_arguments.pretrain_arguments("mae", "x", Path("d"), Path("o")),
+    lambda: job_arguments.pretrain_arguments("voco", "voco-v1-cpu", None, Path("o")),
+    lambda: job_arguments.finetune_arguments(Path("d"), None),
+    lambda: job_arguments.segment_arguments(None, Path("in.nii.gz"), Path("out.nii.gz")),
 ], ids=["method", "pretrain-data", "finetune-out", "segment-model"])
 def test_command_lines_refuse_what_is_missing(call):
     with pytest.raises(InputError):
@@ -51,9 +51,9 @@ def test_command_lines_refuse_what_is_missing(call):
 def test_progress_text():
     event = {"event": "progress", "step": 120, "total": 1000, "loss": {"total": 0.532, "pos": 0.1},
              "samples_per_s": 3.14, "eta_s": 250}
-    assert commands.progress_text(event) == "step 120/1000 · loss 0.532 · 3.14 samples/s · 4 min 10 s left"
-    assert commands.progress_text({"event": "progress", "message": "cache: 3 of 12 volumes"}) == "cache: 3 of 12 volumes"
-    assert commands.number("x") != commands.number("x")  # NaN
+    assert job_arguments.progress_text(event) == "step 120/1000 · loss 0.532 · 3.14 samples/s · 4 min 10 s left"
+    assert job_arguments.progress_text({"event": "progress", "message": "cache: 3 of 12 volumes"}) == "cache: 3 of 12 volumes"
+    assert job_arguments.number("x") != job_arguments.number("x")  # NaN
 
 
 def test_bundle_task_method_and_clicks():
