@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ssl3d import bundle_info, commands
+from ssl3d import bundle_info, job_arguments
 from ssl3d.errors import InputError
 
 
