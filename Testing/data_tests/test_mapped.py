@@ -118,3 +118,103 @@ def test_fusion_task_reads_memory_maps(vf_cache, tmp_path):
     assert all(isinstance(v, MappedVolume) for v in task.train_set)
     x, label = task.batch(_ctx(preset, tmp_path / "run"), 0, range(2))
     assert x.shape == (2, 1, *preset.fusion.patch) and label.dtype == torch.uint8
+
+
+# ---------------------------------------------------------------------------------------------- segmentation
+
+
+@pytest.fixture(scope="module")
+def seg_data(tmp_path_factory):
+    """Phantoms with sparse label values (x50, named by --labels): the tasks relabel them per patch."""
+    from ssl3d.io import read_volume, write_volume
+
+    root = tmp_path_factory.mktemp("seg_mapped")
+    data = write_phantom_dataset(root / "data", range(5), shape=(32, 48, 40))
+    values = set()
+    for path in sorted((data / "labelsTr").iterdir()):
+        volume = read_volume(path)
+        volume.array[...] = volume.array * 50
+        values |= set(np.unique(volume.array).tolist()) - {0}
+        write_volume(volume, path)
+    return data, ",".join(f"{v}:organ{v}" for v in sorted(values))
+
+
+def _old_segmentation_sample(ctx, task, train_set, step, index):
+    """SegmentationTask._sample as it was on fully loaded, relabelled (1, D, H, W) tensors."""
+    g = ctx.generator(step, index)
+    image, label = train_set[int(torch.randint(len(train_set), (1,), generator=g))]
+    patch = ctx.preset.train.patch
+    if patch is not None:
+        sizes = image.shape[1:]
+        if torch.rand(1, generator=g).item() < ctx.preset.train.pos_fraction and bool(label.any()):
+            fg = torch.nonzero(label[0])
+            centre = fg[int(torch.randint(len(fg), (1,), generator=g))].tolist()
+            start = [min(max(0, c - p // 2), max(0, s - p)) for c, p, s in zip(centre, patch, sizes)]
+        else:
+            start = [int(torch.randint(max(1, s - p + 1), (1,), generator=g)) for s, p in zip(sizes, patch)]
+        box = (slice(None), *(slice(a, a + p) for a, p in zip(start, patch)))
+        image, label = image[box], label[box]
+    flips = [d + 1 for d in range(3) if torch.rand(1, generator=g).item() < ctx.preset.train.flip_p]
+    return (image.flip(flips), label.flip(flips)) if flips else (image, label)
+
+
+@pytest.mark.parametrize("patch", [[16, 24, 20], None])
+def test_segmentation_batches_equal_the_loaded_ones(seg_data, tmp_path, patch):
+    from ssl3d.train.segmentation import SegmentationTask
+
+    data, labels = seg_data
+    preset = apply_overrides(get_preset("seg-cpu"), {"train.pos_fraction": 0.7})
+    if patch is None:  # whole volumes: padded to one shape
+        preset = replace(preset, train=replace(preset.train, patch=None), preprocess=replace(preset.preprocess, pad_to=(40, 40, 40)))
+    else:
+        preset = replace(preset, train=replace(preset.train, patch=tuple(patch)))
+    ctx = _ctx(preset, tmp_path / "run")
+    task = SegmentationTask(data, tmp_path / "cache", val_fraction=0.4, labels=labels)
+    task.setup(ctx)
+    cache = VolumeCache(find_cases(data, labels=True), preset.preprocess, tmp_path / "cache").build()
+    train_set, val = task._split(ctx, cache.load_all(), cache.load_labels())
+    values = sorted({int(v) for _, lab in train_set for v in torch.unique(lab).tolist()} - {0})
+    table = torch.zeros(256, dtype=torch.uint8)
+    table[values] = torch.arange(1, len(values) + 1, dtype=torch.uint8)
+    train_set, val = ([(image, table[label.long()]) for image, label in pairs] for pairs in (train_set, val))
+    assert task.values == list(range(1, len(values) + 1)) and len(values) > 1
+    for step in range(6):
+        samples = [_old_segmentation_sample(ctx, task, train_set, step, i) for i in range(2)]
+        x, y = task.batch(ctx, step, range(2))
+        from ssl3d.train.segmentation import pad_to_multiple
+
+        assert torch.equal(x, pad_to_multiple(torch.stack([s[0] for s in samples]), task.multiple)[0])
+        assert torch.equal(y, pad_to_multiple(torch.stack([s[1] for s in samples]).long(), task.multiple)[0])
+    assert len(task.val) == len(val) == 2
+    assert all(torch.equal(m.load(), t) for pair, old in zip(task.val, val) for m, t in zip(pair, old))
+
+
+# ---------------------------------------------------------------------------------------------- interactive
+
+
+def test_interactive_samples_equal_the_loaded_ones(seg_data, tmp_path):
+    from ssl3d.train.interactive import InteractiveTask
+    from ssl3d.train.segmentation import held_out_count
+
+    data, _ = seg_data
+    preset = apply_overrides(get_preset("interactive-cpu"), {"train.patch": [16, 24, 40]})  # width 40: some crops are padded
+    ctx = _ctx(preset, tmp_path / "run")
+    task = InteractiveTask(data, tmp_path / "cache", val_fraction=0.2)
+    task.setup(ctx)
+    assert all(isinstance(v, MappedVolume) for v in task.images)
+    cache = VolumeCache(find_cases(data, labels=True), preset.preprocess, tmp_path / "cache").build()
+    loaded = cache.load_all()
+    order = np.random.default_rng(ctx.seed).permutation(len(loaded))
+    mapped_images = task.images
+    loaded_images = [loaded[i] for i in order[held_out_count(ctx, len(loaded), 0.2):]]
+    for step in range(4):
+        for i in range(3):
+            task.images = mapped_images
+            new = task._sample(ctx, step, i)
+            task.images = loaded_images
+            old = task._sample(ctx, step, i)
+            assert torch.equal(new.image, old.image) and np.array_equal(new.target, old.target)
+            assert new.clicks == old.clicks and new.rounds == old.rounds
+    task.images = mapped_images
+    (image, structures), = task.val
+    assert image.shape == loaded[order[0]].shape and structures
