@@ -3,6 +3,7 @@ every sample is bit-identical to the one the fully loaded tensors (``VolumeCache
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -107,6 +108,14 @@ def test_fused_batches_equal_the_loaded_ones(vf_cache, version, mode):
                    for volumes in (loaded, mapped)]
         assert all(torch.equal(a, b) for a, b in zip(*batches))
     assert all(torch.equal(a, b) for a, b in zip(vf_samples.fused_set(loaded, fusion, 3, 7), vf_samples.fused_set(mapped, fusion, 3, 7)))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd (Linux)")
+def test_mapped_volumes_hold_no_open_file(vf_cache):
+    """A map is opened per read: 160k cached volumes are not 160k file descriptors."""
+    before = len(os.listdir("/proc/self/fd"))
+    mapped = vf_cache.mapped()
+    assert [v[:, :2, :2, :2].shape for v in mapped] == [(1, 2, 2, 2)] * len(vf_cache) and len(os.listdir("/proc/self/fd")) <= before
 
 
 def test_fusion_task_reads_memory_maps(vf_cache, tmp_path):
