@@ -34,7 +34,8 @@ Example::
     cases = find_cases("Task09_Spleen", labels=True)       # [Case(name='spleen_10', image=..., label=...), ...]
     cache = VolumeCache(cases, PreprocessConfig(spacing=(1.5, 1.5, 2.0)), default_cache_dir(run_dir)).build()
     cache.image(0).shape                                    # (D, H, W), memory-mapped
-    images = cache.load_all("cuda")                         # [(1, D, H, W) float32 tensors]
+    images = cache.mapped("cuda")                           # [MappedVolume]: images[0][:, :32, :64, :64] reads a patch
+    images = cache.load_all("cuda")                         # [(1, D, H, W) float32 tensors], all in memory
 """
 
 from __future__ import annotations
@@ -604,16 +605,46 @@ class VolumeCache:
 
     def image(self, index: int) -> np.ndarray:
         """Model-space image (D, H, W) in ``config.dtype``, memory-mapped read-only."""
-        return np.load(self.dir / self._built()[index]["files"]["image"][0], mmap_mode="r")
+        return np.load(self._file(index, "image"), mmap_mode="r")
 
     def label(self, index: int) -> np.ndarray | None:
         """Model-space label map (D, H, W) uint8, memory-mapped; None for a case without a label."""
-        file = self._built()[index]["files"].get("label")
-        return None if file is None else np.load(self.dir / file[0], mmap_mode="r")
+        has = "label" in self._built()[index]["files"]
+        return np.load(self._file(index, "label"), mmap_mode="r") if has else None
 
     def mapping(self, index: int) -> GridMapping:
         """The mapping from this entry's model grid back to its source volume's grid."""
         return GridMapping.from_dict(self._built()[index]["mapping"])
+
+    def mapped(self, device=None) -> list:
+        """Every image as a :class:`~ssl3d.data.mapped.MappedVolume`: read as a (1, D, H, W) float32 tensor
+        on ``device`` one region at a time, through its memory map (nothing held in RAM)."""
+        import torch
+
+        from .mapped import MappedVolume
+
+        return [MappedVolume.open(self._file(i, "image"), torch.float32, device) for i in range(len(self))]
+
+    def mapped_labels(self, device=None) -> list:
+        """Every label map as a uint8 :class:`~ssl3d.data.mapped.MappedVolume` (see :meth:`mapped`).
+
+        Raises:
+            DatasetError: a case has no label.
+        """
+        import torch
+
+        from .mapped import MappedVolume
+
+        self._check_labels()
+        return [MappedVolume.open(self._file(i, "label"), torch.uint8, device) for i in range(len(self))]
+
+    def _file(self, index: int, kind: str) -> Path:
+        return self.dir / self._built()[index]["files"][kind][0]
+
+    def _check_labels(self) -> None:
+        missing = [name for i, name in enumerate(self.names) if "label" not in self._built()[i]["files"]]
+        if missing:
+            raise DatasetError(f"{self.dir}: {len(missing)} case(s) have no label: {', '.join(missing[:_SHOW])}.")
 
     def load_all(self, device=None) -> list:
         """Every image as a (1, D, H, W) float32 tensor on ``device`` (for datasets that fit in memory)."""
@@ -629,9 +660,7 @@ class VolumeCache:
         """
         import torch
 
-        missing = [name for i, name in enumerate(self.names) if self.label(i) is None]
-        if missing:
-            raise DatasetError(f"{self.dir}: {len(missing)} case(s) have no label: {', '.join(missing[:_SHOW])}.")
+        self._check_labels()
         return [torch.from_numpy(np.array(self.label(i)))[None].to(device) for i in range(len(self))]
 
     def _bytes(self) -> int:

@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -68,14 +69,17 @@ def _pick(volumes: Sequence[Tensor], g: torch.Generator) -> Tensor:
 def _crop_v1(volumes: Sequence[Tensor], fusion: FusionConfig, g: torch.Generator) -> Tensor:
     volume = _pick(volumes, g)
     crop = vf.draw_crop_v1(1, tuple(volume.shape[1:]), g, size=fusion.patch)
-    return vf.apply_crop_v1(volume[None], crop)
+    (starts,) = crop.starts.tolist()  # only the crop is read (a MappedVolume reads it from disk)
+    region = volume[(slice(None), *(slice(a, a + n) for a, n in zip(starts, crop.size)))]
+    return vf.apply_crop_v1(region[None], replace(crop, starts=torch.zeros_like(crop.starts)))
 
 
 def _pair_v2(volumes: Sequence[Tensor], fusion: FusionConfig, g: torch.Generator, method: str) -> tuple[Tensor, Tensor]:
     volume = _pick(volumes, g)
     lo, hi = fusion.scale
-    fg, bg = vf.crop4vf(volume[None], g, fusion.patch, percentile_method=method, scale_lower=(lo,) * 3,
-                        scale_upper=(hi,) * 3, gamma_range=fusion.gamma, invert_p=fusion.inversion_p)
+    params = vf.draw_crop4vf(1, tuple(volume.shape[1:]), g, fusion.patch, scale_lower=(lo,) * 3, scale_upper=(hi,) * 3,
+                             gamma_range=fusion.gamma, invert_p=fusion.inversion_p)
+    fg, bg = vf.apply_crop4vf([volume], params, method)  # reads the two crops only
     return vf.fuse_v2(fg, bg, g, fusion.classes, fusion.foreground_ratio, fusion.block_min, fusion.block_max)
 
 
@@ -84,7 +88,8 @@ def fused_batch(volumes: Sequence[Tensor], fusion: FusionConfig, generators: Seq
     """One fused batch from cached volumes, on their device.
 
     Args:
-        volumes: (1, D, H, W) float volumes (v1: at least ``fusion.patch``, see :func:`pad_volumes`).
+        volumes: (1, D, H, W) float volumes (v1: at least ``fusion.patch``, see :func:`pad_volumes`): tensors,
+            or :class:`~ssl3d.data.mapped.MappedVolume` (each sample reads only its crops, the same values).
         fusion: the preset's fusion settings (version 1 or 2).
         generators: one CPU generator per sample (volume, crop, flips; v2 also contrast, gamma and blocks).
         fuse_generator: v1: the generator of ``fuse_v1`` over the batch (unused in v2).

@@ -13,6 +13,10 @@ Per step and per sample ``i`` (global index) the generator ``ctx.generator(step,
 
 Labels are uint8 (N, 1, D, H, W) fusion classes 0..K (alpha = class / K, K = classes - 1).
 
+The cache is read through its memory maps (:meth:`~ssl3d.data.datasets.VolumeCache.mapped`): each sample
+reads only its crops (v1 pads them as ``pad_volumes`` pads a whole volume), so memory does not grow with the
+number of cached volumes.
+
 Example::
 
     preset = apply_network_choice(get_preset("vf-v1-cpu"), "unet", None)
@@ -34,7 +38,7 @@ from ..nets.builders import size_multiple
 from ..train.loop import Task, TrainContext
 from .vf_loss import CE_FORMS, DS_WEIGHTS, fusion_loss
 from .vf_bundle import fusion_bundle_meta
-from .vf_samples import class_names, fused_batch, fused_set, fusion_metrics, pad_volumes, percentile_method, predict_logits
+from .vf_samples import class_names, fused_batch, fused_set, fusion_metrics, percentile_method, predict_logits
 
 __all__ = ["FusionTask", "NETWORK_CHOICES", "apply_network_choice", "network_spec"]
 
@@ -173,9 +177,9 @@ class FusionTask(Task):
         cache = VolumeCache(find_cases(self.data, labels=False), preset.preprocess, self.cache_dir, self.strict, ctx.logger)
         ctx.build_cache(cache)
         self.cache_info = cache.info()
-        volumes = cache.load_all(ctx.device)
-        if self.fusion.version == 1:  # v2 resizes its crops
-            volumes = pad_volumes(volumes, self.fusion.patch, preset.preprocess.pad_mode)
+        volumes = cache.mapped(ctx.device)  # memory maps: each sample reads its crops only
+        if self.fusion.version == 1:  # v2 resizes its crops; v1 pads per read, as pad_volumes would
+            volumes = [v.padded(self.fusion.patch, preset.preprocess.pad_mode) for v in volumes]
         self.train_set, held_out = self._split(volumes, cache.weights, ctx.seed)
         self.val = fused_set(held_out, self.fusion, self.val_samples, ctx.seed, self.method)
         self.network_name, self.network_kwargs = name, kwargs

@@ -19,7 +19,7 @@ The loss and the class Dice are in :mod:`ssl3d.pretext.vf_loss`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -428,12 +428,13 @@ def draw_crop4vf(n: int, spatial: Size3, generator: torch.Generator | None = Non
     return Crop4VF(starts, sizes, flips, p_low, p_high, gamma, invert, out, aug_mode in (1, 3))
 
 
-def apply_crop4vf(volume: Tensor, params: Crop4VF, percentile_method: str = "exact") -> tuple[Tensor, Tensor]:
+def apply_crop4vf(volume: Tensor | Sequence[Any], params: Crop4VF, percentile_method: str = "exact") -> tuple[Tensor, Tensor]:
     """Cut, flip and resize (trilinear, corners aligned: ``scipy.ndimage.zoom(order=1)``) both patches,
     then adaptive contrast, gamma and the joint inversion.
 
     Args:
-        volume: (N, 1, D, H, W) floating; patch pair n is cut from volume n.
+        volume: (N, 1, D, H, W) floating; patch pair n is cut from volume n. Or N volumes that slice as
+            (1, D, H, W) floating tensors (e.g. :class:`~ssl3d.data.mapped.MappedVolume`: only the crops are read).
         params: from ``draw_crop4vf`` for these N volumes.
         percentile_method: "exact" (numpy's linear percentiles, default) or "histogram" (approximate,
             a named option; slower than "exact" on CPU, see ``benchmarks/vf_samples.py``).
@@ -447,16 +448,19 @@ def apply_crop4vf(volume: Tensor, params: Crop4VF, percentile_method: str = "exa
         >>> fg.shape
         torch.Size([1, 1, 32, 64, 64])
     """
-    _volume("volume", volume, channels=1)
-    n, out = volume.shape[0], params.output_size
-    if params.sizes.shape[0] != n:
+    if isinstance(volume, Tensor):
+        _volume("volume", volume, channels=1)
+    n, out = len(volume), params.output_size
+    if n == 0 or params.sizes.shape[0] != n:
         raise InputError(f"params were drawn for {params.sizes.shape[0]} volumes, volume has N={n}.")
-    patches = volume.new_empty((2, n, 1, *out))
+    patches: Tensor | None = None
     for i, (starts, sizes, flips) in enumerate(zip(params.starts.tolist(), params.sizes.tolist(),
                                                    params.flips.tolist())):
         for j in range(2):
             (s0, s1, s2), (c0, c1, c2) = starts[j], sizes[j]
-            crop = volume[i:i + 1, :, s0:s0 + c0, s1:s1 + c1, s2:s2 + c2]
+            crop = volume[i][:, s0:s0 + c0, s1:s1 + c1, s2:s2 + c2][None]
+            if patches is None:
+                patches = crop.new_empty((2, n, 1, *out))
             dims = [2 + a for a in range(3) if flips[j][a]]
             crop = crop.flip(dims) if dims else crop
             same = tuple(sizes[j]) == out

@@ -357,13 +357,13 @@ class InteractiveTask(Task):
         cache = VolumeCache(find_cases(self.data, labels=True), ctx.preset.preprocess, self.cache_dir, self.strict, ctx.logger)
         ctx.build_cache(cache)
         self.cache_info = cache.info()
-        images = cache.load_all(ctx.device)
-        labels = [np.array(cache.label(i)) for i in range(len(images))]
+        images = cache.mapped(ctx.device)  # memory maps: a sample reads its patch, validation its window
+        labels = lambda i: np.asarray(cache.label(i))  # one label map at a time, memory-mapped
         order = np.random.default_rng(ctx.seed).permutation(len(images))
         n_val = held_out_count(ctx, len(images), self.val_fraction)
         self.images = [images[i] for i in order[n_val:]]
-        self.structures = [s for n, i in enumerate(order[n_val:]) for s in find_structures(labels[i], n, self.guidance.min_voxels)]
-        self.val = [(images[i], _largest_per_value(find_structures(labels[i], 0, self.guidance.min_voxels))) for i in order[:n_val]]
+        self.structures = [s for n, i in enumerate(order[n_val:]) for s in find_structures(labels(i), n, self.guidance.min_voxels)]
+        self.val = [(images[i], _largest_per_value(find_structures(labels(i), 0, self.guidance.min_voxels))) for i in order[:n_val]]
         if not self.structures:
             raise DatasetError(f"{self.data}: the training labels hold no structure of >= {self.guidance.min_voxels} voxels.")
         self.by_case = _group(self.structures)

@@ -110,12 +110,14 @@ class SegmentationTask(Task):
         cache = VolumeCache(find_cases(self.data, labels=True), ctx.preset.preprocess, self.cache_dir, self.strict, ctx.logger)
         ctx.build_cache(cache)
         self.cache_info = cache.info()
-        images, labels = cache.load_all(ctx.device), cache.load_labels(ctx.device)
+        # memory maps (MappedVolume): each sample reads its patch only, validation one whole case at a time
+        images, labels = cache.mapped(ctx.device), cache.mapped_labels(ctx.device)
         self.train_set, self.val = self._split(ctx, images, labels)
-        self.values = sorted({int(v) for _, lab in self.train_set for v in torch.unique(lab).tolist()} - {0})
+        self.values = sorted(set().union(*(lab.values() for _, lab in self.train_set)) - {0})
         if not self.values:
             raise DatasetError(f"{self.data}: the training labels hold no foreground value.")
         self._map_classes(class_map(self.values, self.labels_text, str(self.data)))
+        self.foreground = [lab.slice_counts() for _, lab in self.train_set]  # where the (relabelled) foreground lies
         network = ctx.preset.network
         self.model = build_network(network.name, 1, max(self.values) + 1, **network.kwargs).to(ctx.device)
         if self.init is not None:
@@ -132,13 +134,13 @@ class SegmentationTask(Task):
         self.multiple = size_multiple(network.name, network.kwargs, default=8)
 
     def _map_classes(self, mapping: dict[int, int]) -> None:
-        """Relabel the cached label maps (and the names) when values are not their own classes."""
+        """Relabel the label maps (each read, through a table) and the names when values are not their own classes."""
         if all(v == c for v, c in mapping.items()):
             return
-        table = torch.zeros(256, dtype=torch.uint8)
+        table = np.zeros(256, dtype=np.uint8)
         for value, index in mapping.items():
             table[value] = index
-        relabel = lambda pairs: [(image, table.to(label.device)[label.long()]) for image, label in pairs]
+        relabel = lambda pairs: [(image, label.relabelled(table)) for image, label in pairs]
         self.train_set, self.val = relabel(self.train_set), relabel(self.val)
         names = {e["value"]: e["name"] for e in parse_labels(self.labels_text, list(mapping))}
         self.labels_text = ",".join(f"{mapping[v]}:{name}" for v, name in names.items())
@@ -161,22 +163,25 @@ class SegmentationTask(Task):
 
     def _sample(self, ctx: TrainContext, step: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = ctx.generator(step, index)
-        image, label = self.train_set[int(torch.randint(len(self.train_set), (1,), generator=g))]
+        case = int(torch.randint(len(self.train_set), (1,), generator=g))
+        image, label = self.train_set[case]
         patch = ctx.preset.train.patch
         if patch is not None:
-            image, label = self._crop(ctx, g, image, label, patch)
+            image, label = self._crop(ctx, g, image, label, self.foreground[case], patch)
+        else:
+            image, label = image.load(), label.load()
         flips = [d + 1 for d in range(3) if torch.rand(1, generator=g).item() < ctx.preset.train.flip_p]
         if flips:
             image, label = image.flip(flips), label.flip(flips)
         return image, label
 
     @staticmethod
-    def _crop(ctx: TrainContext, g: torch.Generator, image: torch.Tensor, label: torch.Tensor, patch) -> tuple[torch.Tensor, torch.Tensor]:
-        """A patch centred on a random foreground voxel with probability ``pos_fraction``, else anywhere."""
-        sizes = image.shape[1:]
-        if torch.rand(1, generator=g).item() < ctx.preset.train.pos_fraction and bool(label.any()):
-            fg = torch.nonzero(label[0])
-            centre = fg[int(torch.randint(len(fg), (1,), generator=g))].tolist()
+    def _crop(ctx: TrainContext, g: torch.Generator, image: Any, label: Any, counts: np.ndarray, patch) -> tuple[torch.Tensor, torch.Tensor]:
+        """A patch centred on a random foreground voxel with probability ``pos_fraction``, else anywhere
+        (``counts``: the label's foreground voxels per slice; only the patch is read)."""
+        sizes, total = image.shape[1:], int(counts.sum())
+        if torch.rand(1, generator=g).item() < ctx.preset.train.pos_fraction and total > 0:
+            centre = label.nth_nonzero(int(torch.randint(total, (1,), generator=g)), counts)
             start = [min(max(0, c - p // 2), max(0, s - p)) for c, p, s in zip(centre, patch, sizes)]
         else:
             start = [int(torch.randint(max(1, s - p + 1), (1,), generator=g)) for s, p in zip(sizes, patch)]
@@ -218,7 +223,8 @@ class SegmentationTask(Task):
         from monai.metrics import compute_dice
 
         scores = {v: [] for v in self.values}
-        for image, label in self.val:
+        for mapped_image, mapped_label in self.val:  # one whole case in memory at a time
+            image, label = mapped_image.load(), mapped_label.load()
             pred = self.predict(ctx, image)
             values = torch.tensor(self.values, device=pred.device).view(-1, 1, 1, 1)
             dice = compute_dice((pred[None] == values)[None].float(), (label == values)[None].float(), include_background=True, ignore_empty=True)
