@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -227,3 +228,63 @@ def test_interactive_samples_equal_the_loaded_ones(seg_data, tmp_path):
     task.images = mapped_images
     (image, structures), = task.val
     assert image.shape == loaded[order[0]].shape and structures
+
+
+# ---------------------------------------------------------------------------------------------- OpenMaps (VoCo)
+
+
+def _maps_held(files) -> int:
+    """How many of ``files`` this process has memory-mapped now (Linux: /proc/self/maps)."""
+    import gc
+
+    gc.collect()  # a dropped map is unmapped when its last tensor goes
+    names = {str(Path(f).resolve()) for f in files}
+    with open("/proc/self/maps") as maps:
+        return len({line.split()[-1] for line in maps if line.split()[-1] in names})
+
+
+needs_proc = pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="counts mappings in /proc/self/maps (Linux)")
+
+
+@needs_proc
+def test_open_maps_view_the_files_and_hold_at_most_the_limit(tmp_path):
+    from ssl3d.data.mapped import OpenMaps
+
+    arrays = [np.full((2, 3, 4), n, dtype=np.float32) + np.arange(4, dtype=np.float32) for n in range(6)]
+    files = [tmp_path / f"{n}.npy" for n in range(6)]
+    for file, array in zip(files, arrays):
+        np.save(file, array)
+    maps = OpenMaps(files, limit=2)
+    view = maps[0]
+    assert _maps_held(files[:1]) == 1 and torch.equal(view[0], torch.from_numpy(arrays[0]))  # the map itself, no copy
+    del view
+    for n in range(6):
+        assert torch.equal(maps[n], torch.from_numpy(arrays[n])[None])
+        assert _maps_held(files) <= 2
+    assert torch.equal(maps[-1], maps[5]) and [t.shape for t in maps[1:3]] == [(1, 2, 3, 4)] * 2
+    doubled = OpenMaps(files, lambda t: t * 2, limit=1)
+    assert torch.equal(doubled[3], 2 * torch.from_numpy(arrays[3])[None]) and _maps_held(files) <= 1 + 1  # maps' last one, doubled's copy
+    with pytest.raises(IndexError):
+        maps[6]
+
+
+@needs_proc
+def test_voco_task_holds_a_bounded_number_of_maps_with_the_same_batches(tmp_path, monkeypatch):
+    """VoCo keeps at most OPEN_MAPS cached volumes mapped (a kernel mapping and a descriptor each: 160k volumes
+    would pass Linux's 65530 mappings); a volume dropped and opened again gives the same samples."""
+    from ssl3d.pretext import voco_task
+    from ssl3d.pretext.voco_task import VoCoTask
+
+    data = write_phantom_dataset(tmp_path / "data", range(300, 308), shape=(32, 48, 48)) / "imagesTr"
+    preset = apply_overrides(get_preset("voco-v1-cpu"), {"train.batch_size": 2})
+    crops = {}
+    for limit in (2, 1000):
+        monkeypatch.setattr(voco_task, "OPEN_MAPS", limit)
+        task = VoCoTask(data, tmp_path / "cache")
+        ctx = _ctx(preset, tmp_path / f"run{limit}")
+        task.setup_samples(ctx)
+        files = task.volumes.files
+        crops[limit] = [task.batch(ctx, step, range(2)).samples.crops.clone() for step in range(6)]  # every volume, some twice
+        assert _maps_held(files) <= limit and len(files) == 8
+        ctx.logger.close()
+    assert all(torch.equal(a, b) for a, b in zip(crops[2], crops[1000]))

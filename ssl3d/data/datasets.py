@@ -607,6 +607,10 @@ class VolumeCache:
         """Model-space image (D, H, W) in ``config.dtype``, memory-mapped read-only."""
         return np.load(self._file(index, "image"), mmap_mode="r")
 
+    def image_file(self, index: int) -> Path:
+        """The ``.npy`` file of a model-space image (for readers that open it themselves)."""
+        return self._file(index, "image")
+
     def label(self, index: int) -> np.ndarray | None:
         """Model-space label map (D, H, W) uint8, memory-mapped; None for a case without a label."""
         has = "label" in self._built()[index]["files"]

@@ -11,6 +11,9 @@ number of cached volumes; the pages read are the kernel's file cache, not the pr
 :data:`~ssl3d.data.preprocess.PAD_MODES` fill) per read: the same values as padding the whole volume, then
 cutting. ``load()`` is the whole volume (for what needs one, e.g. sliding-window validation, one at a time).
 
+:class:`OpenMaps` is the other way, for readers that slice many small views of a volume (VoCo): tensors
+that view the maps themselves, no copy, with a bounded number of maps open at a time.
+
 Example::
 
     v = MappedVolume.open(cache.dir / "case.npy", torch.float32, "cuda")
@@ -20,14 +23,16 @@ Example::
 
 from __future__ import annotations
 
+import warnings
+from collections import OrderedDict, abc
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["MappedVolume"]
+__all__ = ["MappedVolume", "OpenMaps"]
 
 
 @dataclass(frozen=True)
@@ -150,3 +155,45 @@ class MappedVolume:
         out = np.full(shape, self.fill, dtype=box.dtype)
         out[np.ix_(*(i >= 0 for i in index))] = box[np.ix_(*(v - low for v, low in zip(valid, lo)))]
         return out
+
+
+class OpenMaps(abc.Sequence):
+    """Cached arrays as (1, D, H, W) CPU tensors that view their memory maps (no copy), with at most ``limit``
+    maps open at a time.
+
+    Every open map holds a file descriptor and a kernel mapping (Linux allows 65530 mappings per process
+    by default), so the 160k volumes of a large pretraining folder cannot all stay mapped. The least
+    recently used map is dropped (the kernel unmaps it once no batch still views it) and opened again, with
+    the same values, on its next visit.
+
+    Args:
+        files: the ``.npy`` files, one per volume.
+        prepare: applied to each tensor when it is opened (e.g. padding to a window); its result is what the
+            sequence holds while the map is open.
+        limit: maps open at once.
+    """
+
+    def __init__(self, files: Sequence[str | Path], prepare: Callable[[torch.Tensor], torch.Tensor] | None = None, limit: int = 256) -> None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be an integer >= 1, got {limit!r}")
+        self.files, self.prepare, self.limit = [Path(f) for f in files], prepare, limit
+        self._open: OrderedDict[int, torch.Tensor] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        index = range(len(self))[index]  # negative indices; IndexError past the end
+        if index in self._open:
+            self._open.move_to_end(index)
+            return self._open[index]
+        with warnings.catch_warnings():  # read-only maps, never written through: only sliced and copied
+            warnings.simplefilter("ignore", UserWarning)
+            tensor = torch.from_numpy(np.load(self.files[index], mmap_mode="r"))[None]
+        tensor = self.prepare(tensor) if self.prepare else tensor
+        self._open[index] = tensor
+        if len(self._open) > self.limit:
+            self._open.popitem(last=False)
+        return tensor

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -53,10 +53,16 @@ from .voco_samples import (
     random_cuts,
 )
 
+if TYPE_CHECKING:
+    from ..data.mapped import OpenMaps
+
 __all__ = ["VoCoTask", "apply_network_choice", "V2_PIPELINES"]
 
 _NETWORKS = ("swin-b", "swin-l", "swin-h", "swinunetr", "cnn-small")
 _CNN_DEFAULT = {"channels": [8, 16, 32, 64]}
+
+OPEN_MAPS = 256
+"""Cached volumes kept memory-mapped at a time (each map holds a file descriptor and a kernel mapping)."""
 
 V2_PIPELINES = {
     "abdomen": "the preset's own pipeline: spacing 1.5 mm, HU -175..250, foreground crop (> 0), pad to the window",
@@ -235,24 +241,23 @@ class VoCoTask(Task):
             return int(min(free // 4, 4 << 30))  # the rest is the network's activations
         return 2 << 30
 
-    def _load_volumes(self, ctx: TrainContext) -> tuple[list[torch.Tensor], dict, list[int]]:
-        """The cached images as read-only memory maps, ``(1, D, H, W)`` CPU tensors in the cache's dtype, the
+    def _load_volumes(self, ctx: TrainContext) -> tuple[OpenMaps, dict, list[int]]:
+        """The cached images as read-only memory maps, ``(1, D, H, W)`` CPU tensors in the cache's dtype (at most
+        :data:`OPEN_MAPS` open at a time, so a folder of 160k volumes stays within the process's limits), the
         cache's info and each volume's datalist weight."""
-        import warnings
-
         from ..data.datasets import VolumeCache, find_cases
+        from ..data.mapped import OpenMaps
 
         cache = VolumeCache(find_cases(self.data, labels=False), ctx.preset.preprocess, self.cache_dir, self.strict, ctx.logger)
         ctx.build_cache(cache)
-        with warnings.catch_warnings():  # the maps are read-only and never written through: only sliced and copied
-            warnings.simplefilter("ignore", UserWarning)
-            volumes = [torch.from_numpy(cache.image(i))[None] for i in range(len(cache))]
-        if not volumes:
+        if not len(cache):
             raise DatasetError(f"{self.data}: no readable volume to pretrain on (see skipped.txt in {cache.dir}).")
-        if self.window is not None:  # volumes smaller than the window are padded once here, not every step
-            volumes = [pad_to_window(v, self.window) for v in volumes]
-        else:
-            wrong = [(name, tuple(v.shape)) for name, v in zip(cache.names, volumes) if tuple(v.shape) != self.spec.volume_shape]
+        window = self.window
+        # volumes smaller than the window are padded when their map opens (the padded copy lives while it is open)
+        volumes = OpenMaps([cache.image_file(i) for i in range(len(cache))], (lambda v: pad_to_window(v, window)) if window else None, OPEN_MAPS)
+        if window is None:
+            shapes = [tuple(cache.image(i).shape) for i in range(len(cache))]  # one map at a time, released at once
+            wrong = [(name, (1, *shape)) for name, shape in zip(cache.names, shapes) if (1, *shape) != tuple(self.spec.volume_shape)]
             if wrong:
                 raise DatasetError(f"{self.data}: VoCo v1 needs preprocessed volumes (1, D, H, W) = {self.spec.volume_shape} "
                                    f"(preprocess.resize), got {wrong[0][1]} for {wrong[0][0]}.")
