@@ -1,5 +1,11 @@
 """Inference: sliding-window segmentation, interactive (click) sessions, post-processing.
 
+    windows.py       the window and size rules (a leaf: the three below apply the same ones)
+    segment.py       whole-volume segmentation and the files it writes
+    interactive.py   click sessions: a warm model, points in, a full-grid mask out
+    memory.py        the GPU memory a bundle's inference needs, and the device chosen from it
+    click_worker.py  the worker thread behind SSLSegment's clicks; commands.py: ``segment``, ``evaluate``
+
 ``ssl3d.infer.InteractiveSession``, ``device_for_bundle`` (where to run a bundle, given the GPU's free
 memory) and the rest are imported on first use, so ``import ssl3d.infer`` stays light.
 """

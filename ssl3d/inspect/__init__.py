@@ -10,6 +10,9 @@ Public API::
 and small text files such as a colour table) that :func:`write_inspection` writes all-or-nothing;
 ``ssl3d inspect voco|vf`` is those two calls.
 
+Files: ``inspection.py`` (the :class:`Inspection` record, a leaf), ``voco_map.py`` and ``fusion_map.py`` (one
+per method, independent of each other), ``commands.py`` (writing, and ``ssl3d inspect``).
+
 ``import ssl3d.inspect`` is light: the modules below import numpy at most; torch, MONAI and PIL are
 imported by the functions that use them. (The functions ``voco_map`` and ``fusion_map`` share their
 names with their modules; the names bound here are the functions, so import the modules' other names
