@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-import slicer
 import vtk
 
 from ..job_arguments import number
@@ -143,9 +142,8 @@ def _add_series(scene: Any, chart: Any, table: Any, kind: str) -> None:
         series.SetAndObserveTableNodeID(table.GetID())
         series.SetXColumnName("step")
         series.SetYColumnName(column)
-        series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
-        series.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleNone if kind == "loss"
-                              else slicer.vtkMRMLPlotSeriesNode.MarkerStyleCircle)
+        series.SetPlotType(series.PlotTypeScatter)
+        series.SetMarkerStyle(series.MarkerStyleNone if kind == "loss" else series.MarkerStyleCircle)
         series.SetUniqueColor()
         chart.AddAndObservePlotSeriesNodeID(series.GetID())
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import slicer
 import vtk
 from vtk.util import numpy_support
 
@@ -59,6 +58,8 @@ def labelmap_to_segmentation(volume: Volume, scene: Any, labels: Mapping[int, Se
         The segmentation node. Segment names and colours come from ``labels``; each segment's label value
         is its value in ``volume``.
     """
+    import slicer  # on use: importing ssl3d.mrml needs MRML's vtk classes only
+
     checked = _check_labels(labels)
     world = to_world(reference_node)
     volume = Volume(volume.array, np.linalg.inv(world) @ volume.ijk_to_ras)  # in the reference's local space
@@ -134,6 +135,8 @@ def segment_to_labelmap(segmentation_node: Any, segment_id: str, reference_volum
     ``segment_id`` may also be a segment name. The returned Volume has exactly the geometry
     :func:`volume_from_node` gives the reference volume.
     """
+    import slicer
+
     segment_id = find_segment_id(segmentation_node, segment_id)
     reference = volume_from_node(reference_volume_node)
     scene = segmentation_node.GetScene()
@@ -170,6 +173,8 @@ def write_mask_region(segmentation_node: Any, segment_id: str, ijk_to_ras: Any, 
 
     Names, colours, other segments (outside written voxels) and the reference geometry are untouched.
     """
+    import slicer
+
     segment_id = find_segment_id(segmentation_node, segment_id)
     k0, k1, j0, j1, i0, i1 = (int(v) for v in box)
     values = np.asarray(values) != 0
