@@ -36,7 +36,7 @@ from typing import Any, Callable
 from .errors import BundleError
 from .filemodes import give_umask_mode
 
-__all__ = ["SCHEMA", "Bundle", "read_bundle", "write_bundle", "register_section", "validate_meta", "as_bundle"]
+__all__ = ["SCHEMA", "Bundle", "read_bundle", "write_bundle", "register_section", "validate_meta", "as_bundle", "file_sha256"]
 
 SCHEMA = 1
 WEIGHTS = "model.safetensors"
@@ -244,7 +244,7 @@ def write_bundle(path: str | os.PathLike, state_dict: dict, meta: dict) -> Bundl
         tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state_dict.items()}  # clone: no shared storage
         save_file(tensors, str(tmp / WEIGHTS))
         give_umask_mode(tmp / WEIGHTS)  # safetensors creates 0600 files
-        meta = {**meta, "weights": {"sha256": _sha256(tmp / WEIGHTS)}}
+        meta = {**meta, "weights": {"sha256": file_sha256(tmp / WEIGHTS)}}
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if path.exists():
             shutil.rmtree(path)
@@ -255,7 +255,8 @@ def write_bundle(path: str | os.PathLike, state_dict: dict, meta: dict) -> Bundl
     return Bundle(path, meta)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
+    """A file's SHA-256 (hex), read in 1 MiB blocks (weights and released checkpoints are GBs)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -2,9 +2,9 @@
 
 The package's shape, in dependency order::
 
-    checkpoint.py       the one safe reader: torch.load(weights_only=True), container unwrapping, SHA-256
+    checkpoint.py       the one safe reader: torch.load(weights_only=True), container unwrapping
     keymap.py           key maps (VoCo, MIS-FM) and the MatchReport of what a file filled
-    imported_bundle.py  the one writer: --out checked, provenance (file, hash, format, match), bundle
+    imported_bundle.py  the one writer: --out checked, provenance (file, its SHA-256, format, match), bundle
     voco.py, misfm.py, swinunetr_seg.py    one module per foreign format
 
 :func:`import_weights` dispatches by format (``ssl3d import-weights --format ...`` is that call). The

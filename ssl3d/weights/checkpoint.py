@@ -1,6 +1,6 @@
 """The one safe reader of foreign checkpoints: ``torch.load(weights_only=True)`` (never unpickling code,
 numpy scalars and pickled optimizer objects kept as inert data), the tensors unwrapped from their
-container, the SwinUNETR merge variant a file states, and the file's SHA-256 for provenance.
+container, and the SwinUNETR merge variant a file states.
 
 Example::
 
@@ -10,7 +10,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import re
 import warnings
 from os import PathLike
@@ -22,7 +21,7 @@ from torch import Tensor
 
 from ..errors import WeightsError
 
-__all__ = ["CONTAINER_KEYS", "LISTED", "read_checkpoint", "unwrap_state", "load_foreign_state", "stated_merging", "file_sha256"]
+__all__ = ["CONTAINER_KEYS", "LISTED", "read_checkpoint", "unwrap_state", "load_foreign_state", "stated_merging"]
 
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "network_weights", "net", "model")
 """Keys under which checkpoints nest their weights, tried in this order."""
@@ -202,12 +201,3 @@ def load_foreign_state(path: str | PathLike[str]) -> dict[str, Tensor]:
         WeightsError: the file is missing, unreadable, needs unpickling code, or holds no tensors.
     """
     return unwrap_state(read_checkpoint(path), path)
-
-
-def file_sha256(path: str | PathLike[str]) -> str:
-    """The file's SHA-256 (hex), read in 1 MiB blocks (released checkpoints are GBs)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -14,9 +14,8 @@ from typing import Mapping
 
 from torch import Tensor
 
-from ..bundle import write_bundle
+from ..bundle import file_sha256, write_bundle
 from ..errors import InputError
-from .checkpoint import file_sha256
 from .keymap import MatchReport
 
 __all__ = ["check_out_dir", "match_record", "write_imported_bundle"]
