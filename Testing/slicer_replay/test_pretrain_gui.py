@@ -94,13 +94,19 @@ def _charts(replay):
             for i in range(replay.scene.GetNumberOfNodesByClass("vtkMRMLPlotChartNode"))]
 
 
-def _follow(widget, run, module):
-    """Follow a run folder as 'Open run' does, without the folder dialog."""
+def _following(replay, tmp_path):
+    """SSLPretrain entered and following an empty run folder as 'Open run' does, without the folder dialog.
+    Returns (widget, run folder)."""
     from ssl3d import jobs
 
+    widget = replay.widget("SSLPretrain", replay.load("SSLPretrain"))
+    replay.enter(widget)
+    run = tmp_path / "run"
+    run.mkdir()
     widget._resetRunDisplay(run.name)
     widget._follower = jobs.follow_run(run)
     widget._runFolder = run
+    return widget, run
 
 
 def _append_events(run, start, count):
@@ -111,12 +117,7 @@ def _append_events(run, start, count):
 
 
 def test_one_chart_per_run_whatever_the_scene_does(replay, tmp_path):
-    module = replay.load("SSLPretrain")
-    widget = replay.widget("SSLPretrain", module)
-    replay.enter(widget)
-    run = tmp_path / "run"
-    run.mkdir()
-    _follow(widget, run, module)
+    widget, run = _following(replay, tmp_path)
     for tick in range(3):
         _append_events(run, 1 + 2 * tick, 2)
         widget.onTimer()
@@ -150,12 +151,7 @@ def test_a_job_ending_while_the_module_is_not_shown_after_a_scene_close(replay):
 
 
 def test_following_a_finished_run_stops_the_timer(replay, tmp_path):
-    module = replay.load("SSLPretrain")
-    widget = replay.widget("SSLPretrain", module)
-    replay.enter(widget)
-    run = tmp_path / "run"
-    run.mkdir()
-    _follow(widget, run, module)
+    widget, run = _following(replay, tmp_path)
     widget.timer.start()
     _append_events(run, 1, 2)
     widget.onTimer()
@@ -187,7 +183,7 @@ def test_a_reload_keeps_a_running_pretraining_and_follows_it(replay, tmp_path):
     import time
     from pathlib import Path
 
-    from ssl3d.jobs import JobBoard, live_job
+    from ssl3d.jobs import live_job
 
     helper = Path(__file__).resolve().parents[1] / "helpers" / "fake_job.py"
     run = tmp_path / "run"

@@ -59,9 +59,9 @@ def replay():
         yield slicer_replay
 
 
-@pytest.fixture
-def clicking(replay, tmp_path):
-    """The module entered with a click bundle, a 16^3 volume and the click section open; clicks run on CubeSession."""
+def _click_module(replay, tmp_path, session):
+    """SSLSegment entered with a click bundle and a 16^3 volume chosen, the click section still collapsed;
+    clicks run on ``session``. Returns (widget, volume node, bundle folder)."""
     from ssl3d import mrml
 
     bundle = tmp_path / "clicks"
@@ -69,10 +69,17 @@ def clicking(replay, tmp_path):
     (bundle / "bundle.json").write_text(json.dumps({"task": "interactive", "network": {"name": "unet"}}))
     volumeNode = mrml.volume_to_node(Volume(np.zeros((16, 16, 16), np.int16), np.eye(4)), replay.scene, "ct")
     widget = replay.widget("SSLSegment")
-    widget._clicker = ClickWorker(CubeSession)
+    widget._clicker = ClickWorker(session)
     replay.enter(widget)
     widget.ui.modelPathLineEdit.currentPath = str(bundle)
     widget._parameterNode.inputVolume = volumeNode
+    return widget, volumeNode, bundle
+
+
+@pytest.fixture
+def clicking(replay, tmp_path):
+    """The module entered with a click bundle, a 16^3 volume and the click section open; clicks run on CubeSession."""
+    widget, volumeNode, _ = _click_module(replay, tmp_path, CubeSession)
     widget.ui.clickCollapsibleButton.collapsed = True
     widget.ui.clickCollapsibleButton.collapsed = False
     return types.SimpleNamespace(widget=widget, volume=volumeNode, positive=widget.logic.pointList("positive"),
@@ -190,8 +197,6 @@ def test_keyboard_shortcuts_while_the_click_section_is_open(replay, clicking):
 
 
 def test_scene_close_clears_the_pairs_list_and_point_observers(replay, clicking):
-    from ssl3d import mrml
-
     widget = clicking.widget
     segmentation = replay.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "seg")
     widget.ui.pairVolumeSelector.setCurrentNode(clicking.volume)
@@ -240,8 +245,6 @@ def test_the_segmentation_input_is_written_uncompressed(replay, clicking):
 
 
 def test_opening_the_click_section_loads_the_model_before_the_first_click(replay, tmp_path):
-    from ssl3d import mrml
-
     made = []
 
     class Counted(CubeSession):
@@ -249,15 +252,7 @@ def test_opening_the_click_section_loads_the_model_before_the_first_click(replay
             super().__init__(bundle, device)
             made.append((bundle, device))
 
-    bundle = tmp_path / "clicks"
-    bundle.mkdir()
-    (bundle / "bundle.json").write_text(json.dumps({"task": "interactive", "network": {"name": "unet"}}))
-    volumeNode = mrml.volume_to_node(Volume(np.zeros((16, 16, 16), np.int16), np.eye(4)), replay.scene, "ct")
-    widget = replay.widget("SSLSegment")
-    widget._clicker = ClickWorker(Counted)
-    replay.enter(widget)
-    widget.ui.modelPathLineEdit.currentPath = str(bundle)
-    widget._parameterNode.inputVolume = volumeNode
+    widget, _, bundle = _click_module(replay, tmp_path, Counted)
     assert made == [], "a collapsed click section starts nothing"
     widget.ui.clickCollapsibleButton.collapsed = False
     _drain(replay, widget)

@@ -106,7 +106,7 @@ class SlicerReplay:
 
     # ------------------------------------------------------------------------------------------ set-up
     def __enter__(self):
-        import ssl3d.mrml  # noqa: F401  (bound to slicer-core's slicer, as in Slicer where it is the real one)
+        import ssl3d.mrml  # noqa: F401  (loaded before the swap; the slicer its functions import on use forwards to slicer-core)
 
         self._saved = {name: sys.modules.get(name) for name in _REPLACED}
         self._saved_path = list(sys.path)

@@ -194,10 +194,13 @@ class _EnumComboBox(_Connector):
     def __init__(self, widget, base, annotations):
         super().__init__(widget, base, annotations)
         label = getattr(base, "label", lambda e: e.name)
-        self._items = [(label(e), e) for e in base]
-        widget.clear()  # fires currentIndexChanged(-1) on a filled box
-        for text, _ in self._items:
-            widget.addItem(text)  # the first one fires currentIndexChanged(0)
+        self._fill([(label(e), e) for e in base])
+
+    def _fill(self, items):
+        self._items = items
+        self.widget.clear()  # fires currentIndexChanged(-1) on a filled box
+        for text, _ in items:
+            self.widget.addItem(text)  # the first one fires currentIndexChanged(0)
 
     def read(self):
         return self._items[self.widget.currentIndex()][1]  # index -1 reads the last value, as in Slicer
@@ -216,10 +219,7 @@ class _ChoiceComboBox(_EnumComboBox):
         choice = _first(annotations, Choice)
         if choice is None:
             raise RuntimeError("ComboBoxToStringableConnector requires the Choice annotation to be used.")
-        self._items = [(str(c), c) for c in choice.choices]
-        widget.clear()
-        for text, _ in self._items:
-            widget.addItem(text)
+        self._fill([(str(c), c) for c in choice.choices])
 
 
 class _LineEdit(_Connector):
