@@ -94,16 +94,21 @@ class MappedVolume:
 
     # ------------------------------------------------------------------ label maps, a few slices at a time
 
-    def values(self) -> set[int]:
-        """The values present (after the table)."""
-        present = np.zeros(256, dtype=bool)
+    def scan(self) -> tuple[set[int], np.ndarray]:
+        """The values present and the nonzero voxels per slice ((D,) int64), after the table, in one read."""
+        present, counts = np.zeros(256, dtype=bool), []
         for slab in self._slabs():
             present[np.unique(slab)] = True
-        return set(np.flatnonzero(present).tolist())
+            counts.append(np.count_nonzero(slab.reshape(len(slab), -1), axis=1))
+        return set(np.flatnonzero(present).tolist()), np.concatenate(counts).astype(np.int64)
+
+    def values(self) -> set[int]:
+        """The values present (after the table)."""
+        return self.scan()[0]
 
     def slice_counts(self) -> np.ndarray:
         """Nonzero voxels (after the table) per slice: (D,) int64."""
-        return np.concatenate([np.count_nonzero(slab.reshape(len(slab), -1), axis=1) for slab in self._slabs()]).astype(np.int64)
+        return self.scan()[1]
 
     def nth_nonzero(self, k: int, counts: np.ndarray) -> list[int]:
         """The ``k``-th nonzero voxel in row-major order (``torch.nonzero(v[0])[k]``), from :meth:`slice_counts`;

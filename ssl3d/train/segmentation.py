@@ -113,11 +113,13 @@ class SegmentationTask(Task):
         # memory maps (MappedVolume): each sample reads its patch only, validation one whole case at a time
         images, labels = cache.mapped(ctx.device), cache.mapped_labels(ctx.device)
         self.train_set, self.val = self._split(ctx, images, labels)
-        self.values = sorted(set().union(*(lab.values() for _, lab in self.train_set)) - {0})
+        scans = [lab.scan() for _, lab in self.train_set]  # one read of each training label map
+        self.values = sorted(set().union(*(values for values, _ in scans)) - {0})
         if not self.values:
             raise DatasetError(f"{self.data}: the training labels hold no foreground value.")
         self._map_classes(class_map(self.values, self.labels_text, str(self.data)))
-        self.foreground = [lab.slice_counts() for _, lab in self.train_set]  # where the (relabelled) foreground lies
+        # where the foreground lies: relabelling keeps it (class_map gives every training value a class >= 1)
+        self.foreground = [counts for _, counts in scans]
         network = ctx.preset.network
         self.model = build_network(network.name, 1, max(self.values) + 1, **network.kwargs).to(ctx.device)
         if self.init is not None:
